@@ -1,0 +1,30 @@
+# Every target runs the same idempotent set-up first (scripts/setup.sh): Debian packages, .venv, editable install.
+VENV := .venv
+PY := $(VENV)/bin/python
+export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
+export HF_DATASETS_OFFLINE := 1
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup demo test test-all lint bench bench-corpus
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup  ## the pipeline on the embedded offline default; artifacts and summary.json in out/demo
+	$(VENV)/bin/speechgpt demo
+
+test: setup  ## fast unit and integration tests (what CI runs)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not slow" -q
+
+test-all: setup  ## every test, the slow ones too
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: bench-corpus
+
+bench-corpus: setup  ## corpus synthesis: 2 worker processes against 1, same clips
+	$(PY) -m benchmarks.bench_corpus

@@ -1,0 +1,113 @@
+"""`speechgpt`: one entry point, subcommand groups. Each command maps a YAML config + `key=value` overrides onto its
+module's `Config` and calls its `run(cfg)`; a command's module is imported only when that command runs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from speechgpt.config import ConfigError, describe_fields, dump_config, load_config
+
+
+@dataclass(frozen=True)
+class Command:
+    module: str
+    """Module exposing `Config` and `run(cfg) -> Path`."""
+    summary: str
+
+
+COMMANDS: dict[tuple[str, ...], Command] = {
+    ("corpus", "synth"): Command(
+        "data_builders.synth_corpus", "synthesize a multi-speaker corpus with the installed TTS voices"
+    ),
+    ("corpus", "import"): Command(
+        "data_builders.import_corpus", "import LibriSpeech folders, HF ASR datasets or JSONL/TSV manifests"
+    ),
+    ("corpus", "stats"): Command("data_builders.corpus_stats", "hours, speakers, utterances, duration histogram"),
+    ("demo",): Command("speechgpt.app.demo", "run the pipeline on the embedded offline default"),
+}
+VOICES_HELP = "list the TTS voices installed on this machine"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args[:2] == ["corpus", "voices"]:
+        return _list_voices()
+    words = next((w for w in COMMANDS if tuple(args[: len(w)]) == w), None)
+    if words is None:
+        print(_usage(), file=sys.stderr if args and args[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if args[:1] in (["-h"], ["--help"]) else 2
+    command = COMMANDS[words]
+    module = importlib.import_module(command.module)
+    parser = _command_parser(f"speechgpt {' '.join(words)}", command, module.Config)
+    ns = parser.parse_args(args[len(words) :])
+    try:
+        cfg = load_config(module.Config, ns.config, ns.overrides)
+    except ConfigError as err:
+        parser.exit(2, f"error: {err}\n")
+    if ns.dump_config:
+        sys.stdout.write(dump_config(cfg))
+        return 0
+    try:
+        out = module.run(cfg)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        logging.getLogger("speechgpt").error("%s failed: %s", " ".join(words), err)
+        return 1
+    print(out)
+    return 0
+
+
+def _usage() -> str:
+    rows = [("corpus voices", VOICES_HELP)] + [(" ".join(w), c.summary) for w, c in COMMANDS.items()]
+    return "\n".join(
+        [
+            "usage: speechgpt COMMAND [--config FILE.yaml] [--dump-config] [key=value ...]",
+            "",
+            "SpeechGPT-style discrete-unit speech language models: corpora, units, SpeechInstruct data,",
+            "three-stage training, unit vocoder, chat.",
+            "",
+            "commands:",
+            *(f"  {name:<16} {summary}" for name, summary in rows),
+            "",
+            "Each command maps a YAML file and key=value overrides (dotted for nested keys) onto its config;",
+            "`speechgpt COMMAND --help` lists the keys with their meaning and defaults.",
+        ]
+    )
+
+
+def _command_parser(prog: str, command: Command, config_cls: Any) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=f"{command.summary[0].upper()}{command.summary[1:]}.",
+        epilog="config keys (YAML file or key=value overrides; dotted keys for nested):\n"
+        + describe_fields(config_cls),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", help="YAML file mapping onto the config; unknown keys are errors")
+    parser.add_argument("--dump-config", action="store_true", help="print the resolved config as YAML and exit")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied after --config")
+    return parser
+
+
+def _list_voices() -> int:
+    from data_builders.tts import espeak_variants, installed_voices
+
+    voices = installed_voices()
+    if not voices:
+        print("no TTS voices found: install flite, festival (+ festvox voices) or espeak-ng")
+        return 1
+    for voice in voices:
+        print(voice.key)
+    variants = espeak_variants()
+    if variants:
+        print(f"espeak-ng variants (append as +name, e.g. espeak-ng:en-us+f3): {' '.join(variants)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Audio in and out: decode any file or array to 16 kHz mono float32, write files atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+SAMPLE_RATE = 16_000
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used; the message reads `kind: detail` (unreadable audio, empty audio, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Audio16k:
+    """A clip converted to the toolkit's canonical form, remembering what it was."""
+
+    samples: np.ndarray
+    """float32 mono samples at 16 kHz."""
+    orig_sample_rate: int
+    """Sample rate of the source before resampling."""
+    orig_channels: int
+    """Channel count of the source before down-mixing."""
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+
+def read_audio(path: str | Path) -> Audio16k:
+    """Decode a file (anything libsndfile reads: wav, flac, ogg, mp3) to 16 kHz mono."""
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # libsndfile raises several types for corrupt files
+        raise AudioError(f"unreadable audio: {err}") from None
+    return to_16k_mono(data, rate)
+
+
+def to_16k_mono(data: np.ndarray, rate: int) -> Audio16k:
+    """Down-mix (channels last or a 1-D array) and resample to 16 kHz; reject empty and all-zero clips."""
+    array = np.asarray(data, dtype=np.float32)
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2:
+        raise AudioError(f"bad audio: array must be 1-D or (samples, channels), got shape {array.shape}")
+    channels = array.shape[1]
+    mono = array.mean(axis=1) if channels > 1 else array[:, 0]
+    if mono.size == 0:
+        raise AudioError("empty audio: 0 samples")
+    if not np.isfinite(mono).all():
+        raise AudioError("bad audio: NaN or infinite samples")
+    if not np.any(mono):
+        raise AudioError("silent audio: every sample is zero")
+    if rate != SAMPLE_RATE:
+        mono = resample(mono, rate, SAMPLE_RATE)
+    return Audio16k(np.ascontiguousarray(mono, dtype=np.float32), int(rate), int(channels))
+
+
+def resample(samples: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """Band-limited sinc resampling (torchaudio), deterministic on CPU."""
+    import torch
+    import torchaudio.functional as taf
+
+    tensor = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+    return taf.resample(tensor, int(orig_rate), int(new_rate)).numpy()
+
+
+def write_audio(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
+    """Write 16-bit PCM (format from the suffix: .flac or .wav) via a temporary file, so a killed job leaves none."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clipped = np.clip(samples, -1.0, 1.0)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        sf.write(tmp, clipped, rate, subtype="PCM_16", format=path.suffix.lstrip(".").upper())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_builders.text_sources import load_sentences, wordnet_examples
+from data_builders.tts import check_voice, installed_voices, parse_voice, synthesize
+
+
+def test_installed_voices_cover_the_three_engines() -> None:
+    engines = {v.engine for v in installed_voices()}
+    assert {"flite", "festival", "espeak-ng"} <= engines
+    for key in ("flite:slt", "flite:kal16", "festival:kal_diphone", "festival:cmu_us_slt_arctic_hts"):
+        check_voice(parse_voice(key))
+
+
+@pytest.mark.parametrize("key", ["flite:slt", "festival:kal_diphone", "espeak-ng:en-us+f3"])
+def test_synthesize_gives_16k_speech_deterministically(key: str) -> None:
+    first = synthesize(key, "Seven green apples.")
+    second = synthesize(key, "Seven green apples.")
+    assert 0.5 < first.duration_s < 5
+    assert np.array_equal(first.samples, second.samples)
+    assert np.abs(first.samples).max() > 0.05
+
+
+def test_bad_voice_names_are_clear() -> None:
+    with pytest.raises(ValueError, match="engine:name"):
+        parse_voice("slt")
+    with pytest.raises(ValueError, match="not installed"):
+        check_voice(parse_voice("flite:nobody"))
+    with pytest.raises(ValueError, match="not installed"):
+        check_voice(parse_voice("espeak-ng:en-us+nosuchvariant"))
+
+
+def test_wordnet_examples_are_real_sentences() -> None:
+    examples = wordnet_examples()
+    assert len(examples) > 5000
+    assert "I can breathe better when the air is clean" in examples
+
+
+def test_sentences_filtered_and_sampled_deterministically(tmp_path: Path) -> None:
+    path = tmp_path / "s.txt"
+    path.write_text("one two three\nThe cat sat.\nThe cat sat.\nway too many words here for the limit ok\n& odd\n")
+    assert load_sentences(str(path), max_sentences=None, seed=0, min_words=3, max_words=5) == [
+        "one two three",
+        "The cat sat.",
+    ]
+    a = load_sentences("wordnet", max_sentences=20, seed=1, min_words=3, max_words=10)
+    assert a == load_sentences("wordnet", max_sentences=20, seed=1, min_words=3, max_words=10)
+    assert a != load_sentences("wordnet", max_sentences=20, seed=2, min_words=3, max_words=10)
+    with pytest.raises(ValueError, match="gave no sentence"):
+        load_sentences(str(path), max_sentences=None, seed=0, min_words=20, max_words=30)
