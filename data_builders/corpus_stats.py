@@ -52,7 +52,11 @@ def corpus_stats(durations: list[float], speakers: list[str], splits: list[str])
         "max_duration_s": round(max(durations), 3) if durations else 0.0,
         "utterances_per_speaker": dict(sorted(Counter(speakers).items())),
         "splits": {
-            split: {"utterances": e["utterances"], "hours": round(e["seconds"] / 3600, 4), "speakers": len(e["speakers"])}
+            split: {
+                "utterances": e["utterances"],
+                "hours": round(e["seconds"] / 3600, 4),
+                "speakers": len(e["speakers"]),
+            }
             for split, e in sorted(per_split.items())
         },
     }

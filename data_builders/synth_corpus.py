@@ -74,7 +74,10 @@ def run(cfg: Config) -> Path:
     for voice in voices:
         check_voice(voice)
     sentences = load_sentences(
-        cfg.text_source, max_sentences=cfg.max_sentences, seed=cfg.seed, min_words=cfg.min_words,
+        cfg.text_source,
+        max_sentences=cfg.max_sentences,
+        seed=cfg.seed,
+        min_words=cfg.min_words,
         max_words=cfg.max_words,
     )
     settings = {k: v for k, v in config_to_dict(cfg).items() if k not in _RUN_CONTROL}

@@ -11,16 +11,15 @@ import ast
 import dataclasses
 import functools
 import inspect
+import itertools
 import textwrap
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import yaml
-
-T = TypeVar("T")
 
 CONFIG_FILENAME = "config.yaml"
 
@@ -29,7 +28,7 @@ class ConfigError(ValueError):
     """A config file or override that does not fit its dataclass."""
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+def load_config[T](cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
     """Build `cls` from an optional YAML file, then apply `key=value` overrides (dotted keys for nested fields)."""
     raw: dict[str, Any] = {}
     source = "<defaults>"
@@ -69,19 +68,23 @@ def save_config(cfg: Any, out_dir: str | Path) -> Path:
     return path
 
 
-@functools.cache
 def field_docs(cls: type) -> dict[str, str]:
     """Attribute docstrings of a dataclass (the string literal right after each field), inherited ones included."""
+    return dict(_field_docs(cls))
+
+
+@functools.cache
+def _field_docs(cls: Any) -> tuple[tuple[str, str], ...]:
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
+        if not isinstance(klass, type) or not dataclasses.is_dataclass(klass):
             continue
         try:
             tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
         except (OSError, TypeError):
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, nxt in zip(body, body[1:], strict=False):
+        for node, nxt in itertools.pairwise(body):
             if (
                 isinstance(node, ast.AnnAssign)
                 and isinstance(node.target, ast.Name)
@@ -90,7 +93,7 @@ def field_docs(cls: type) -> dict[str, str]:
                 and isinstance(nxt.value.value, str)
             ):
                 docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
+    return tuple(docs.items())
 
 
 def describe_fields(cls: type) -> str:
@@ -132,7 +135,7 @@ def _apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return raw
 
 
-def _build(cls: type[T], raw: Mapping[str, Any], source: str, prefix: str) -> T:
+def _build[T](cls: type[T], raw: Mapping[str, Any], source: str, prefix: str) -> T:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: '{prefix.rstrip('.')}' must be a mapping, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -146,7 +149,10 @@ def _build(cls: type[T], raw: Mapping[str, Any], source: str, prefix: str) -> T:
     for name, value in raw.items():
         default = _default_of(fields[name])
         if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
-            value = {**config_to_dict(default), **value}  # a partial nested mapping keeps the outer default's values
+            value = {
+                **config_to_dict(default),
+                **value,
+            }  # a partial nested mapping keeps the outer default's values
         kwargs[name] = _convert(value, hints[name], source, f"{prefix}{name}")
     missing = [n for n, f in fields.items() if _default_of(f) is dataclasses.MISSING and n not in kwargs]
     if missing:

@@ -45,7 +45,11 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory, sentences_file: Path) 
         pytest.fail("flite and espeak-ng are required (make test installs them)")
     out = tmp_path_factory.mktemp("corpus") / "tiny"
     cfg = synth_corpus.Config(
-        out=out, text_source=str(sentences_file), voices=TWO_VOICES, heldout_voices=["espeak-ng:en-us+f3"],
-        max_sentences=None, num_workers=2,
+        out=out,
+        text_source=str(sentences_file),
+        voices=TWO_VOICES,
+        heldout_voices=["espeak-ng:en-us+f3"],
+        max_sentences=None,
+        num_workers=2,
     )
     return synth_corpus.run(cfg)

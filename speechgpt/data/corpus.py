@@ -196,8 +196,12 @@ class CorpusBuild:
         if complete:
             summary["dataset"] = str(write_corpus_dataset(rows, self.out_dir / DATASET_DIR))
         else:
-            log.warning("%s: %d of %d items done; rerun the same command to finish", self.out_dir,
-                        len(records), len(ids))
+            log.warning(
+                "%s: %d of %d items done; rerun the same command to finish",
+                self.out_dir,
+                len(records),
+                len(ids),
+            )
         return summary
 
     def _check_settings(self) -> None:

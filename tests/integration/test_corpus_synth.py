@@ -33,8 +33,12 @@ def folder_bytes(folder: Path) -> dict[str, bytes]:
 
 def synth_config(out: Path, sentences_file: Path, **kw) -> synth_corpus.Config:
     return synth_corpus.Config(
-        out=out, text_source=str(sentences_file), voices=TWO_VOICES, heldout_voices=["espeak-ng:en-us+f3"],
-        max_sentences=None, **kw,
+        out=out,
+        text_source=str(sentences_file),
+        voices=TWO_VOICES,
+        heldout_voices=["espeak-ng:en-us+f3"],
+        max_sentences=None,
+        **kw,
     )
 
 
@@ -80,9 +84,17 @@ def test_limit_then_resume_equals_one_shot(tmp_path: Path, tiny_corpus: Path, se
 
 def test_killed_build_resumes_to_the_same_result(tmp_path: Path, tiny_corpus: Path, sentences_file: Path) -> None:
     out = tmp_path / "killed"
-    args = [*SPEECHGPT, "corpus", "synth", f"out={out}", f"text_source={sentences_file}",
-            f"voices=[{','.join(TWO_VOICES)}]", "heldout_voices=[espeak-ng:en-us+f3]", "max_sentences=null",
-            "num_workers=1"]
+    args = [
+        *SPEECHGPT,
+        "corpus",
+        "synth",
+        f"out={out}",
+        f"text_source={sentences_file}",
+        f"voices=[{','.join(TWO_VOICES)}]",
+        "heldout_voices=[espeak-ng:en-us+f3]",
+        "max_sentences=null",
+        "num_workers=1",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     journal = out / "journal.jsonl"
     deadline = time.time() + 60
@@ -128,8 +140,11 @@ def test_stats_counts_and_histogram(tiny_corpus: Path, tmp_path: Path) -> None:
 def test_cli_errors_and_dump(tmp_path: Path) -> None:
     bad = subprocess.run([*SPEECHGPT, "corpus", "synth", "voicse=[flite:slt]"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown key 'voicse'" in bad.stderr
-    missing = subprocess.run([*SPEECHGPT, "corpus", "synth", f"out={tmp_path}", "voices=[flite:nobody]",
-                              "heldout_voices=[]"], capture_output=True, text=True)
+    missing = subprocess.run(
+        [*SPEECHGPT, "corpus", "synth", f"out={tmp_path}", "voices=[flite:nobody]", "heldout_voices=[]"],
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode == 1 and "flite:nobody is not installed" in missing.stderr
     dump = subprocess.run([*SPEECHGPT, "corpus", "synth", "--dump-config", "seed=3"], capture_output=True, text=True)
     assert dump.returncode == 0 and "seed: 3" in dump.stdout and "# Seed of sentence" in dump.stdout
