@@ -216,11 +216,15 @@ class CorpusBuild:
 
 
 def write_corpus_dataset(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Save rows as a HF dataset with the corpus features; same rows give the same bytes. Atomic via rename."""
+    """Save corpus rows as a HF dataset with the corpus features."""
+    return write_dataset(rows, path, corpus_features())
+
+
+def write_dataset(rows: list[dict[str, Any]], path: Path, features: Any) -> Path:
+    """Save rows as a HF dataset; same rows give the same bytes (content fingerprint). Atomic via rename."""
     import datasets
     import pyarrow as pa
 
-    features = corpus_features()
     table = pa.Table.from_pylist(rows, schema=features.arrow_schema) if rows else features.arrow_schema.empty_table()
     digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
     dataset = datasets.Dataset(table, info=datasets.DatasetInfo(features=features), fingerprint=digest)

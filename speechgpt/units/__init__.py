@@ -1,0 +1,1 @@
+"""Discrete speech units: k-means quantizers over encoder features and run-length helpers."""
