@@ -28,6 +28,10 @@ COMMANDS: dict[tuple[str, ...], Command] = {
         "data_builders.import_corpus", "import LibriSpeech folders, HF ASR datasets or JSONL/TSV manifests"
     ),
     ("corpus", "stats"): Command("data_builders.corpus_stats", "hours, speakers, utterances, duration histogram"),
+    ("units", "fit"): Command("speechgpt.units.fit", "fit k-means on speech-encoder features of a corpus"),
+    ("units", "extract"): Command(
+        "speechgpt.units.extract", "corpus -> merged units with durations (sharded, resumable)"
+    ),
     ("demo",): Command("speechgpt.app.demo", "run the pipeline on the embedded offline default"),
 }
 VOICES_HELP = "list the TTS voices installed on this machine"

@@ -43,10 +43,10 @@ def load_config[T](cls: type[T], path: str | Path | None = None, overrides: Sequ
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
         raw = loaded or {}
-    config = _build(cls, raw, source, prefix="")
-    if not overrides:
-        return config
-    return _build(cls, _apply_overrides(raw, overrides), f"command-line overrides (on {source})", prefix="")
+    if overrides:
+        raw = _apply_overrides(raw, overrides)
+        source = f"{source} with command-line overrides"
+    return _build(cls, raw, source, prefix="")
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

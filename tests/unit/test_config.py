@@ -61,7 +61,7 @@ def test_partial_nested_mapping_keeps_outer_default(tmp_path: Path) -> None:
         ("steps: 1\n", [], "missing required key 'out'"),
         ("out: x\nsteps: -1\n", [], "steps must be >= 0"),
         ("out: x\n", ["steps"], "not of the form key=value"),
-        ("out: x\n", ["inner.names=3"], r"overrides .*key 'inner.names' expects list\[str\]"),
+        ("out: x\n", ["inner.names=3"], r"with command-line overrides: key 'inner.names' expects list\[str\]"),
         ("- a\n- b\n", [], "expected a mapping"),
     ],
 )
