@@ -97,12 +97,17 @@ def main() -> None:
         paths = make_audio(folder, args.clips)
         seconds = sum(sf.info(p).duration for p in paths)
         with torch.inference_mode():
-            sample = [full(torch.from_numpy(sf.read(p, dtype="float32")[0])[None], output_hidden_states=True)
-                      .hidden_states[LAYER][0].numpy() for p in paths[:: max(1, len(paths) // 12)]]
+            sample = [
+                full(torch.from_numpy(sf.read(p, dtype="float32")[0])[None], output_hidden_states=True)
+                .hidden_states[LAYER][0]
+                .numpy()
+                for p in paths[:: max(1, len(paths) // 12)]
+            ]
         kmeans = fit_kmeans(np.concatenate(sample), 1000, seed=0, niter=10, encoder="hubert-base-random@L6")
         centroids = torch.from_numpy(kmeans.centroids)
-        encoder = build_encoder(EncoderConfig(kind="hubert", path=str(folder / "hubert"), layer=LAYER,
-                                              dtype=args.dtype))
+        encoder = build_encoder(
+            EncoderConfig(kind="hubert", path=str(folder / "hubert"), layer=LAYER, dtype=args.dtype)
+        )
         extractor = UnitExtractor(encoder, kmeans)
 
         start = time.perf_counter()

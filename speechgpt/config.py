@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import inspect
 import itertools
+import re
 import textwrap
 import types
 import typing
@@ -255,4 +256,4 @@ def _dump(cfg: Any, indent: int) -> str:
 def _type_name(tp: Any) -> str:
     if isinstance(tp, type) and not typing.get_args(tp):
         return tp.__name__
-    return str(tp).replace("typing.", "").replace("pathlib.", "")
+    return re.sub(r"\b[\w.]*\.(\w+)", r"\1", str(tp))  # typing.Literal / pathlib._local.Path -> Literal / Path

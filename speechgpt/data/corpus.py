@@ -9,12 +9,13 @@ same bytes as an uninterrupted one.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import re
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -39,6 +40,7 @@ CORPUS_COLUMNS = (
     "orig_channels",
 )
 DATASET_DIR = "dataset"
+_CHUNK = 512  # items handed to the worker pool at a time: bounds memory on streamed inputs
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
@@ -61,6 +63,8 @@ class SourceItem:
     split: str
     origin: str = ""
     """Where the item came from (file path, dataset row), quoted in rejection reasons."""
+    problem: str | None = None
+    """Set by a reader that already knows the item is unusable (`kind: detail`); it becomes the rejection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,8 @@ def check_text(text: str | bytes | None) -> str:
 
 def convert_item(item: SourceItem, audio_dir: Path, max_duration_s: float) -> dict[str, Any]:
     """Validate one item and write its audio; returns a corpus row or a rejection, as a journal record."""
+    if item.problem is not None:
+        return {"rejected": asdict(Rejection(item.id, item.origin, item.problem))}
     try:
         text = check_text(item.text)
         audio = item.load_audio()
@@ -134,33 +140,39 @@ class CorpusBuild:
         return self.out_dir / "journal.jsonl"
 
     def run(self, items: Iterable[SourceItem], desc: str = "corpus") -> dict[str, Any]:
-        """Convert what is not done yet, then write the dataset if every item is done. Returns the summary."""
+        """Convert what is not done yet, then write the dataset if every item is done. Returns the summary.
+
+        Items are consumed as a stream, a chunk at a time, so a large import never holds the whole input in memory.
+        """
         seen: dict[str, None] = {}  # ordered set of ids
-        todo: list[SourceItem] = []
         duplicates: list[Rejection] = []
-        for item in items:
-            if item.id in seen:
-                duplicates.append(Rejection(item.id, item.origin, "duplicate id"))
-                continue
-            seen[item.id] = None
-            if item.id not in self._done:
-                todo.append(item)
-        skipped_done = len(seen) - len(todo)
-        limited = self.max_items is not None and len(todo) > self.max_items
-        if limited:
-            todo = todo[: self.max_items]
-        for record in self._convert(todo, desc, total=len(todo)):
+        counts = {"resumed_items": 0, "new_items": 0}
+
+        def pending() -> Iterator[SourceItem]:
+            for item in items:
+                if item.id in seen:
+                    duplicates.append(Rejection(item.id, item.origin, "duplicate id"))
+                    continue
+                seen[item.id] = None
+                if item.id in self._done:
+                    counts["resumed_items"] += 1
+                elif self.max_items is None or counts["new_items"] < self.max_items:
+                    counts["new_items"] += 1
+                    yield item
+
+        total = len(items) if isinstance(items, Sized) else None
+        for record in self._convert(pending(), desc, total):
             append_jsonl(self.journal_path, record)
             self._done[_record_id(record)] = record
         complete = all(i in self._done for i in seen)
         summary = self._finish(list(seen), duplicates, complete)
-        summary.update(resumed_items=skipped_done, new_items=len(todo))
+        summary.update(counts)
         atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
         return summary
 
-    def _convert(self, todo: list[SourceItem], desc: str, total: int) -> Iterator[dict[str, Any]]:
+    def _convert(self, todo: Iterator[SourceItem], desc: str, total: int | None) -> Iterator[dict[str, Any]]:
         audio_dir = self.out_dir / "audio"
-        bar = tqdm(total=total, desc=desc, unit="utt", disable=total == 0)
+        bar = tqdm(total=total, desc=desc, unit="utt")
         try:
             if self.num_workers <= 1:
                 for item in todo:
@@ -168,10 +180,11 @@ class CorpusBuild:
                     bar.update()
                 return
             with get_context("spawn").Pool(self.num_workers) as pool:
-                jobs = ((item, audio_dir, self.max_duration_s) for item in todo)
-                for record in pool.imap_unordered(_convert_star, jobs, chunksize=4):
-                    yield record
-                    bar.update()
+                while chunk := list(itertools.islice(todo, _CHUNK)):
+                    jobs = [(item, audio_dir, self.max_duration_s) for item in chunk]
+                    for record in pool.imap_unordered(_convert_star, jobs, chunksize=4):
+                        yield record
+                        bar.update()
         finally:
             bar.close()
 

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 FRAME_RATE = 50
 HOP = 320  # samples per frame at 16 kHz
 
-EncoderKind = Literal["hubert", "fairseq_hubert", "wav2vec2", "whisper", "mfcc", "logmel"]
+EncoderKind = Literal["hubert", "fairseq_hubert", "wav2vec2", "whisper", "whisper_ct2", "mfcc", "logmel"]
 
 
 @dataclass(kw_only=True)
@@ -39,7 +39,7 @@ class EncoderConfig:
     """Allow unpickling a fairseq checkpoint (pickles can run code: only for files you trust)."""
 
     def __post_init__(self) -> None:
-        if self.kind in ("hubert", "fairseq_hubert", "wav2vec2", "whisper") and not self.path:
+        if self.kind in ("hubert", "fairseq_hubert", "wav2vec2", "whisper", "whisper_ct2") and not self.path:
             raise ValueError(f"encoder kind {self.kind!r} needs `path` (a folder, hub id or checkpoint)")
         if self.layer < 1 and self.kind not in ("mfcc", "logmel"):
             raise ValueError("layer must be >= 1")
@@ -66,6 +66,10 @@ def build_encoder(cfg: EncoderConfig) -> FeatureEncoder:
         return SpectralEncoder(cfg.kind)
     if cfg.kind == "whisper":
         return WhisperLayerEncoder(cfg)
+    if cfg.kind == "whisper_ct2":
+        from speechgpt.units.ct2_whisper import build_ct2_whisper_encoder
+
+        return build_ct2_whisper_encoder(cfg)
     return SslLayerEncoder(cfg, _load_ssl_model(cfg), normalize=_normalizes_input(cfg))
 
 
@@ -100,6 +104,7 @@ class SpectralEncoder:
 
 
 def _load_ssl_model(cfg: EncoderConfig) -> nn.Module:
+    assert cfg.path is not None  # checked in EncoderConfig.__post_init__
     if cfg.kind == "fairseq_hubert":
         from speechgpt.units.fairseq_hubert import load_fairseq_hubert
 
@@ -155,18 +160,19 @@ class SslLayerEncoder:
     per clip and masking the transformer keeps features identical to unpadded, one-clip-at-a-time extraction.
     """
 
-    def __init__(self, cfg: EncoderConfig, model: nn.Module, normalize: bool | None = None) -> None:
+    def __init__(self, cfg: EncoderConfig, model: Any, normalize: bool | None = None) -> None:
         self.model = model.eval()
+        config = self.model.config
         self.name = cfg.name
-        self.dim = int(model.config.hidden_size)
+        self.dim = int(config.hidden_size)
         self.dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
-        fairseq_flag = getattr(model.config, "fairseq_normalize", None)
-        default = fairseq_flag if fairseq_flag is not None else model.config.feat_extract_norm == "layer"
+        fairseq_flag = getattr(config, "fairseq_normalize", None)
+        default = fairseq_flag if fairseq_flag is not None else config.feat_extract_norm == "layer"
         self.normalize = bool(default if normalize is None else normalize)
         _bake_weight_norm(model)
-        if getattr(model.config, "do_stable_layer_norm", False):
+        if getattr(config, "do_stable_layer_norm", False):
             # Pre-LN encoders apply their final norm after the last layer only; layer L's output comes without it.
-            model.encoder.layer_norm = nn.Identity()
+            self.model.encoder.layer_norm = nn.Identity()
 
     @torch.inference_mode()
     def encode(self, waves: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -202,6 +208,7 @@ class WhisperLayerEncoder:
     def __init__(self, cfg: EncoderConfig) -> None:
         from transformers import AutoConfig, AutoFeatureExtractor, WhisperModel
 
+        assert cfg.path is not None  # checked in EncoderConfig.__post_init__
         config = AutoConfig.from_pretrained(cfg.path)
         if cfg.layer > config.encoder_layers:
             raise ValueError(f"{cfg.path} has {config.encoder_layers} encoder layers; layer {cfg.layer} does not exist")

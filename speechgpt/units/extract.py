@@ -160,7 +160,9 @@ def _join_shards(out: Path, paths: list[Path], encoder: str) -> None:
     import datasets
 
     parts = [datasets.load_from_disk(str(p / "dataset")) for p in paths]
-    joined = datasets.concatenate_datasets(parts) if parts else datasets.Dataset.from_list([], features=units_features())
+    joined = (
+        datasets.concatenate_datasets(parts) if parts else datasets.Dataset.from_list([], features=units_features())
+    )
     rejected = "".join((p / "rejected.jsonl").read_text() for p in paths)
     tmp = out / "dataset.tmp"
     joined.save_to_disk(str(tmp))

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from speechgpt.config import config_to_dict, save_config
+from speechgpt.config import CONFIG_FILENAME, config_to_dict, dump_config, save_config
 from speechgpt.data.audio import AudioError, read_audio
 from speechgpt.data.corpus import load_corpus
 from speechgpt.units.encoders import EncoderConfig, build_encoder
@@ -53,6 +53,10 @@ class Config:
 
 
 def run(cfg: Config) -> Path:
+    saved = cfg.out / CONFIG_FILENAME
+    if (cfg.out / "kmeans.json").exists() and saved.exists() and saved.read_text() == dump_config(cfg):
+        log.info("%s: k-means already fitted with this config; nothing to do", cfg.out)
+        return cfg.out
     save_config(cfg, cfg.out)
     torch.set_num_threads(cfg.num_threads)
     features = sample_features(cfg)

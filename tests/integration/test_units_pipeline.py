@@ -24,9 +24,20 @@ from speechgpt.units.runs import expand_runs
 def kmeans_dir(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("km")
     subprocess.run(
-        [sys.executable, "-m", "speechgpt.cli", "units", "fit", f"corpus={tiny_corpus}", f"out={out}", "k=20",
-         "encoder.kind=mfcc", "splits=[train, test]"],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "speechgpt.cli",
+            "units",
+            "fit",
+            f"corpus={tiny_corpus}",
+            f"out={out}",
+            "k=20",
+            "encoder.kind=mfcc",
+            "splits=[train, test]",
+        ],
+        check=True,
+        capture_output=True,
     )
     return out
 
@@ -102,9 +113,24 @@ def test_two_ranks_under_torchrun_split_the_shards(tiny_corpus: Path, kmeans_dir
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [str(torchrun), "--nproc_per_node=2", "--master_port=29533", "-m", "speechgpt.cli", "units", "extract",
-         f"corpus={tiny_corpus}", f"kmeans={kmeans_dir}", f"out={out}", "shard_size=3"],
-        check=True, capture_output=True, env=env, timeout=240, text=True,
+        [
+            str(torchrun),
+            "--nproc_per_node=2",
+            "--master_port=29533",
+            "-m",
+            "speechgpt.cli",
+            "units",
+            "extract",
+            f"corpus={tiny_corpus}",
+            f"kmeans={kmeans_dir}",
+            f"out={out}",
+            "shard_size=3",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=240,
+        text=True,
     )
     assert "rank 0/2: 2 shards" in result.stderr and "rank 1/2: 1 shards" in result.stderr
     assert load_corpus(out).to_list() == single

@@ -69,8 +69,15 @@ def test_wav2vec2_stable_layer_norm_layer_output(tmp_path: Path, waves) -> None:
 def test_whisper_encoder_layer_cut_to_clip_length(tmp_path: Path, waves) -> None:
     torch.manual_seed(2)
     config = WhisperConfig(
-        d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-        encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=1500,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        num_mel_bins=80,
+        max_source_positions=1500,
     )
     full = WhisperModel(config).eval()
     full.save_pretrained(tmp_path)
