@@ -150,5 +150,5 @@ def test_bad_conversations_are_reported() -> None:
         parse_conversation("hello", DEFAULT.units)
     with pytest.raises(ConversationError, match="answer without"):
         parse_conversation("[Human]: hi<eoh> [SpeechGPT]: there", DEFAULT.units)
-    with pytest.raises(ValueError, match="outside 0..49"):
+    with pytest.raises(ValueError, match=r"outside 0\.\.49"):
         DEFAULT.format([(UserTurn(units=(50,)), AssistantTurn(text="x"))])
