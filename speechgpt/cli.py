@@ -32,6 +32,16 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ("units", "extract"): Command(
         "speechgpt.units.extract", "corpus -> merged units with durations (sharded, resumable)"
     ),
+    ("build", "qa"): Command(
+        "data_builders.qa_tasks", "checkable question/answer data (arithmetic, counting, WordNet definitions)"
+    ),
+    ("build", "stage1"): Command("data_builders.build_stage1", "stage-1 data: unit sequences for modality adaptation"),
+    ("build", "stage2"): Command("data_builders.build_stage2", "stage-2 data: cross-modal ASR/TTS instructions"),
+    ("build", "stage3"): Command(
+        "data_builders.build_stage3", "stage-3 data: chain of modality (speech/text question -> speech/text answer)"
+    ),
+    ("build", "export"): Command("data_builders.export_jsonl", "instruct dataset -> SpeechInstruct JSONL"),
+    ("build", "import"): Command("data_builders.import_jsonl", "SpeechInstruct JSONL -> instruct dataset"),
     ("demo",): Command("speechgpt.app.demo", "run the pipeline on the embedded offline default"),
 }
 VOICES_HELP = "list the TTS voices installed on this machine"
