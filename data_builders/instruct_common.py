@@ -95,6 +95,8 @@ def write_instruct_dataset(
     exact_tokens: bool = False,
 ) -> dict[str, Any]:
     """Write `<out>/dataset` (one folder per split + dataset_dict.json), summary.json and token_lengths.png."""
+    if not rows:
+        raise ValueError(f"{out}: no examples to write (skipped: {dict(skipped)}, rejected: {len(rejected)})")
     splits = sorted({r["split"] for r in rows})
     tmp = out / "dataset.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

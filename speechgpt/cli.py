@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ class Command:
     module: str
     """Module exposing `Config` and `run(cfg) -> Path`."""
     summary: str
+    launches: bool = False
+    """Takes --nproc / --hostfile and starts the processes itself (torchrun or the DeepSpeed launcher)."""
 
 
 COMMANDS: dict[tuple[str, ...], Command] = {
@@ -42,6 +45,15 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ),
     ("build", "export"): Command("data_builders.export_jsonl", "instruct dataset -> SpeechInstruct JSONL"),
     ("build", "import"): Command("data_builders.import_jsonl", "SpeechInstruct JSONL -> instruct dataset"),
+    ("train", "stage1"): Command(
+        "stages.stage1_modality_adaptation", "stage 1: modality adaptation on unit sequences", launches=True
+    ),
+    ("train", "stage2"): Command(
+        "stages.stage2_cross_modal", "stage 2: cross-modal ASR/TTS instruction fine-tuning", launches=True
+    ),
+    ("train", "stage3"): Command(
+        "stages.stage3_chain_of_modality", "stage 3: chain-of-modality fine-tuning with LoRA", launches=True
+    ),
     ("demo",): Command("speechgpt.app.demo", "run the pipeline on the embedded offline default"),
 }
 VOICES_HELP = "list the TTS voices installed on this machine"
@@ -60,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(command.module)
     parser = _command_parser(f"speechgpt {' '.join(words)}", command, module.Config)
     ns = parser.parse_args(args[len(words) :])
+    if command.launches and (ns.nproc > 1 or ns.hostfile) and "RANK" not in os.environ:
+        from speechgpt.training.distributed import relaunch
+
+        return relaunch(_without_launch_flags(args), ns.nproc, ns.hostfile)
     try:
         cfg = load_config(module.Config, ns.config, ns.overrides)
     except ConfigError as err:
@@ -105,7 +121,23 @@ def _command_parser(prog: str, command: Command, config_cls: Any) -> argparse.Ar
     parser.add_argument("--config", help="YAML file mapping onto the config; unknown keys are errors")
     parser.add_argument("--dump-config", action="store_true", help="print the resolved config as YAML and exit")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied after --config")
+    if command.launches:
+        parser.add_argument("--nproc", type=int, default=1, help="processes per node (torchrun / DeepSpeed launcher)")
+        parser.add_argument("--hostfile", help="DeepSpeed hostfile for several machines ('host slots=N' per line)")
     return parser
+
+
+def _without_launch_flags(args: list[str]) -> list[str]:
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("--nproc", "--hostfile"):
+            skip = True
+        elif not arg.startswith(("--nproc=", "--hostfile=")):
+            kept.append(arg)
+    return kept
 
 
 def _list_voices() -> int:

@@ -212,6 +212,11 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads 3e-4 (no dot) as a string
+                return float(value)
+            except ValueError:
+                raise fail() from None
         raise fail()
     if tp is str:
         if isinstance(value, str | int | float) and not isinstance(value, bool):

@@ -77,8 +77,10 @@ def _read_answer(answer: str, units: UnitFormat, number: int) -> AssistantTurn:
 
 
 def to_speechinstruct(formatted: Formatted) -> dict[str, str]:
-    """A SpeechInstruct JSONL record: `prefix` is what the model is given, `plain_text` the whole text."""
-    return {"prefix": formatted.prompt, "plain_text": formatted.text}
+    """A SpeechInstruct JSONL record: `prefix` is what the model is given (SpeechGPT's ends with
+    `[SpeechGPT]: `, space included), `plain_text` the whole text."""
+    cut = len(formatted.prompt) + (1 if formatted.response.startswith(" ") else 0)
+    return {"prefix": formatted.text[:cut], "plain_text": formatted.text}
 
 
 def from_speechinstruct(record: dict[str, str], template: ChatTemplate) -> Conversation:

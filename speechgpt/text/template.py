@@ -61,9 +61,9 @@ class Formatted:
     loss_spans: list[tuple[int, int]]
     """Character ranges of `text` that are trained on (answers with their `<eoa>` by default)."""
     prompt: str
-    """Text before the last answer: what a model is given at inference."""
+    """Text before the last answer, ending with `[SpeechGPT]:`: what a model is given at inference."""
     response: str
-    """The last answer including `<eoa>`."""
+    """The last answer: a space, the answer, `<eoa>`."""
 
 
 @dataclass
@@ -91,14 +91,17 @@ class ChatTemplate:
         if given is not None:
             parts.append(given)
         body = INPUT_JOIN.join(parts) if len(parts) == 2 else "".join(parts)
-        return f"{HUMAN} {body}{EOH} {ASSISTANT} "
+        return f"{HUMAN} {body}{EOH} {ASSISTANT}"
 
     def answer_text(self, turn: AssistantTurn) -> str:
+        """The answer with its leading space and `<eoa>`: the space belongs to the answer, because BPE tokenizers
+        fold it into the next word (`Ġfour`), so a prompt ending at `[SpeechGPT]:` is continued the way it was
+        trained."""
         speech = self.units.span(turn.units) if turn.units is not None else None
         if not turn.chain:
             if (speech is None) == (turn.text is None):
                 raise ValueError("a plain answer has exactly one of text or units")
-            return f"{speech if speech is not None else turn.text}{EOA}"
+            return f" {speech if speech is not None else turn.text}{EOA}"
         parts = [turn.transcript] if turn.transcript is not None else []
         if turn.text is not None:
             parts.append(f"{TA} {turn.text}")
@@ -106,7 +109,7 @@ class ChatTemplate:
             parts.append(f"{UA} {speech}")
         if not parts:
             raise ValueError("a chain-of-modality answer needs a text or a speech part")
-        return "; ".join(parts) + EOA
+        return " " + "; ".join(parts) + EOA
 
     def format(self, turns: Sequence[tuple[UserTurn, AssistantTurn]]) -> Formatted:
         """Training text of a (multi-turn) conversation with its loss spans."""
@@ -125,7 +128,7 @@ class ChatTemplate:
         return Formatted(text, spans, prompt, response)
 
     def prompt(self, history: Sequence[tuple[UserTurn, AssistantTurn]], user: UserTurn) -> str:
-        """What a model continues at inference: the history, then the new question up to `[SpeechGPT]: `."""
+        """What a model continues at inference: the history, then the new question up to `[SpeechGPT]:`."""
         before = self.format(history).text + "\n" if history else self.system
         return before + self.user_text(user)
 

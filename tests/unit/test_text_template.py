@@ -62,7 +62,7 @@ def test_loss_spans_cover_exactly_the_answers(conversation) -> None:
     formatted = DEFAULT.format(conversation)
     trained = [formatted.text[a:b] for a, b in formatted.loss_spans]
     assert trained == [DEFAULT.answer_text(answer) for _, answer in conversation]
-    assert all(t.endswith("<eoa>") for t in trained)
+    assert all(t.endswith("<eoa>") and t.startswith(" ") for t in trained)
     assert all("[Human]:" not in t and "<eoh>" not in t for t in trained)
     everything = ChatTemplate(DEFAULT.units, loss_on="after_system").format(conversation)
     assert everything.loss_spans == [(len(DEFAULT.system), len(everything.text))]

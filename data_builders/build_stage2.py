@@ -1,0 +1,236 @@
+"""`speechgpt build stage2`: cross-modal instructions (ASR and TTS) from a units dataset.
+
+ASR: `[Human]: {asr phrasing} This is input: <sosp>..<eosp><eoh> [SpeechGPT]: {transcript}<eoa>`;
+TTS: `[Human]: {tts phrasing} This is input: {transcript}<eoh> [SpeechGPT]: <sosp>..<eosp><eoa>`.
+
+Splits keep speakers AND sentences unseen: each distinct sentence falls by a stable hash into a train, dev or test
+bucket. Training voices with train sentences -> 'train'; held-out voices with dev/test sentences -> 'dev'/'test';
+training voices with dev/test sentences -> 'dev_seen_voices' (WER on known voices, unknown sentences). Held-out
+voices never speak a training sentence in the output (such rows are skipped and counted).
+
+Examples of one split and task are packed (seeded shuffle of the id-sorted examples) into multi-turn sequences up to
+`max_tokens`; an example that alone exceeds the budget is skipped and counted, never truncated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data_builders.build_stage1 import load_units_rows, resolve_k
+from data_builders.instruct_common import Example, TokenCounter, to_row, write_instruct_dataset
+from data_builders.instructions import sample_instruction
+from speechgpt.config import save_config
+from speechgpt.data.instruct import Task
+from speechgpt.text.conversation import Turn
+from speechgpt.text.template import INPUT_JOIN, TQ, AssistantTurn, ChatTemplate, LossOn, UserTurn, marker_tokens
+from speechgpt.text.units import UnitFormat, UnitFormatName
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test", "dev_seen_voices")
+HELDOUT_TRAIN_SENTENCE = "held-out voice with a training sentence"
+OVER_BUDGET = "over max_tokens"
+
+
+@dataclass(kw_only=True)
+class Config:
+    units: Path
+    """Units dataset folder (from `speechgpt units extract`)."""
+    out: Path = Path("out/stage2")
+    """Output folder: dataset/ (one folder per split), summary.json, token_lengths.png, config.yaml."""
+    unit_format: UnitFormatName = "default"
+    """How units are written: 'default' (`<|u12|>`) or 'legacy' (SpeechGPT's `<12>`)."""
+    k: int | None = None
+    """Codebook size; null: `km<k>` of the units' encoder, else the highest unit id + 1."""
+    train_splits: list[str] = field(default_factory=lambda: ["train"])
+    """Corpus splits of training voices; speakers found only in other corpus splits are held-out voices."""
+    splits: list[str] = field(default_factory=lambda: list(SPLITS))
+    """Output splits to write (train, dev, test, dev_seen_voices)."""
+    tokenizer: str | None = None
+    """Tokenizer (HF folder or hub id) for exact token counts; null: an approximation (one per unit or word)."""
+    seed: int = 0
+    """Seed of the task draws, instruction phrasings and packing order (not of the sentence buckets)."""
+    min_units: int = 1
+    """Utterances with fewer units are skipped (counted in summary.json)."""
+    asr_fraction: float = 0.5
+    """Chance that an utterance becomes an ASR example (else TTS); ignored with both_tasks."""
+    both_tasks: bool = False
+    """Every utterance yields an ASR and a TTS example."""
+    max_tokens: int = 1024
+    """Token budget of one (multi-turn) example; a single turn over it is skipped and counted."""
+    turns_per_example: int = 4
+    """Most turns packed into one example (1: one turn per example, as SpeechGPT)."""
+    pack_splits: list[str] = field(default_factory=lambda: ["train"])
+    """Splits that are packed; the others keep one turn per example, so each answer is a prompt/response to score."""
+    dev_fraction: float = 0.1
+    """Share of distinct sentences in the dev bucket."""
+    test_fraction: float = 0.1
+    """Share of distinct sentences in the test bucket."""
+    loss_on: LossOn = "answers"
+    """'answers': train on the answers only; 'after_system': everything after the system prompt (SpeechGPT)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.asr_fraction <= 1.0:
+            raise ValueError("asr_fraction must be in [0, 1]")
+        if self.dev_fraction < 0 or self.test_fraction < 0 or self.dev_fraction + self.test_fraction >= 1:
+            raise ValueError("need dev_fraction, test_fraction >= 0 with a sum below 1")
+        if self.max_tokens < 1 or self.turns_per_example < 1 or self.min_units < 0:
+            raise ValueError("max_tokens and turns_per_example must be >= 1, min_units >= 0")
+        if self.k is not None and self.k < 1:
+            raise ValueError("k must be >= 1")
+        unknown = sorted(set(self.splits) - set(SPLITS))
+        if unknown:
+            raise ValueError(f"unknown splits {unknown} (choose from {list(SPLITS)})")
+
+
+@dataclass(frozen=True)
+class Single:
+    """One turn made from one utterance, before packing."""
+
+    task: Task
+    split: str
+    turn: Turn
+    source_id: str
+
+
+def sentence_key(text: str) -> str:
+    """What makes two transcripts the same sentence: case and spacing do not count."""
+    return " ".join(text.casefold().split())
+
+
+def sentence_bucket(text: str, dev_fraction: float, test_fraction: float) -> str:
+    """'train', 'dev' or 'test' for a sentence, by a hash that is the same on every machine and run."""
+    position = int(hashlib.sha256(sentence_key(text).encode("utf-8")).hexdigest()[:15], 16) / 16**15
+    if position < test_fraction:
+        return "test"
+    return "dev" if position < test_fraction + dev_fraction else "train"
+
+
+def assign_split(row: dict[str, Any], bucket: str, train_voices: set[str], train_splits: list[str]) -> str:
+    """The output split of a units row, or the reason it is not used (prefixed with 'skip:')."""
+    if row["speaker"] in train_voices:
+        if bucket != "train":
+            return "dev_seen_voices"
+        return "train" if row["split"] in train_splits else "skip:training voice's row outside train_splits"
+    return f"skip:{HELDOUT_TRAIN_SENTENCE}" if bucket == "train" else bucket
+
+
+def unsafe_transcript(text: str) -> bool:
+    """Text that would not parse back: template markers or unit-like tokens (either format)."""
+    return any(m in text for m in (*marker_tokens(), TQ, INPUT_JOIN.strip())) or any(
+        UnitFormat(name, 1).pattern.search(text) for name in ("default", "legacy")
+    )
+
+
+def make_singles(rows: list[dict[str, Any]], cfg: Config, skipped: Counter[str]) -> list[Single]:
+    train_voices = {r["speaker"] for r in rows if r["split"] in cfg.train_splits}
+    singles = []
+    for row in rows:
+        bucket = sentence_bucket(row["text"], cfg.dev_fraction, cfg.test_fraction)
+        split = assign_split(row, bucket, train_voices, cfg.train_splits)
+        reason = split.removeprefix("skip:") if split.startswith("skip:") else None
+        if reason is None and split not in cfg.splits:
+            reason = f"split {split} not in splits"
+        if reason is None and len(row["units"]) < cfg.min_units:
+            reason = "fewer than min_units units"
+        transcript = " ".join(row["text"].split())
+        if reason is None and (not transcript or unsafe_transcript(transcript)):
+            reason = "transcript empty or holding template markup"
+        if reason is not None:
+            skipped[reason] += 1
+            continue
+        # a generator per row: a row's task and phrasing do not depend on which other rows exist
+        rng = random.Random(f"{cfg.seed}/{row['id']}")
+        tasks: list[Task] = ["asr", "tts"] if cfg.both_tasks else ["asr" if rng.random() < cfg.asr_fraction else "tts"]
+        units = tuple(row["units"])
+        for task in tasks:
+            if task == "asr":
+                turn = (UserTurn(sample_instruction("asr", rng), units=units), AssistantTurn(text=transcript))
+            else:
+                turn = (UserTurn(sample_instruction("tts", rng), text=transcript), AssistantTurn(units=units))
+            singles.append(Single(task, split, turn, row["id"]))
+    return singles
+
+
+def pack(
+    singles: list[Single],
+    measure: Callable[[list[Turn]], int],
+    max_tokens: int,
+    max_turns: int,
+    rng: random.Random,
+    skipped: Counter[str],
+) -> list[list[Single]]:
+    """Greedy packing of one split and task, in a seeded shuffle of the id-sorted examples."""
+    order = sorted(singles, key=lambda s: s.source_id)
+    rng.shuffle(order)
+    groups: list[list[Single]] = []
+    current: list[Single] = []
+    for single in order:
+        if measure([single.turn]) > max_tokens:
+            skipped[OVER_BUDGET] += 1
+            continue
+        candidate = [*current, single]
+        if current and (len(candidate) > max_turns or measure([s.turn for s in candidate]) > max_tokens):
+            groups.append(current)
+            candidate = [single]
+        current = candidate
+    if current:
+        groups.append(current)
+    return groups
+
+
+def build_examples(
+    singles: list[Single], cfg: Config, measure: Callable[[list[Turn]], int]
+) -> tuple[list[Example], Counter[str]]:
+    skipped: Counter[str] = Counter()
+    by_key: dict[tuple[str, str], list[Single]] = defaultdict(list)
+    for single in singles:
+        by_key[(single.split, single.task)].append(single)
+    examples = []
+    for (split, task), group in sorted(by_key.items()):
+        rng = random.Random(f"{cfg.seed}/pack/{split}/{task}")
+        max_turns = cfg.turns_per_example if split in cfg.pack_splits else 1
+        for packed in pack(group, measure, cfg.max_tokens, max_turns, rng, skipped):
+            first = packed[0].source_id
+            examples.append(
+                Example(
+                    id=f"{task}-{first}" + (f"+{len(packed) - 1}" if len(packed) > 1 else ""),
+                    task=packed[0].task,
+                    split=split,
+                    turns=[s.turn for s in packed],
+                    source_ids=[s.source_id for s in packed],
+                )
+            )
+    return examples, skipped
+
+
+def run(cfg: Config) -> Path:
+    """Write the stage-2 dataset to cfg.out and return it."""
+    save_config(cfg, cfg.out)
+    rows = load_units_rows(cfg.units)
+    units = UnitFormat(cfg.unit_format, resolve_k(rows, cfg.k))
+    template = ChatTemplate(units, loss_on=cfg.loss_on)
+    count = TokenCounter(units, cfg.tokenizer)
+    skipped: Counter[str] = Counter()
+    singles = make_singles(rows, cfg, skipped)
+    examples, pack_skipped = build_examples(singles, cfg, lambda turns: count(template.format(turns).text))
+    skipped.update(pack_skipped)
+    sentences = {sentence_key(r["text"]) for r in rows}
+    buckets = Counter(sentence_bucket(t, cfg.dev_fraction, cfg.test_fraction) for t in sentences)
+    extra = {
+        "unit_format": units.name,
+        "k": units.k,
+        "encoder": rows[0]["encoder"] if rows else None,
+        "sentences_per_bucket": dict(sorted(buckets.items())),
+        "turns": len(singles) - skipped[OVER_BUDGET],
+    }
+    out_rows = [to_row(example, template, count) for example in examples]
+    write_instruct_dataset(out_rows, cfg.out, skipped=skipped, extra=extra, exact_tokens=count.exact)
+    return cfg.out

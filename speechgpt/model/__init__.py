@@ -1,0 +1,1 @@
+"""Causal LMs with speech units in their vocabulary: loading, vocabulary extension, tiny builders."""

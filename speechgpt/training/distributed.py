@@ -1,0 +1,78 @@
+"""Process setup for DeepSpeed on CPU (gloo) or GPU (nccl), and launching several processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+REPO_CACHE = Path(__file__).resolve().parents[2] / ".cache"
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    world: int
+    local_rank: int
+    device: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_process(num_threads: int) -> Dist:
+    """Make this process a DeepSpeed rank: environment for one process when not launched by torchrun/deepspeed,
+    the CPU accelerator when there is no GPU, and the process group."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        torch.set_num_threads(num_threads)
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO_CACHE / "torch_extensions"))
+    if "RANK" not in os.environ:  # a plain `python` start: one process
+        os.environ.update(
+            RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())
+        )
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    return Dist(
+        int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), local_rank, f"cuda:{local_rank}" if cuda else "cpu"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def relaunch(argv: list[str], nproc: int, hostfile: str | None = None) -> int:
+    """Run `speechgpt <argv>` in `nproc` processes per node: the DeepSpeed launcher with a hostfile (several
+    machines), torchrun otherwise. Returns the launcher's exit code."""
+    if hostfile:
+        launcher = shutil.which("deepspeed") or "deepspeed"
+        command = [launcher, "--hostfile", hostfile, "--num_gpus", str(nproc), "--module", "speechgpt.cli", *argv]
+    else:
+        torchrun = Path(sys.executable).with_name("torchrun")
+        command = [
+            str(torchrun),
+            f"--nproc_per_node={nproc}",
+            f"--master_port={free_port()}",
+            "-m",
+            "speechgpt.cli",
+            *argv,
+        ]
+    log.info("launching: %s", " ".join(command))
+    return subprocess.call(command)

@@ -1,0 +1,51 @@
+"""metrics.jsonl (one JSON object per logged step or evaluation) and its loss-curve PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    def __init__(self, out: Path, enabled: bool = True, name: str = "metrics.jsonl") -> None:
+        self.path = out / name
+        self.enabled = enabled
+        if enabled:
+            out.mkdir(parents=True, exist_ok=True)
+
+    def write(self, **fields: Any) -> None:
+        if self.enabled:
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(fields, sort_keys=True) + "\n")
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def plot(self) -> Path | None:
+        """loss_curve.png: training loss per step and every evaluation loss."""
+        if not self.enabled:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        records = self.records()
+        fig, ax = plt.subplots(figsize=(7, 4))
+        train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+        if train:
+            ax.plot(*zip(*train, strict=True), label="train", lw=1)
+        for key in sorted({k for r in records for k in r if k.startswith("eval/") and k.endswith("/loss")}):
+            points = [(r["step"], r[key]) for r in records if key in r]
+            ax.plot(*zip(*points, strict=True), marker="o", ms=3, label=key.removeprefix("eval/"))
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = self.path.with_name("loss_curve.png")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path

@@ -1,0 +1,190 @@
+"""The three stages end to end on tiny models: files, trainable parameters, export, resume, several processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from speechgpt.text.template import ChatTemplate, UserTurn
+from speechgpt.training.config import TrainConfig
+from stages import stage1_modality_adaptation, stage2_cross_modal, stage3_chain_of_modality
+from tests.lm_fixtures import UNITS, K, make_instruct_dataset, make_tiny_lm
+
+SPEECHGPT = [sys.executable, "-m", "speechgpt.cli"]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("stages")
+    make_tiny_lm(root / "base")
+    make_instruct_dataset(root / "d1", ["unit_lm"], count=40)
+    make_instruct_dataset(root / "d2", ["asr", "tts"], count=60)
+    make_instruct_dataset(root / "d3", ["com_s2s", "com_s2t", "com_t2s", "com_t2t"], count=40)
+    make_instruct_dataset(root / "tts", ["tts"], count=30, seed=1)
+    return root
+
+
+def train_cfg(**kw) -> TrainConfig:
+    base = {"max_steps": 6, "seq_len": 512, "lr": 3e-3, "warmup_steps": 1, "eval_every": 3, "save_every": 3}
+    return TrainConfig(**{**base, **kw})
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_three_stages_chain_and_export(work: Path) -> None:
+    s1 = stage1_modality_adaptation.run(
+        stage1_modality_adaptation.Config(
+            model=str(work / "base"), data=work / "d1", out=work / "s1", units_k=K, train=train_cfg()
+        )
+    )
+    s2 = stage2_cross_modal.run(
+        stage2_cross_modal.Config(model=str(s1), data=work / "d2", out=work / "s2", units_k=K, train=train_cfg())
+    )
+    s3 = stage3_chain_of_modality.run(
+        stage3_chain_of_modality.Config(model=str(s2), data=work / "d3", out=work / "s3", units_k=K, train=train_cfg())
+    )
+    for out in (work / "s1", work / "s2", work / "s3"):
+        records = metrics(out)
+        assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]
+        assert any("eval/dev" in k for r in records for k in r)
+        assert (out / "loss_curve.png").stat().st_size > 2000 and (out / "config.yaml").exists()
+        assert sorted(p.name for p in (out / "checkpoints").glob("step*")) == ["step0000003", "step0000006"]
+    model = AutoModelForCausalLM.from_pretrained(s3)
+    tokenizer = AutoTokenizer.from_pretrained(s3)
+    assert tokenizer.convert_tokens_to_ids(UNITS.token(K - 1)) < model.get_input_embeddings().weight.shape[0]
+    assert (work / "s3" / "adapter" / "adapter_config.json").exists()
+
+
+def test_stage3_trains_lora_and_speech_rows_only(work: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from peft import PeftModel
+
+    s2 = work / "s2" / "final"
+    if not s2.exists():
+        stage2_cross_modal.run(
+            stage2_cross_modal.Config(
+                model=str(work / "base"), data=work / "d2", out=work / "s2", units_k=K, train=train_cfg()
+            )
+        )
+    caplog.set_level("INFO")
+    stage3_chain_of_modality.run(
+        stage3_chain_of_modality.Config(
+            model=str(s2), data=work / "d3", out=work / "s3b", units_k=K, train=train_cfg(max_steps=2)
+        )
+    )
+    base = AutoModelForCausalLM.from_pretrained(s2)
+    hidden, layers = base.config.hidden_size, base.config.num_hidden_layers
+    lora = layers * 2 * 8 * (hidden + hidden)  # q and v, r=8: A (r x in) + B (out x r)
+    new_tokens = K + 8  # units + template markers, one embedding row each (tied embeddings)
+    expected = lora + new_tokens * hidden
+    assert f"trainable parameters: {expected} of" in caplog.text
+    adapted = PeftModel.from_pretrained(base, work / "s3b" / "adapter")
+    assert sum(p.numel() for n, p in adapted.named_parameters() if "lora_" in n) == lora
+
+
+def test_exported_model_generates_unit_tokens(work: Path) -> None:
+    out = stage2_cross_modal.run(
+        stage2_cross_modal.Config(
+            model=str(work / "base"),
+            data=work / "tts",
+            out=work / "tts_run",
+            units_k=K,
+            train=train_cfg(max_steps=40, eval_every=0, save_every=0, lr=5e-3),
+        )
+    )
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    prompt = ChatTemplate(UNITS, system="You are a speech assistant.\n").prompt(
+        [], UserTurn(instruction="Say it.", text="two plus two")
+    )
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+    generated = model.generate(ids, max_new_tokens=6, do_sample=False)[0, ids.shape[1] :]
+    unit_ids = set(tokenizer.convert_tokens_to_ids(UNITS.tokens()))
+    tokens = tokenizer.convert_ids_to_tokens(generated)
+    start = tokens.index("<sosp>")  # a random model would almost never open a unit span first
+    assert start <= 1 and int(generated[start + 1]) in unit_ids, tokenizer.decode(generated)
+
+
+def test_killed_run_resumes_with_identical_losses(work: Path) -> None:
+    args = [
+        *SPEECHGPT,
+        "train",
+        "stage2",
+        f"model={work / 'base'}",
+        f"data={work / 'd2'}",
+        f"units_k={K}",
+        "train.max_steps=24",
+        "train.save_every=4",
+        "train.eval_every=0",
+        "train.seq_len=512",
+        "train.lr=3e-3",
+    ]
+    straight = work / "straight"
+    subprocess.run([*args, f"out={straight}"], check=True, capture_output=True)
+    killed = work / "killed"
+    proc = subprocess.Popen(
+        [*args, f"out={killed}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and not (killed / "checkpoints" / "step0000008").exists():
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "final").exists(), "the run should have been stopped part-way"
+    subprocess.run([*args, f"out={killed}"], check=True, capture_output=True)
+    want = {r["step"]: r["loss"] for r in metrics(straight) if "loss" in r}
+    got = {r["step"]: r["loss"] for r in metrics(killed) if "loss" in r}  # later lines (after resume) win
+    assert sorted(got) == list(range(1, 25))
+    for step in range(1, 25):
+        assert abs(got[step] - want[step]) < 1e-5, (step, got[step], want[step])
+    a = AutoModelForCausalLM.from_pretrained(straight / "final").state_dict()
+    b = AutoModelForCausalLM.from_pretrained(killed / "final").state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+@pytest.mark.parametrize("zero", [2, 3])
+def test_two_processes_split_the_data_and_learn(work: Path, zero: int) -> None:
+    out = work / f"zero{zero}"
+    result = subprocess.run(
+        [
+            *SPEECHGPT,
+            "train",
+            "stage2",
+            "--nproc",
+            "2",
+            f"model={work / 'base'}",
+            f"data={work / 'd2'}",
+            f"out={out}",
+            f"units_k={K}",
+            f"train.zero_stage={zero}",
+            "train.max_steps=10",
+            "train.eval_every=0",
+            "train.save_every=0",
+            "train.seq_len=256",
+            "train.lr=3e-3",
+            "train.log_data_ids=true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [
+        [json.loads(line)["ids"] for line in (out / f"data_rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)
+    ]
+    for step_ids_0, step_ids_1 in zip(*ranks, strict=True):
+        assert step_ids_0 and step_ids_1 and not set(step_ids_0) & set(step_ids_1)
+    losses = [r["loss"] for r in metrics(out) if "loss" in r]
+    assert len(losses) == 10 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    assert AutoModelForCausalLM.from_pretrained(out / "final") is not None
