@@ -15,8 +15,6 @@ K = 20
 UNITS = UnitFormat("default", K)
 SYSTEM = "You are a speech assistant.\n"
 WORDS = [
-    ,
-]
     "zero",
     "one",
     "two",
