@@ -218,13 +218,18 @@ class CorpusBuild:
         return summary
 
     def _check_settings(self) -> None:
-        path = self.out_dir / "build.json"
-        current = json.dumps(self.settings, sort_keys=True, default=str)
-        if path.exists() and path.read_text(encoding="utf-8").strip() != current:
-            raise ValueError(
-                f"{self.out_dir} holds a build made with other settings ({path}); "
-                "choose a new output folder or delete this one"
-            )
+        check_build_settings(self.out_dir, self.settings)
+
+
+def check_build_settings(out_dir: Path, settings: dict[str, Any], write: bool = True) -> None:
+    """Refuse to resume a build in a folder made with other settings; record the settings otherwise."""
+    path = out_dir / "build.json"
+    current = json.dumps(settings, sort_keys=True, default=str)
+    if path.exists() and path.read_text(encoding="utf-8").strip() != current:
+        raise ValueError(
+            f"{out_dir} holds a build made with other settings ({path}); choose a new output folder or delete this one"
+        )
+    if write:
         atomic_write_text(path, current + "\n")
 
 

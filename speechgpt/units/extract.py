@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from speechgpt.config import save_config
 from speechgpt.data.audio import AudioError, read_audio
-from speechgpt.data.corpus import corpus_features, load_corpus, write_dataset
+from speechgpt.data.corpus import check_build_settings, corpus_features, load_corpus, write_dataset
 from speechgpt.data.io import atomic_write_text
 from speechgpt.units.encoders import EncoderConfig, FeatureEncoder, build_encoder
 from speechgpt.units.kmeans import KMeansModel
@@ -95,6 +95,13 @@ def run(cfg: Config) -> Path:
     torch.set_num_threads(cfg.num_threads)
     corpus = load_corpus(cfg.corpus)
     extractor = UnitExtractor.load(cfg.kmeans, cfg.dtype)
+    settings = {
+        "corpus": corpus._fingerprint,
+        "extractor": extractor.name,
+        "dtype": cfg.dtype,
+        "shard_size": cfg.shard_size,
+    }
+    check_build_settings(cfg.out, settings, write=rank == 0)  # finished shards are only reused for the same work
     shards = [range(s, min(s + cfg.shard_size, len(corpus))) for s in range(0, len(corpus), cfg.shard_size)]
     shard_dir = cfg.out / "shards"
     mine = [i for i in range(len(shards)) if i % world == rank]

@@ -135,3 +135,10 @@ def test_two_ranks_under_torchrun_split_the_shards(tiny_corpus: Path, kmeans_dir
     assert "rank 0/2: 2 shards" in result.stderr and "rank 1/2: 1 shards" in result.stderr
     assert load_corpus(out).to_list() == single
     assert len(list((out / "shards").iterdir())) == 3
+
+
+def test_resume_with_other_kmeans_is_refused(tiny_corpus: Path, kmeans_dir: Path, tmp_path: Path) -> None:
+    out = extract.run(extract_cfg(tiny_corpus, kmeans_dir, tmp_path / "units"))
+    other = fit.run(fit.Config(corpus=tiny_corpus, out=tmp_path / "km7", k=7, splits=["train", "test"]))
+    with pytest.raises(ValueError, match="other settings"):
+        extract.run(extract_cfg(tiny_corpus, other, out))
