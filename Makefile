@@ -5,7 +5,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-all lint bench bench-corpus bench-units
+.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train
 
 setup:
 	@bash scripts/setup.sh
@@ -24,10 +24,13 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: bench-corpus bench-units
+bench: bench-corpus bench-units bench-train
 
 bench-corpus: setup  ## corpus synthesis: 2 worker processes against 1, same clips
 	$(PY) -m benchmarks.bench_corpus
 
 bench-units: setup  ## HuBERT-base layer 6: our extractor against a naive SpeechGPT-style loop, same audio
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_units
+
+bench-train: setup  ## packed rows against SpeechGPT-style padded batches, same stage-2 data and model
+	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_train

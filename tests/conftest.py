@@ -53,3 +53,10 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory, sentences_file: Path) 
         num_workers=2,
     )
     return synth_corpus.run(cfg)
+
+
+def subprocess_env() -> dict[str, str]:
+    """This process's environment without the distributed variables an in-process training run set, so a child
+    process starts as its own single rank instead of joining (or colliding with) this one's process group."""
+    dist_vars = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+    return {k: v for k, v in os.environ.items() if k not in dist_vars} | {"OMP_NUM_THREADS": "1"}

@@ -140,9 +140,11 @@ def collate_packed(examples: Sequence[Tokenized], rows: list[list[int]], pad_id:
     return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "position_ids": torch.tensor(positions)}
 
 
-def collate_padded(examples: Sequence[Tokenized], pad_id: int) -> dict[str, torch.Tensor]:
-    """SpeechGPT-style: one example per row, right-padded to the longest, with an attention mask."""
-    width = max(len(e.input_ids) for e in examples)
+def collate_padded(examples: Sequence[Tokenized], pad_id: int, multiple: int = 8) -> dict[str, torch.Tensor]:
+    """SpeechGPT-style (DataCollatorForSeq2Seq, pad_to_multiple_of=8): one example per row, right-padded to the
+    longest rounded up to `multiple`, with an attention mask."""
+    longest = max(len(e.input_ids) for e in examples)
+    width = -(-longest // multiple) * multiple
     ids = [e.input_ids + [pad_id] * (width - len(e.input_ids)) for e in examples]
     labels = [e.labels + [IGNORE] * (width - len(e.labels)) for e in examples]
     mask = [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in examples]

@@ -18,6 +18,7 @@ from speechgpt.training.config import TrainConfig
 from speechgpt.training.data import Tokenized, tokenize_rows
 from speechgpt.training.distributed import Dist, setup_process
 from speechgpt.training.engine import RunResult, seed_everything, train
+from speechgpt.training.packed_attention import restore_attention, use_packed_attention
 
 log = logging.getLogger(__name__)
 FINAL = "final"
@@ -55,8 +56,7 @@ class Prepared:
 def prepare(cfg: LMStageConfig, dist: Dist, expected_tasks: Sequence[str] | None = None) -> Prepared:
     """Load the LM, add the speech vocabulary, tokenize the train split and the eval splits."""
     model, tokenizer = load_lm(cfg.model)
-    # without a KV cache transformers reads restarting position ids as packed examples and isolates them
-    model.config.use_cache = False
+    prepare_attention(model)
     vocab = add_speech_tokens(model, tokenizer, cfg.units)
     data = load_instruct_dataset(cfg.data)
     if "train" not in data:
@@ -109,12 +109,28 @@ def run_lm_stage(
     )
 
 
+def prepare_attention(model: Any) -> None:
+    """Attention that keeps packed examples apart without computing across them: flash-attention's varlen kernel
+    on GPU when installed, per-example SDPA otherwise. The KV cache is off for training (with it, transformers
+    would not read restarting position ids as packed examples)."""
+    import importlib.util
+
+    import torch
+
+    model.config.use_cache = False
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        model.set_attn_implementation("flash_attention_2")
+    else:
+        use_packed_attention(model)
+
+
 def export_full(engine: Any, prepared: Prepared, out: Path) -> None:
     """HF `save_pretrained` of the trained model into <out>/final (ZeRO-3 shards gathered first)."""
     state = gathered_state_dict(engine)
     if engine.global_rank == 0:
         model = engine.module
         model.config.use_cache = True  # turned off for packed training only
+        restore_attention(model)
         model.save_pretrained(out / FINAL, state_dict=state, safe_serialization=True)
         prepared.tokenizer.save_pretrained(out / FINAL)
         log.info("exported %s", out / FINAL)

@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from speechgpt.text.template import ChatTemplate, UserTurn
 from speechgpt.training.config import TrainConfig
 from stages import stage1_modality_adaptation, stage2_cross_modal, stage3_chain_of_modality
+from tests.conftest import subprocess_env
 from tests.lm_fixtures import UNITS, K, make_instruct_dataset, make_tiny_lm
 
 SPEECHGPT = [sys.executable, "-m", "speechgpt.cli"]
@@ -130,10 +131,14 @@ def test_killed_run_resumes_with_identical_losses(work: Path) -> None:
         "train.lr=3e-3",
     ]
     straight = work / "straight"
-    subprocess.run([*args, f"out={straight}"], check=True, capture_output=True)
+    subprocess.run([*args, f"out={straight}"], check=True, capture_output=True, env=subprocess_env())
     killed = work / "killed"
     proc = subprocess.Popen(
-        [*args, f"out={killed}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        [*args, f"out={killed}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=subprocess_env(),
     )
     deadline = time.time() + 240
     while time.time() < deadline and not (killed / "checkpoints" / "step0000008").exists():
@@ -141,7 +146,7 @@ def test_killed_run_resumes_with_identical_losses(work: Path) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / "final").exists(), "the run should have been stopped part-way"
-    subprocess.run([*args, f"out={killed}"], check=True, capture_output=True)
+    subprocess.run([*args, f"out={killed}"], check=True, capture_output=True, env=subprocess_env())
     want = {r["step"]: r["loss"] for r in metrics(straight) if "loss" in r}
     got = {r["step"]: r["loss"] for r in metrics(killed) if "loss" in r}  # later lines (after resume) win
     assert sorted(got) == list(range(1, 25))
@@ -177,7 +182,7 @@ def test_two_processes_split_the_data_and_learn(work: Path, zero: int) -> None:
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env=subprocess_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [

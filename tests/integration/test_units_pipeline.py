@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from speechgpt.units import extract, fit
 from speechgpt.units.encoders import EncoderConfig, build_encoder
 from speechgpt.units.kmeans import KMeansModel
 from speechgpt.units.runs import expand_runs
+from tests.conftest import subprocess_env
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_two_ranks_under_torchrun_split_the_shards(tiny_corpus: Path, kmeans_dir
     single = load_corpus(extract.run(extract_cfg(tiny_corpus, kmeans_dir, tmp_path / "one"))).to_list()
     out = tmp_path / "two"
     torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = subprocess_env()
     result = subprocess.run(
         [
             str(torchrun),
