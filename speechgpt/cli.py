@@ -45,6 +45,11 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ),
     ("build", "export"): Command("data_builders.export_jsonl", "instruct dataset -> SpeechInstruct JSONL"),
     ("build", "import"): Command("data_builders.import_jsonl", "SpeechInstruct JSONL -> instruct dataset"),
+    ("train", "backbone"): Command(
+        "stages.stage0_text_backbone",
+        "stage 0 (embedded default): a tiny LM trained on the domain's text",
+        launches=True,
+    ),
     ("train", "stage1"): Command(
         "stages.stage1_modality_adaptation", "stage 1: modality adaptation on unit sequences", launches=True
     ),

@@ -1,70 +1,75 @@
-"""`speechgpt demo`: the pipeline on the embedded offline default, one step after another.
+"""`speechgpt demo`: the whole pipeline on the embedded offline default, one step after another.
 
-Steps so far: a multi-speaker corpus spoken by the machine's TTS voices (with its statistics), then speech units
-(k-means fitted on the training voices, units extracted for every clip). Each step resumes when run again.
+Each step is one command with one YAML of configs/tiny/ (the first line of each file is the command that runs it
+alone), so the demo reads top to bottom as the list below and every step can be rerun by hand. Steps resume: a
+second `make demo` reuses what is done.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_builders import corpus_stats, synth_corpus
-from speechgpt.config import save_config
+from speechgpt.config import load_config
 from speechgpt.data.io import atomic_write_text
-from speechgpt.units import extract, fit
-from speechgpt.units.encoders import EncoderConfig
 
 log = logging.getLogger(__name__)
+
+STEPS = [
+    "corpus",  # TTS voices speak WordNet sentences
+    "corpus_stats",
+    "units_fit",  # k-means on the training voices
+    "units_extract",
+    "qa",  # checkable questions for the chain-of-modality data
+    "build_stage1",
+    "build_stage2",
+    "build_stage3",  # question and answer speech synthesized, then units
+    "backbone",  # a tiny LM trained on text: the stand-in for a pretrained LLM
+    "stage1",
+    "stage2",
+    "stage3",
+]
 
 
 @dataclass(kw_only=True)
 class Config:
+    configs: Path = Path("configs/tiny")
+    """Folder of the step configs (one YAML per step, named as in `steps`)."""
+    steps: list[str] = field(default_factory=lambda: list(STEPS))
+    """Steps to run, in order."""
     out: Path = Path("out/demo")
-    """Folder for every artifact of the demo and summary.json."""
-    corpus: synth_corpus.Config = field(default_factory=synth_corpus.Config)
-    """The TTS corpus (see `speechgpt corpus synth --help`); its `out` is ignored: it goes to <out>/corpus."""
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    """Speech encoder for units (see `speechgpt units fit --help`)."""
-    k: int = 100
-    """k-means clusters."""
+    """Where summary.json goes (the steps' own outputs are set in their YAMLs)."""
+
+
+def command_of(path: Path) -> tuple[str, ...]:
+    """The command words of a step config, read from its first line `# speechgpt <words> --config ...`."""
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    words = first.removeprefix("#").split()
+    if not words or words[0] != "speechgpt" or "--config" not in words:
+        raise ValueError(f"{path}: first line must be `# speechgpt COMMAND --config {path}`")
+    return tuple(words[1 : words.index("--config")])
 
 
 def run(cfg: Config) -> Path:
-    save_config(cfg, cfg.out)
+    from speechgpt.cli import COMMANDS
+
     timings: dict[str, float] = {}
-    summary: dict[str, Any] = {}
-
-    def step(name: str, fn: Any, *args: Any) -> Any:
-        start = time.perf_counter()
-        result = fn(*args)
-        timings[name] = round(time.perf_counter() - start, 1)
-        return result
-
-    corpus_dir = step("corpus", synth_corpus.run, replace(cfg.corpus, out=cfg.out / "corpus"))
-    stats_dir = step("corpus_stats", corpus_stats.run, corpus_stats.Config(corpus=corpus_dir))
-    stats = json.loads((stats_dir / "stats.json").read_text())
-    summary["corpus"] = {
-        "path": str(corpus_dir),
-        "stats": stats,
-        "histogram": str(stats_dir / "duration_histogram.png"),
-    }
-
-    kmeans_dir = step(
-        "units_fit", fit.run, fit.Config(corpus=corpus_dir, out=cfg.out / "kmeans", encoder=cfg.encoder, k=cfg.k)
-    )
-    units_dir = step(
-        "units_extract", extract.run, extract.Config(corpus=corpus_dir, kmeans=kmeans_dir, out=cfg.out / "units")
-    )
-    summary["units"] = {"path": str(units_dir), **json.loads((units_dir / "summary.json").read_text())}
-    summary["seconds_per_step"] = timings
+    outputs: dict[str, str] = {}
+    for step in cfg.steps:
+        path = cfg.configs / f"{step}.yaml"
+        words = command_of(path)
+        module: Any = importlib.import_module(COMMANDS[words].module)
+        started = time.perf_counter()
+        log.info("demo step %s: speechgpt %s --config %s", step, " ".join(words), path)
+        outputs[step] = str(module.run(load_config(module.Config, path)))
+        timings[step] = round(time.perf_counter() - started, 1)
+    summary = {"outputs": outputs, "seconds_per_step": timings, "seconds_total": round(sum(timings.values()), 1)}
     atomic_write_text(cfg.out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    print(corpus_stats.format_stats(stats))
-    units = summary["units"]
-    print(f"units: {units['encoder']}, {units['utterances']} utterances, {units['merged_units_per_second']} units/s")
-    print(f"seconds per step: {timings}")
+    for step, seconds in timings.items():
+        print(f"{step:<14} {seconds:7.1f} s  {outputs[step]}")
     return cfg.out / "summary.json"

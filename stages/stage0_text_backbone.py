@@ -1,0 +1,104 @@
+"""Stage 0 of the embedded default: a tiny causal LM trained from scratch on the domain's text, standing in for a
+pretrained LLM (so what speech training costs in text ability can be measured). Any HF causal LM folder or hub id
+replaces it in stage 1; this stage exists because none can be downloaded here.
+
+Text: the train split of `speechgpt build qa` as plain `question? answer.` lines, plus the transcripts of a corpus'
+train split. The tokenizer (byte-level BPE) is trained on the same text; every token is trained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from speechgpt.config import save_config
+from speechgpt.data.corpus import load_corpus
+from speechgpt.model.tiny import build_tiny_lm, train_tokenizer
+from speechgpt.text.template import SPEECHGPT_SYSTEM, marker_tokens
+from speechgpt.training.config import TrainConfig
+from speechgpt.training.data import tokenize_rows
+from speechgpt.training.distributed import setup_process
+from speechgpt.training.engine import seed_everything, train
+from speechgpt.training.lm_stage import FINAL, prepare_attention, restore_attention
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class Config:
+    qa: Path
+    """Folder from `speechgpt build qa` (train.jsonl and dev.jsonl of question/answer pairs)."""
+    corpus: Path | None = None
+    """Optional corpus folder whose train-split transcripts are added as plain text."""
+    out: Path = Path("out/backbone")
+    """Run folder; the model and tokenizer are exported to <out>/final."""
+    family: Literal["llama", "qwen2", "gemma3"] = "llama"
+    """Architecture family of the tiny model."""
+    hidden_size: int = 256
+    """Model width."""
+    num_layers: int = 4
+    """Transformer layers."""
+    num_heads: int = 4
+    """Attention heads."""
+    vocab_size: int = 2000
+    """Byte-level BPE vocabulary size (the speech tokens are added later, in stage 1)."""
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            max_steps=300, lr=2e-3, seq_len=512, warmup_steps=20, eval_every=100, save_every=100
+        )
+    )
+    """Engine settings."""
+
+
+def text_rows(cfg: Config, split: str) -> list[dict]:
+    rows = []
+    path = cfg.qa / f"{split}.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `speechgpt build qa` first")
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        question = " ".join([record["instruction"], record.get("input") or ""]).strip()
+        rows.append(_row(f"qa-{record['id']}", f"{question}? {record['output']}."))
+    if cfg.corpus is not None and split == "train":
+        corpus = load_corpus(cfg.corpus)
+        sentences = sorted({t for t, s in zip(corpus["text"], corpus["split"], strict=True) if s == "train"})
+        rows += [_row(f"text-{i:05d}", sentence) for i, sentence in enumerate(sentences)]
+    return rows
+
+
+def _row(row_id: str, text: str) -> dict:
+    return {"id": row_id, "task": "text", "text": text, "loss_spans": [[0, len(text)]]}
+
+
+def run(cfg: Config) -> Path:
+    dist = setup_process(cfg.train.num_threads)
+    if dist.is_main:
+        save_config(cfg, cfg.out)
+    seed_everything(cfg.train.seed)
+    train_rows, dev_rows = text_rows(cfg, "train"), text_rows(cfg, "dev")
+    tokenizer = train_tokenizer([r["text"] for r in train_rows] + [SPEECHGPT_SYSTEM, *marker_tokens()], cfg.vocab_size)
+    model = build_tiny_lm(
+        cfg.family,
+        tokenizer,
+        hidden_size=cfg.hidden_size,
+        num_layers=cfg.num_layers,
+        num_heads=cfg.num_heads,
+        seed=cfg.train.seed,
+    )
+    prepare_attention(model)
+    examples, _ = tokenize_rows(train_rows, tokenizer, cfg.train.seq_len)
+    evals = {"dev": tokenize_rows(dev_rows, tokenizer, cfg.train.seq_len)[0]}
+    log.info("backbone: %d parameters, %d training texts", sum(p.numel() for p in model.parameters()), len(examples))
+
+    def export(engine: object, out: Path) -> None:
+        if dist.is_main:
+            restore_attention(model)
+            model.config.use_cache = True
+            model.save_pretrained(out / FINAL, safe_serialization=True)
+            tokenizer.save_pretrained(out / FINAL)
+
+    train(cfg.train, model, examples, cfg.out, pad_id=tokenizer.pad_token_id, eval_sets=evals, export=export, dist=dist)
+    return cfg.out / FINAL
