@@ -5,7 +5,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train
+.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train eval-units
 
 setup:
 	@bash scripts/setup.sh
@@ -34,3 +34,6 @@ bench-units: setup  ## HuBERT-base layer 6: our extractor against a naive Speech
 
 bench-train: setup  ## packed rows against SpeechGPT-style padded batches, same stage-2 data and model
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_train
+
+eval-units: setup  ## compare unit encoders: paired edit distances and a CTC recognizer on held-out voices (~25 min)
+	OMP_NUM_THREADS=1 $(PY) -m benchmarks.compare_unit_encoders

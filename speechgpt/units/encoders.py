@@ -136,8 +136,9 @@ def load_truncated(auto_cls: Any, path: str | None, config: Any, kept_layers: in
     unused = [k for k in info["unexpected_keys"] if not (m := layer_index.search(k)) or int(m[1]) < kept_layers]
     if unused:
         raise ValueError(f"{path}: checkpoint weights that fit no module: {sorted(unused)[:5]}")
-    log.info("loaded %s with layers 1-%d (%d upper-layer weights skipped)", path, kept_layers,
-             len(info["unexpected_keys"]))
+    log.info(
+        "loaded %s with layers 1-%d (%d upper-layer weights skipped)", path, kept_layers, len(info["unexpected_keys"])
+    )
     return model
 
 
