@@ -45,8 +45,8 @@ def build_data(root: Path, sentences: int, max_words: int) -> Path:
 
 def useful_tokens_per_second(out: Path, skip: int) -> float:
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r and r["step"] > skip]
-    return sum(rates) / len(rates)
+    timed = [r for r in records if "tokens" in r and r["step"] > skip]
+    return sum(r["tokens"] for r in timed) / sum(r["seconds"] for r in timed)
 
 
 def matmul_peak(n: int = 1024, reps: int = 10) -> float:
@@ -63,7 +63,7 @@ def matmul_peak(n: int = 1024, reps: int = 10) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sentences", type=int, default=120)
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--padded-batch", type=int, default=6, help="SpeechGPT stage 2: 6 per device")
     parser.add_argument("--max-words", type=int, default=16, help="longest corpus sentence (length spread)")

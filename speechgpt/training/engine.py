@@ -136,7 +136,9 @@ def train(
                 epoch=epoch,
                 loss=mean_loss,
                 lr=scheduler.get_last_lr()[0],
-                tokens_per_s=round(all_reduce_mean(tokens, dist) * dist.world / elapsed, 1),
+                tokens=int(all_reduce_sum(tokens, dist)),
+                seconds=round(elapsed, 4),
+                tokens_per_s=round(all_reduce_sum(tokens, dist) / elapsed, 1),
             )
         bar.update()
         bar.set_postfix(loss=f"{mean_loss:.4f}")
