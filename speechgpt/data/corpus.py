@@ -246,6 +246,11 @@ def write_dataset(rows: list[dict[str, Any]], path: Path, features: Any) -> Path
     table = pa.Table.from_pylist(rows, schema=features.arrow_schema) if rows else features.arrow_schema.empty_table()
     digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
     dataset = datasets.Dataset(table, info=datasets.DatasetInfo(features=features), fingerprint=digest)
+    return save_dataset(dataset, path)
+
+
+def save_dataset(dataset: Any, path: Path) -> Path:
+    """`save_to_disk` into a temporary folder (clearing one a killed run left), then swap it in by rename."""
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     dataset.save_to_disk(str(tmp))

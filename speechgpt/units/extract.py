@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from speechgpt.config import save_config
 from speechgpt.data.audio import AudioError, read_audio
-from speechgpt.data.corpus import check_build_settings, corpus_features, load_corpus, write_dataset
+from speechgpt.data.corpus import check_build_settings, corpus_features, load_corpus, save_dataset, write_dataset
 from speechgpt.data.io import atomic_write_text
 from speechgpt.units.encoders import EncoderConfig, FeatureEncoder, build_encoder
 from speechgpt.units.kmeans import KMeansModel
@@ -171,13 +171,7 @@ def _join_shards(out: Path, paths: list[Path], encoder: str) -> None:
         datasets.concatenate_datasets(parts) if parts else datasets.Dataset.from_list([], features=units_features())
     )
     rejected = "".join((p / "rejected.jsonl").read_text() for p in paths)
-    tmp = out / "dataset.tmp"
-    joined.save_to_disk(str(tmp))
-    if (out / "dataset").exists():
-        import shutil
-
-        shutil.rmtree(out / "dataset")
-    tmp.rename(out / "dataset")
+    save_dataset(joined, out / "dataset")
     atomic_write_text(out / "rejected.jsonl", rejected)
     durations = [sum(d) for d in joined["durations"]]
     summary = {
