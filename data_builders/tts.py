@@ -17,7 +17,7 @@ from pathlib import Path
 import soundfile as sf
 
 from speechgpt.data.audio import Audio16k, AudioError, to_16k_mono
-from speechgpt.data.corpus import safe_name
+from speechgpt.data.corpus import SourceItem, safe_name
 
 ENGINES = ("flite", "festival", "espeak-ng", "piper")
 FESTIVAL_VOICE_DIRS = (Path("/usr/share/festival/voices"),)
@@ -84,6 +84,19 @@ def synthesize(voice_key: str, text: str) -> Audio16k:
             raise AudioError(f"tts failed: {voice.key} exited {result.returncode}: {detail}")
         data, rate = sf.read(str(wav), dtype="float32", always_2d=True)
     return to_16k_mono(data, rate)
+
+
+def tts_item(item_id: str, voice: Voice, text: str, split: str, origin: str) -> SourceItem:
+    """A corpus item whose audio is `text` spoken by `voice`, synthesized when the build converts it."""
+    return SourceItem(
+        id=item_id,
+        speaker=voice.speaker,
+        text=text,
+        load_audio=functools.partial(synthesize, voice.key, text),
+        source=f"tts:{voice.key}",
+        split=split,
+        origin=origin,
+    )
 
 
 def _command(voice: Voice, text_file: Path, wav: Path) -> list[str]:
