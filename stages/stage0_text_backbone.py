@@ -22,7 +22,7 @@ from speechgpt.training.config import TrainConfig
 from speechgpt.training.data import tokenize_rows
 from speechgpt.training.distributed import setup_process
 from speechgpt.training.engine import seed_everything, train
-from speechgpt.training.lm_stage import FINAL, prepare_attention, restore_attention
+from speechgpt.training.lm_stage import FINAL, export_full, prepare_attention
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +93,14 @@ def run(cfg: Config) -> Path:
     evals = {"dev": tokenize_rows(dev_rows, tokenizer, cfg.train.seq_len)[0]}
     log.info("backbone: %d parameters, %d training texts", sum(p.numel() for p in model.parameters()), len(examples))
 
-    def export(engine: object, out: Path) -> None:
-        if dist.is_main:
-            restore_attention(model)
-            model.config.use_cache = True
-            model.save_pretrained(out / FINAL, safe_serialization=True)
-            tokenizer.save_pretrained(out / FINAL)
-
-    train(cfg.train, model, examples, cfg.out, pad_id=tokenizer.pad_token_id, eval_sets=evals, export=export, dist=dist)
+    train(
+        cfg.train,
+        model,
+        examples,
+        cfg.out,
+        pad_id=tokenizer.pad_token_id,
+        eval_sets=evals,
+        export=lambda engine, out: export_full(engine, tokenizer, out),
+        dist=dist,
+    )
     return cfg.out / FINAL

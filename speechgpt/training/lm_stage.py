@@ -96,7 +96,7 @@ def run_lm_stage(
     trainable = sum(p.numel() for p in prepared.model.parameters() if p.requires_grad)
     if dist.is_main:
         log.info("trainable parameters: %d of %d", trainable, sum(p.numel() for p in prepared.model.parameters()))
-    exporter = export or export_full
+    exporter = export or (lambda engine, prepared, out: export_full(engine, prepared.tokenizer, out))
     return train(
         cfg.train,
         prepared.model,
@@ -124,7 +124,7 @@ def prepare_attention(model: Any) -> None:
         use_packed_attention(model)
 
 
-def export_full(engine: Any, prepared: Prepared, out: Path) -> None:
+def export_full(engine: Any, tokenizer: Any, out: Path) -> None:
     """HF `save_pretrained` of the trained model into <out>/final (ZeRO-3 shards gathered first)."""
     state = gathered_state_dict(engine)
     if engine.global_rank == 0:
@@ -132,7 +132,7 @@ def export_full(engine: Any, prepared: Prepared, out: Path) -> None:
         model.config.use_cache = True  # turned off for packed training only
         restore_attention(model)
         model.save_pretrained(out / FINAL, state_dict=state, safe_serialization=True)
-        prepared.tokenizer.save_pretrained(out / FINAL)
+        tokenizer.save_pretrained(out / FINAL)
         log.info("exported %s", out / FINAL)
 
 

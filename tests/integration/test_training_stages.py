@@ -193,3 +193,27 @@ def test_two_processes_split_the_data_and_learn(work: Path, zero: int) -> None:
     losses = [r["loss"] for r in metrics(out) if "loss" in r]
     assert len(losses) == 10 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     assert AutoModelForCausalLM.from_pretrained(out / "final") is not None
+
+
+def test_text_backbone_trains_and_exports(work: Path) -> None:
+    from data_builders import qa_tasks
+    from stages import stage0_text_backbone
+
+    qa = qa_tasks.run(qa_tasks.Config(out=work / "qa", counts={"add": 30, "next_number": 20, "define": 10}))
+    out = stage0_text_backbone.run(
+        stage0_text_backbone.Config(
+            qa=qa,
+            out=work / "backbone",
+            hidden_size=32,
+            num_layers=1,
+            num_heads=2,
+            vocab_size=300,
+            train=train_cfg(max_steps=4, eval_every=2, save_every=2),
+        )
+    )
+    records = metrics(work / "backbone")
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert any("eval/dev/text/loss" in r for r in records)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.use_cache and model.config._attn_implementation == "sdpa"
+    assert AutoTokenizer.from_pretrained(out).convert_tokens_to_ids("<s>") is not None
