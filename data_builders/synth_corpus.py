@@ -34,6 +34,10 @@ class Config:
     """Output folder: audio/, dataset/ (HF save_to_disk), rejected.jsonl, summary.json, config.yaml."""
     text_source: str = "wordnet"
     """'wordnet' (example sentences of Debian's wordnet-base) or a text file with one sentence per line."""
+    domain_text: str | None = None
+    """A second source whose every sentence is spoken too, not capped by max_sentences: e.g. the task domain's training
+    questions (`out/demo/qa/train.jsonl`), so that ASR learns the words the chat will hear. Never give held-out
+    questions here."""
     voices: list[str] = field(default_factory=lambda: list(DEFAULT_VOICES))
     """Voices as engine:name (see `speechgpt corpus voices`); each becomes one speaker."""
     heldout_voices: list[str] = field(default_factory=lambda: list(DEFAULT_HELDOUT_VOICES))
@@ -80,6 +84,12 @@ def run(cfg: Config) -> Path:
         min_words=cfg.min_words,
         max_words=cfg.max_words,
     )
+    if cfg.domain_text is not None:
+        domain = load_sentences(
+            cfg.domain_text, max_sentences=None, seed=cfg.seed, min_words=cfg.min_words, max_words=cfg.max_words
+        )
+        seen = set(sentences)
+        sentences += [s for s in domain if s not in seen]
     settings = {k: v for k, v in config_to_dict(cfg).items() if k not in _RUN_CONTROL}
     build = CorpusBuild(cfg.out, settings, cfg.max_duration_s, num_workers=cfg.num_workers, max_items=cfg.limit)
     summary = build.run(synth_items(cfg, voices, sentences), desc="synthesize")

@@ -1,4 +1,5 @@
-"""Sentences to speak: a one-sentence-per-line file, or WordNet's example sentences (Debian's wordnet-base).
+"""Sentences to speak: a one-sentence-per-line file, an Alpaca-style JSONL (the `instruction` and `output` of each
+record, e.g. the checkable questions of `speechgpt build qa`), or WordNet's example sentences (Debian's wordnet-base).
 
 Sentences are cleaned (whitespace collapsed, characters every English TTS engine reads), filtered by word count,
 de-duplicated, and sampled with a seed; the same arguments always give the same list in the same order.
@@ -6,6 +7,7 @@ de-duplicated, and sampled with a seed; the same arguments always give the same 
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from pathlib import Path
@@ -17,7 +19,8 @@ _QUOTED = re.compile(r'"([^"]+)"')
 
 
 def load_sentences(source: str, *, max_sentences: int | None, seed: int, min_words: int, max_words: int) -> list[str]:
-    """Sentences from `source` ('wordnet' or a text file path), cleaned, filtered and sampled deterministically."""
+    """Sentences from `source` ('wordnet', a text file or a .jsonl file), cleaned, filtered and sampled
+    deterministically."""
     raw = wordnet_examples() if source == "wordnet" else lines_of(Path(source))
     kept: dict[str, None] = {}
     for sentence in raw:
@@ -36,7 +39,24 @@ def load_sentences(source: str, *, max_sentences: int | None, seed: int, min_wor
 def lines_of(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"text source {path} does not exist (give a file with one sentence per line)")
-    return path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return qa_sentences(path, lines) if path.suffix == ".jsonl" else lines
+
+
+def qa_sentences(path: Path, lines: list[str]) -> list[str]:
+    """The questions and answers of Alpaca-style records ({"instruction", "output"}), in file order."""
+    sentences = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not JSON ({err.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("instruction"), str):
+            raise ValueError(f"{path}:{number}: expected an object with a string 'instruction'")
+        sentences += [record["instruction"], *([record["output"]] if isinstance(record.get("output"), str) else [])]
+    return sentences
 
 
 def wordnet_examples(root: Path = WORDNET_DIR) -> list[str]:

@@ -21,11 +21,11 @@ from speechgpt.data.io import atomic_write_text
 log = logging.getLogger(__name__)
 
 STEPS = [
-    "corpus",  # TTS voices speak WordNet sentences
+    "qa",  # checkable questions: the task domain of the chain-of-modality data
+    "corpus",  # TTS voices speak WordNet sentences and the domain's training questions
     "corpus_stats",
     "units_fit",  # k-means on the training voices
     "units_extract",
-    "qa",  # checkable questions for the chain-of-modality data
     "build_stage1",
     "build_stage2",
     "build_stage3",  # question and answer speech synthesized, then units

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 SOSP, EOSP = "<sosp>", "<eosp>"
 UnitFormatName = Literal["default", "legacy"]
@@ -81,3 +81,17 @@ def convert_units_text(text: str, source: UnitFormat, target: UnitFormat) -> str
         return target.span(units)
 
     return re.sub(re.escape(SOSP) + r"(.*?)" + re.escape(EOSP), rewrite, text, flags=re.DOTALL)
+
+
+def detect_unit_format(tokenizer: Any) -> UnitFormat:
+    """The unit format and codebook size a tokenizer was extended with (`<|u0|>`.. or legacy `<0>`..), read from its
+    vocabulary; a tokenizer without unit tokens is an error."""
+    vocab = tokenizer.get_vocab()
+    for name in ("default", "legacy"):
+        pattern = _DEFAULT if name == "default" else _LEGACY
+        ids = [int(m.group(1)) for token in vocab if (m := pattern.fullmatch(token))]
+        if ids:
+            if sorted(ids) != list(range(len(ids))):
+                raise ValueError(f"the tokenizer's {name} unit tokens are not 0..{len(ids) - 1} without gaps")
+            return UnitFormat(name, len(ids))  # type: ignore[arg-type]
+    raise ValueError("the tokenizer has no unit tokens (<|u0|>.. or <0>..): was it extended with add_speech_tokens?")

@@ -52,3 +52,17 @@ def test_sentences_filtered_and_sampled_deterministically(tmp_path: Path) -> Non
     assert a != load_sentences("wordnet", max_sentences=20, seed=2, min_words=3, max_words=10)
     with pytest.raises(ValueError, match="gave no sentence"):
         load_sentences(str(path), max_sentences=None, seed=0, min_words=20, max_words=30)
+
+
+def test_qa_jsonl_gives_questions_and_answers(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text(
+        '{"instruction": "what is two plus two", "input": "", "output": "four"}\n\n'
+        '{"instruction": "what does alfresco mean", "output": "in the open air"}\n',
+        encoding="utf-8",
+    )
+    got = load_sentences(str(path), max_sentences=None, seed=0, min_words=3, max_words=8)
+    assert got == ["what is two plus two", "what does alfresco mean", "in the open air"]
+    path.write_text('{"instruction": "fine"}\n[1, 2]\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="train.jsonl:2: expected an object"):
+        load_sentences(str(path), max_sentences=None, seed=0, min_words=1, max_words=8)
