@@ -1,0 +1,137 @@
+"""Text normalization for scoring transcripts: the judge writes "21st", "3.5" and "$5" where a reference may spell
+the words out, so both sides become lowercase words with numbers written in English before WER is counted.
+
+Rules (applied to references and hypotheses alike): unicode apostrophes become ', `&` becomes "and", `%` "percent",
+`$N` "N dollars"; integers (with or without thousands commas), decimals ("three point one four"), ordinals
+("twenty first"), plurals of numbers ("nineteen nineties") are spelled out; "and" between a scale word (hundred,
+thousand, ...) and a following number word is dropped so "one hundred and five" == "105"; every other character that
+is not a letter, digit or in-word apostrophe becomes a space (hyphens split words: "twenty-one" == "twenty one");
+whitespace is collapsed. Numbers with leading zeros ("007") and digits glued to letters ("a5") are read as
+integers or digit by digit.
+"""
+
+from __future__ import annotations
+
+import re
+
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+_SCALES = ((10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (10**3, "thousand"))
+_ORDINAL_EXCEPTIONS = {
+    "one": "first",
+    "two": "second",
+    "three": "third",
+    "five": "fifth",
+    "eight": "eighth",
+    "nine": "ninth",
+    "twelve": "twelfth",
+}
+_NUMBER_WORDS = frozenset(
+    [*_ONES, *_TENS[2:], "hundred", *(name for _, name in _SCALES), *_ORDINAL_EXCEPTIONS.values()]
+)
+_SCALE_WORDS = frozenset(["hundred", *(name for _, name in _SCALES)])
+_NUMBER = re.compile(
+    r"(?<![\w.])(?P<currency>\$)?(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.(?P<frac>\d+))?"
+    r"(?P<suffix>st|nd|rd|th|s|'s)?(?![\w])(?P<percent>\s*%)?",
+    re.IGNORECASE,
+)
+_DIGITS = re.compile(r"\d+")
+_NOT_WORD = re.compile(r"[^a-z0-9']+")
+
+
+def number_to_words(number: int) -> str:
+    """English cardinal words for a non-negative integer: 1021 -> "one thousand twenty one" (no "and", no hyphens);
+    numbers of 10**15 and above are read digit by digit."""
+    if number < 0:
+        raise ValueError(f"number_to_words takes non-negative integers, got {number}")
+    if number >= 10**15:
+        return " ".join(_ONES[int(digit)] for digit in str(number))
+    if number < 20:
+        return _ONES[number]
+    if number < 100:
+        tens, ones = divmod(number, 10)
+        return _TENS[tens] + (f" {_ONES[ones]}" if ones else "")
+    if number < 1000:
+        hundreds, rest = divmod(number, 100)
+        return f"{_ONES[hundreds]} hundred" + (f" {number_to_words(rest)}" if rest else "")
+    for value, name in _SCALES:
+        if number >= value:
+            head, rest = divmod(number, value)
+            return f"{number_to_words(head)} {name}" + (f" {number_to_words(rest)}" if rest else "")
+    raise AssertionError("unreachable")
+
+
+def ordinal_words(number: int) -> str:
+    """English ordinal words: 21 -> "twenty first", 12 -> "twelfth", 40 -> "fortieth"."""
+    *head, last = number_to_words(number).split()
+    if last in _ORDINAL_EXCEPTIONS:
+        last = _ORDINAL_EXCEPTIONS[last]
+    elif last.endswith("y"):
+        last = last[:-1] + "ieth"
+    else:
+        last += "th"
+    return " ".join([*head, last])
+
+
+def _digits_to_words(digits: str) -> str:
+    if len(digits) > 1 and digits.startswith("0"):
+        return " ".join(_ONES[int(digit)] for digit in digits)
+    return number_to_words(int(digits))
+
+
+def _spell_number(match: re.Match[str]) -> str:
+    digits = match["int"].replace(",", "")
+    suffix = (match["suffix"] or "").lower()
+    if suffix in ("st", "nd", "rd", "th") and not match["frac"]:
+        words = ordinal_words(int(digits))
+    else:
+        words = _digits_to_words(digits)
+        if match["frac"]:
+            words += " point " + " ".join(_ONES[int(digit)] for digit in match["frac"])
+        if suffix in ("s", "'s"):
+            words = words[:-1] + "ies" if words.endswith("y") else words + "s"
+    if match["percent"]:
+        words += " percent"
+    if match["currency"]:
+        words += " dollar" if words == "one" else " dollars"
+    return f" {words} "
+
+
+def _drop_scale_and(words: list[str]) -> list[str]:
+    kept = []
+    for index, word in enumerate(words):
+        between_numbers = 0 < index < len(words) - 1 and words[index - 1] in _SCALE_WORDS
+        if word == "and" and between_numbers and words[index + 1] in _NUMBER_WORDS:
+            continue
+        kept.append(word)
+    return kept
+
+
+def normalize_transcript(text: str) -> str:
+    """Lowercase words with numbers spelled out and punctuation removed (see the module docstring)."""
+    text = text.replace("\u2019", "'").replace("\u2018", "'").replace("&", " and ")
+    text = _NUMBER.sub(_spell_number, text).replace("%", " percent ")
+    text = _DIGITS.sub(lambda match: f" {_digits_to_words(match[0])} ", text)  # digits glued to letters or dots
+    words = [word.strip("'") for word in _NOT_WORD.split(text.lower())]
+    return " ".join(_drop_scale_and([word for word in words if word]))
