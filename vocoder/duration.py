@@ -40,8 +40,14 @@ class DurationPredictor(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
-        """Frames per unit (LongTensor, (B, T), each >= 1) as fairseq's CodeGenerator rounds them."""
-        return durations_from_log(self(x))
+        """Frames per unit (LongTensor, (B, T), each >= 1) as fairseq's CodeGenerator rounds them; dropout is off
+        for the call even when the module is in training mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            return durations_from_log(self(x))
+        finally:
+            self.train(was_training)
 
 
 def durations_from_log(log_durations: Tensor) -> Tensor:

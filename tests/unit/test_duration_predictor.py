@@ -42,6 +42,9 @@ def test_forward_shape_and_rounding_rule() -> None:
     assert durations_from_log(log_d).tolist() == [[1, 1, 3, 7]]
     assert durations_from_log(log_d).dtype == torch.long
     assert model.predict(torch.randn(1, 3, 8)).min() >= 1
+    x = torch.randn(1, 50, 8)
+    model.train()
+    assert torch.equal(model.predict(x), model.predict(x)) and model.training  # no dropout, mode restored
 
 
 def test_loss_targets_and_mask() -> None:
