@@ -1,0 +1,316 @@
+"""`ChatSession`: multi-turn chain-of-modality chat with a speech LM, vocoder-agnostic.
+
+    from speechgpt.infer import ChatSession, SessionConfig, speech_to_units_from_kmeans
+
+    session = ChatSession.from_pretrained(
+        "out/stage3/final",                      # HF folder, adapter folder, or SpeechGPT's adapter with base=...
+        speech_to_units=speech_to_units_from_kmeans("out/kmeans"),  # 16 kHz float32 samples -> merged units
+        vocoder=vocoder,                         # speechgpt.infer.vocoding.UnitsToAudio or StreamingVocoder
+        config=SessionConfig(system="You are a speech assistant.\\n"),
+    )
+    result = session.respond(text="what is two plus two", reply="speech")   # -> ChatResult
+    for event in session.stream(audio="question.wav"):                      # -> ChatEvent, "done" last
+        ...
+
+A question is `text=`, `audio=` (numpy samples at 16 kHz or a file path; needs `speech_to_units`) or `units=`. The
+answer comes in the modality `reply` asks for ("same" by default: a spoken question gets a spoken answer). Each turn
+is kept in the history; the prompt keeps as many recent turns as fit `max_prompt_tokens`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from transformers import LogitsProcessor, StoppingCriteria
+
+from speechgpt.infer.constrain import AnswerShape, EndOfAnswer, StructureConstraint, StructureDone, TokenClasses
+from speechgpt.infer.generation import Sampling, stream_tokens
+from speechgpt.infer.loading import LoadedModel, load_chat_model
+from speechgpt.infer.results import ChatEvent, ChatResult, Mode, Timings
+from speechgpt.infer.routing import AnswerRouter, Delta
+from speechgpt.infer.speaking import AnswerVoice
+from speechgpt.infer.vocoding import UnitsToAudio
+from speechgpt.model.load import DType
+from speechgpt.text.template import SPEECHGPT_SYSTEM, AssistantTurn, ChatTemplate, ParsedAnswer, UserTurn
+
+log = logging.getLogger(__name__)
+SpeechToUnits = Callable[[np.ndarray], Sequence[int]]
+"""16 kHz mono float32 samples -> units (repeats are merged afterwards, so frame-level ids are fine)."""
+Turn = tuple[UserTurn, AssistantTurn]
+Reply = Literal["same", "speech", "text"]
+
+
+class PromptTooLongError(ValueError):
+    """The question alone does not fit the prompt budget."""
+
+
+@dataclass(kw_only=True)
+class SessionConfig:
+    """How a session prompts, decodes and voices."""
+
+    system: str = SPEECHGPT_SYSTEM
+    """System text that starts every prompt; use the one the model was trained with."""
+    instruction: str = ""
+    """Instruction put before each question (`{instruction} This is input: {question}`); empty: the question only."""
+    reply: Reply = "same"
+    """Default answer modality: 'same' as the question, or always 'speech' / 'text'."""
+    constrained: bool = True
+    """Structure-constrained decoding (speechgpt.infer.constrain); off: the model writes freely, the parser reports."""
+    min_units: int = 1
+    """Fewest units in a spoken answer (constrained decoding only)."""
+    max_units: int | None = None
+    """Most units in a spoken answer (constrained decoding only); None: bounded by max_new_tokens."""
+    stream_audio: bool = True
+    """Vocode while generating when the vocoder can stream; off: one synthesis of the whole answer at the end."""
+    chunk_units: int = 20
+    """Units per push to a streaming vocoder (50 Hz units merged: about 0.5-0.8 s of speech)."""
+    max_prompt_tokens: int | None = None
+    """Prompt budget in tokens; None: the model's max positions minus max_new_tokens."""
+    speaker: str | None = None
+    """Speaker for a multi-speaker vocoder."""
+    sampling: Sampling = field(default_factory=Sampling)
+    """Default decoding settings (each call may pass its own)."""
+
+
+class ChatSession:
+    """A conversation with one model; not thread-safe (one call at a time per session)."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        speech_to_units: SpeechToUnits | None = None,
+        vocoder: UnitsToAudio | None = None,
+        config: SessionConfig | None = None,
+    ) -> None:
+        self.model, self.tokenizer, self.units = loaded.model, loaded.tokenizer, loaded.units
+        self.speech_to_units, self.vocoder = speech_to_units, vocoder
+        self.config = config or SessionConfig()
+        self.template = ChatTemplate(self.units, system=self.config.system)
+        self.classes = TokenClasses(self.tokenizer, self.units)
+        self._history: list[Turn] = []
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        base: str | Path | None = None,
+        speech_to_units: SpeechToUnits | None = None,
+        vocoder: UnitsToAudio | None = None,
+        config: SessionConfig | None = None,
+        dtype: DType = "float32",
+        device: str | None = None,
+    ) -> ChatSession:
+        """Load the model with `load_chat_model` (HF folder, adapter folder, or adapter + `base`)."""
+        loaded = load_chat_model(path, base=base, dtype=dtype, device=device)
+        return cls(loaded, speech_to_units=speech_to_units, vocoder=vocoder, config=config)
+
+    @property
+    def history(self) -> list[Turn]:
+        """The turns the next prompt may include, oldest first (a copy)."""
+        return list(self._history)
+
+    def reset(self) -> None:
+        self._history.clear()
+
+    def respond(
+        self,
+        text: str | None = None,
+        audio: np.ndarray | str | Path | None = None,
+        units: Sequence[int] | None = None,
+        *,
+        reply: Reply | None = None,
+        sampling: Sampling | None = None,
+        stream_audio: bool | None = None,
+    ) -> ChatResult:
+        """Answer one question (exactly one of text, audio, units) and return the result; see `stream`."""
+        for event in self.stream(text, audio, units, reply=reply, sampling=sampling, stream_audio=stream_audio):
+            if event.result is not None:
+                return event.result
+        raise RuntimeError("the answer stream ended without a result")
+
+    def stream(
+        self,
+        text: str | None = None,
+        audio: np.ndarray | str | Path | None = None,
+        units: Sequence[int] | None = None,
+        *,
+        reply: Reply | None = None,
+        sampling: Sampling | None = None,
+        stream_audio: bool | None = None,
+    ) -> Iterator[ChatEvent]:
+        """Answer one question, yielding ChatEvents as they happen; the last one is "done" with the ChatResult."""
+        start, timings = time.perf_counter(), Timings()
+        sampling = sampling or self.config.sampling
+        user, question_units = self._question(text, audio, units, timings)
+        mode = self._mode(user, reply)
+        shape = AnswerShape(
+            transcript=mode[0] == "s",
+            speech=mode[2] == "s",
+            min_units=self.config.min_units,
+            max_units=self.config.max_units,
+        )
+        prompt_ids, dropped = self.build_prompt(user, sampling.max_new_tokens)
+        voice = self._voice(shape, stream_audio)
+        router = AnswerRouter(self.tokenizer, self.classes, speech_in=shape.transcript)
+        generated: list[int] = []
+        generation_start = time.perf_counter()
+        for token in self._generate(prompt_ids, shape, sampling):
+            if timings.first_token_s is None:
+                timings.first_token_s = time.perf_counter() - start
+            generated.append(token)
+            for delta in router.feed(token):
+                yield from self._events(delta, voice, timings, start)
+        for delta in router.finish():
+            yield from self._events(delta, voice, timings, start)
+        timings.generate_time_s = time.perf_counter() - generation_start
+        raw = self.tokenizer.decode(generated)
+        answer = self.template.parse(raw, expect_speech=shape.speech)
+        if voice is not None:
+            for chunk in voice.finish(answer.units):
+                timings.first_audio_s = timings.first_audio_s or time.perf_counter() - start
+                yield ChatEvent("audio", audio=chunk, sample_rate=voice.sample_rate)
+            timings.vocode_time_s = voice.seconds
+        self._remember(user, answer, shape)
+        timings.total_s = time.perf_counter() - start
+        result = ChatResult(
+            mode=mode,
+            answer=answer,
+            raw=raw,
+            question_text=user.text,
+            question_units=question_units,
+            prompt_tokens=len(prompt_ids),
+            new_tokens=len(generated),
+            dropped_turns=dropped,
+            constrained=self.config.constrained,
+            audio_streamed=voice is not None and voice.streaming and voice.audio.size > 0,
+            timings=timings,
+            sample_rate=voice.sample_rate if voice is not None else None,
+            audio=voice.audio if voice is not None else None,
+        )
+        if answer.problems:
+            log.info("answer problems (%s): %s", mode, "; ".join(answer.problems))
+        yield ChatEvent("done", result=result)
+
+    def build_prompt(self, user: UserTurn, max_new_tokens: int) -> tuple[list[int], int]:
+        """Prompt ids (BOS, system, kept history, the question) and how many oldest turns were dropped to fit the
+        budget; dropped turns leave the history for good. Raises PromptTooLongError if the question alone is over."""
+        budget = self.config.max_prompt_tokens
+        if budget is None:
+            budget = int(getattr(self.model.config, "max_position_embeddings", 2048)) - max_new_tokens
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        dropped = 0
+        while True:
+            text = self.template.prompt(self._history, user)
+            ids = bos + self.tokenizer.encode(text, add_special_tokens=False)
+            if len(ids) <= budget:
+                return ids, dropped
+            if not self._history:
+                raise PromptTooLongError(
+                    f"the question alone needs {len(ids)} prompt tokens, over the budget of {budget} "
+                    "(shorten it, or raise max_prompt_tokens / lower max_new_tokens)"
+                )
+            self._history.pop(0)
+            dropped += 1
+
+    def _question(
+        self, text: str | None, audio: np.ndarray | str | Path | None, units: Sequence[int] | None, timings: Timings
+    ) -> tuple[UserTurn, list[int] | None]:
+        if sum(x is not None for x in (text, audio, units)) != 1:
+            raise ValueError("give exactly one of text=, audio= or units=")
+        if text is not None:
+            if not text.strip():
+                raise ValueError("the text question is empty")
+            return UserTurn(instruction=self.config.instruction, text=text.strip()), None
+        if audio is not None:
+            if self.speech_to_units is None:
+                raise ValueError("a spoken question needs the session's speech_to_units")
+            started = time.perf_counter()
+            units = list(self.speech_to_units(_samples(audio)))
+            timings.units_time_s = time.perf_counter() - started
+        merged = merge_repeats(units or [])
+        if not merged:
+            raise ValueError("the spoken question has no units")
+        bad = [u for u in merged if not 0 <= u < self.units.k]
+        if bad:
+            raise ValueError(f"units {bad[:5]} are outside this model's codebook 0..{self.units.k - 1}")
+        return UserTurn(instruction=self.config.instruction, units=tuple(merged)), merged
+
+    def _mode(self, user: UserTurn, reply: Reply | None) -> Mode:
+        speech_in = user.units is not None
+        wanted = reply or self.config.reply
+        if wanted not in ("same", "speech", "text"):
+            raise ValueError(f"reply must be 'same', 'speech' or 'text', not {wanted!r}")
+        speech_out = speech_in if wanted == "same" else wanted == "speech"
+        return f"{'s' if speech_in else 't'}2{'s' if speech_out else 't'}"  # type: ignore[return-value]
+
+    def _voice(self, shape: AnswerShape, stream_audio: bool | None) -> AnswerVoice | None:
+        if not shape.speech or self.vocoder is None:
+            return None
+        stream = self.config.stream_audio if stream_audio is None else stream_audio
+        cfg = self.config
+        return AnswerVoice(self.vocoder, stream=stream, chunk_units=cfg.chunk_units, speaker=cfg.speaker)
+
+    def _generate(self, prompt_ids: list[int], shape: AnswerShape, sampling: Sampling) -> Iterator[int]:
+        input_ids = torch.tensor([prompt_ids], device=self.model.device)
+        if self.config.constrained:
+            constraint = StructureConstraint(self.classes, shape, sampling.max_new_tokens)
+            processors: list[LogitsProcessor] = [constraint]
+            stopping: list[StoppingCriteria] = [StructureDone(constraint)]
+        else:
+            processors, stopping = [], [EndOfAnswer(self.tokenizer, len(prompt_ids))]
+        config = sampling.generation_config(self.tokenizer)
+        seed = None if sampling.greedy else sampling.seed
+        return stream_tokens(self.model, input_ids, config, processors=processors, stopping=stopping, seed=seed)
+
+    def _events(self, delta: Delta, voice: AnswerVoice | None, timings: Timings, start: float) -> Iterator[ChatEvent]:
+        if delta.kind != "units":
+            yield ChatEvent(delta.kind, text=delta.text)
+            return
+        yield ChatEvent("units", units=delta.units)
+        chunk = voice.add(delta.units) if voice is not None else None
+        if chunk is not None and voice is not None:
+            timings.first_audio_s = timings.first_audio_s or time.perf_counter() - start
+            yield ChatEvent("audio", audio=chunk, sample_rate=voice.sample_rate)
+
+    def _remember(self, user: UserTurn, answer: ParsedAnswer, shape: AnswerShape) -> None:
+        text = answer.text or None
+        speech = tuple(answer.units) if answer.units else None
+        if text is None and speech is None:
+            log.warning("answer has neither text nor units; not kept in the history")
+            return
+        transcript = answer.transcript if shape.transcript else None
+        self._history.append((user, AssistantTurn(text=text, units=speech, transcript=transcript, chain=True)))
+
+
+def merge_repeats(units: Sequence[int]) -> list[int]:
+    """Consecutive repeats collapsed (the language model reads merged units)."""
+    return [int(u) for i, u in enumerate(units) if i == 0 or u != units[i - 1]]
+
+
+def _samples(audio: np.ndarray | str | Path) -> np.ndarray:
+    if isinstance(audio, np.ndarray):
+        return audio.astype(np.float32, copy=False).reshape(-1)
+    from speechgpt.data.audio import read_audio
+
+    return read_audio(audio).samples
+
+
+def speech_to_units_from_kmeans(kmeans_dir: str | Path, dtype: str = "float32") -> SpeechToUnits:
+    """A SpeechToUnits from a `speechgpt units fit` folder (its encoder + k-means), as the stage data was made."""
+    from speechgpt.units.extract import UnitExtractor
+
+    extractor = UnitExtractor.load(Path(kmeans_dir), dtype=dtype)
+
+    def to_units(samples: np.ndarray) -> list[int]:
+        return list(extractor([torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))])[0][0])
+
+    return to_units
