@@ -4,6 +4,7 @@ module's `Config` and calls its `run(cfg)`; a command's module is imported only 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import os
@@ -21,6 +22,8 @@ class Command:
     summary: str
     launches: bool = False
     """Takes --nproc / --hostfile and starts the processes itself (torchrun or the DeepSpeed launcher)."""
+    prints_path: bool = True
+    """Print the path `run` returns (False for commands that print their own output, e.g. JSON)."""
 
 
 COMMANDS: dict[tuple[str, ...], Command] = {
@@ -60,6 +63,12 @@ COMMANDS: dict[tuple[str, ...], Command] = {
         "stages.stage3_chain_of_modality", "stage 3: chain-of-modality fine-tuning with LoRA", launches=True
     ),
     ("eval", "asr"): Command("speechgpt.eval.asr", "WER of a trained model's own transcripts (stage-2 ASR task)"),
+    ("chat",): Command(
+        "speechgpt.app.chat", "talk to a model: typed text or a WAV in, text and speech out", prints_path=False
+    ),
+    ("serve",): Command(
+        "speechgpt.app.serve", "a local web page to talk to a model (record, upload, type)", prints_path=False
+    ),
     ("demo",): Command("speechgpt.app.demo", "run the pipeline on the embedded offline default"),
 }
 VOICES_HELP = "list the TTS voices installed on this machine"
@@ -77,13 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     command = COMMANDS[words]
     module = importlib.import_module(command.module)
     parser = _command_parser(f"speechgpt {' '.join(words)}", command, module.Config)
+    flags = _add_module_flags(parser, module)
     ns = parser.parse_args(args[len(words) :])
     if command.launches and (ns.nproc > 1 or ns.hostfile) and "RANK" not in os.environ:
         from speechgpt.training.distributed import relaunch
 
         return relaunch(_without_launch_flags(args), ns.nproc, ns.hostfile)
     try:
-        cfg = load_config(module.Config, ns.config, ns.overrides)
+        cfg = _apply_flags(load_config(module.Config, ns.config, ns.overrides), ns, flags)
     except ConfigError as err:
         parser.exit(2, f"error: {err}\n")
     if ns.dump_config:
@@ -94,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         logging.getLogger("speechgpt").error("%s failed: %s", " ".join(words), err)
         return 1
-    print(out)
+    if command.prints_path:
+        print(out)
     return 0
 
 
@@ -131,6 +142,34 @@ def _command_parser(prog: str, command: Command, config_cls: Any) -> argparse.Ar
         parser.add_argument("--nproc", type=int, default=1, help="processes per node (torchrun / DeepSpeed launcher)")
         parser.add_argument("--hostfile", help="DeepSpeed hostfile for several machines ('host slots=N' per line)")
     return parser
+
+
+def _add_module_flags(parser: argparse.ArgumentParser, module: Any) -> list[str]:
+    """Shortcut flags a command module adds with `add_arguments(parser)`; each one's dest is a config key."""
+    hook = getattr(module, "add_arguments", None)
+    if hook is None:
+        return []
+    before = {action.dest for action in parser._actions}
+    hook(parser)
+    return [action.dest for action in parser._actions if action.dest not in before]
+
+
+def _apply_flags(cfg: Any, ns: argparse.Namespace, flags: list[str]) -> Any:
+    """Flags given on the command line win over --config and key=value (flags left unset change nothing)."""
+    try:
+        for dest in flags:
+            if getattr(ns, dest) is not None:
+                cfg = _replace_key(cfg, dest.split("."), getattr(ns, dest))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"invalid {type(cfg).__name__}: {err}") from None
+    return cfg
+
+
+def _replace_key(cfg: Any, keys: list[str], value: Any) -> Any:
+    """`dataclasses.replace` down a dotted key (each level's __post_init__ checks the new value)."""
+    if len(keys) > 1:
+        value = _replace_key(getattr(cfg, keys[0]), keys[1:], value)
+    return dataclasses.replace(cfg, **{keys[0]: value})
 
 
 def _without_launch_flags(args: list[str]) -> list[str]:

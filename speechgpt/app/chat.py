@@ -1,0 +1,340 @@
+"""`speechgpt chat`: talk to a model from the terminal, typed or spoken, one question or a whole conversation.
+
+    speechgpt chat --config configs/tiny/chat.yaml                                   # interactive
+    speechgpt chat --config configs/tiny/chat.yaml --audio in.wav --out answer.wav   # one spoken question
+    speechgpt chat --config configs/tiny/chat.yaml --text "what is two plus two" --out answer.wav --json
+
+The wiring lives here (the front layer may import everything): a model folder, a k-means folder (speech -> units)
+and a vocoder folder (units -> speech) become one `speechgpt.infer.ChatSession`. `ChatApp` wraps that session for
+the terminal and for `speechgpt serve`: wire events for the page and a short JSON summary of each answer.
+
+Typed text is always a question, never a file name: a WAV is only read from `--audio` or the `/audio PATH` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speechgpt.data.audio import AudioError, read_audio, write_audio
+from speechgpt.infer import ChatEvent, ChatResult, ChatSession
+from speechgpt.infer import SessionConfig as InferConfig
+from speechgpt.model.load import DType
+
+log = logging.getLogger(__name__)
+COMMANDS_HELP = (
+    "type a question and press Enter; /audio PATH.wav asks with a recording; /reply same|speech|text sets the "
+    "answer modality; /reset starts a new conversation; /quit (or Ctrl-D) ends"
+)
+
+
+@dataclass(kw_only=True)
+class ChatSetup:
+    """What `chat` and `serve` load: the model, how speech becomes units, how units become speech."""
+
+    model: Path = Path("out/demo/stage3/final")
+    """Model folder: a stage's merged export (`final/`), a peft adapter folder, or an HF folder with unit tokens."""
+    base: Path | None = None
+    """Base model of an adapter folder whose adapter_config.json does not name a reachable one."""
+    kmeans: Path | None = Path("out/demo/kmeans")
+    """k-means folder from `speechgpt units fit` (names its encoder); None: typed questions only."""
+    vocoder: Path | None = Path("out/demo/vocoder")
+    """Unit vocoder folder (or a legacy CodeHiFiGAN checkpoint); None: spoken answers stay units, no audio."""
+    session: InferConfig = field(default_factory=InferConfig)
+    """How the session prompts, decodes and voices (system text, answer modality, sampling, streaming)."""
+    dtype: DType = "float32"
+    """Model weights' precision."""
+    device: str | None = None
+    """torch device for the model; None: CUDA when available, else CPU."""
+    num_threads: int = 1
+    """torch CPU threads."""
+
+    def __post_init__(self) -> None:
+        if self.num_threads < 1:
+            raise ValueError("num_threads must be >= 1")
+
+
+@dataclass(kw_only=True)
+class Config(ChatSetup):
+    audio: Path | None = None
+    """One-shot: ask with this audio file (WAV/FLAC/OGG, any rate, mono or stereo)."""
+    text: str | None = None
+    """One-shot: ask this typed question."""
+    out: Path | None = None
+    """One-shot: write the spoken answer to this WAV."""
+    json: bool = False
+    """One-shot: print one JSON object (transcript, text, units, audio path, timings, problems) instead of text."""
+    answers_dir: Path = Path("out/chat")
+    """Interactive: each spoken answer is written here as turn-NNN.wav."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.audio is not None and self.text is not None:
+            raise ValueError("give --audio or --text, not both")
+        one_shot = self.audio is not None or self.text is not None
+        if not one_shot and (self.out is not None or self.json):
+            raise ValueError("--out and --json are for one-shot use: add --audio FILE or --text '...'")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Shortcut flags; each sets the config key named by its dest."""
+    parser.add_argument("--audio", type=Path, help="one-shot: ask with this audio file")
+    parser.add_argument("--text", help="one-shot: ask this typed question (never read as a file name)")
+    parser.add_argument("--out", type=Path, help="one-shot: write the spoken answer to this WAV")
+    parser.add_argument("--json", action="store_true", default=None, help="one-shot: print one JSON object")
+    parser.add_argument(
+        "--mode",
+        dest="session.reply",
+        choices=["same", "speech", "text"],
+        help="answer modality: same as the question (default), or always speech / text",
+    )
+
+
+class ChatApp:
+    """A ChatSession as the terminal and the web page use it."""
+
+    def __init__(self, session: ChatSession, *, name: str) -> None:
+        self.session = session
+        self.name = name
+
+    @property
+    def hears(self) -> bool:
+        return self.session.speech_to_units is not None
+
+    @property
+    def speaks(self) -> bool:
+        return self.session.vocoder is not None
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.name, "mode": self.session.config.reply, "hears": self.hears, "speaks": self.speaks}
+
+    def reset(self) -> None:
+        self.session.reset()
+
+    def stream(self, text: str | None = None, audio: np.ndarray | None = None) -> Iterator[ChatEvent]:
+        if audio is not None and not self.hears:
+            raise ValueError("this chat has no k-means folder, so it cannot hear: ask in text or set `kmeans`")
+        return self.session.stream(text=text, audio=audio)
+
+    def events(self, text: str | None = None, audio: np.ndarray | None = None) -> Iterator[dict[str, Any]]:
+        """The page's events: the transcript and text so far (whole, not pieces), audio chunks as base64 16-bit
+        PCM, then `done` with `summarize`'s result."""
+        parts = {"transcript": "", "text": ""}
+        for event in self.stream(text, audio):
+            if event.kind in parts:
+                parts[event.kind] += event.text
+                yield {"type": event.kind, "text": parts[event.kind].strip()}
+            elif event.kind == "audio" and event.audio is not None and event.audio.size:
+                yield {"type": "audio", "sample_rate": event.sample_rate, "pcm16": pcm16_base64(event.audio)}
+            elif event.kind == "done" and event.result is not None:
+                yield {"type": "done", "result": summarize(event.result)}
+
+
+def pcm16_base64(samples: np.ndarray) -> str:
+    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+    return base64.b64encode(pcm.tobytes()).decode("ascii")
+
+
+def summarize(result: ChatResult, audio_path: Path | None = None) -> dict[str, Any]:
+    """What a script wants to know about one answer (`--json`, and the page's `done` event)."""
+    answer, timings = result.answer, result.timings
+    audio_seconds = len(result.audio) / result.sample_rate if result.audio is not None and result.sample_rate else 0.0
+    return {
+        "mode": result.mode,
+        "transcript": answer.transcript,
+        "text": answer.text,
+        "units": len(answer.units),
+        "audio": str(audio_path) if audio_path is not None else None,
+        "audio_seconds": round(audio_seconds, 3),
+        "seconds_to_first_audio": None if timings.first_audio_s is None else round(timings.first_audio_s, 3),
+        "seconds_total": round(timings.total_s, 3),
+        "problems": list(answer.problems),
+        "complete": answer.complete,
+    }
+
+
+def load_chat_app(setup: ChatSetup) -> ChatApp:
+    """Model + k-means + vocoder -> ChatApp; a missing folder is named before anything loads."""
+    import torch
+
+    from speechgpt.infer import speech_to_units_from_kmeans
+    from vocoder.load import load_vocoder
+
+    for key in ("model", "base", "kmeans", "vocoder"):
+        path = getattr(setup, key)
+        if path is not None and not Path(path).exists():
+            raise FileNotFoundError(f"{key} folder not found: {path} (set `{key}=...`; None leaves it out)")
+    torch.set_num_threads(setup.num_threads)
+    to_units = speech_to_units_from_kmeans(setup.kmeans) if setup.kmeans is not None else None
+    voice = load_vocoder(setup.vocoder) if setup.vocoder is not None else None
+    if voice is None:
+        log.warning("no vocoder: spoken answers come back as units only, without audio")
+    session = ChatSession.from_pretrained(
+        setup.model,
+        base=setup.base,
+        speech_to_units=to_units,
+        vocoder=voice,
+        config=setup.session,
+        dtype=setup.dtype,
+        device=setup.device,
+    )
+    return ChatApp(session, name=Path(setup.model).name if Path(setup.model).name != "final" else str(setup.model))
+
+
+def read_question_audio(path: Path) -> np.ndarray:
+    """16 kHz samples of a question file, with errors that say what is wrong with it."""
+    if not path.exists():
+        raise FileNotFoundError(f"audio file not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"not an audio file: {path} is a directory")
+    try:
+        return read_audio(path).samples
+    except AudioError as err:
+        raise AudioError(f"{path}: {err}") from None
+
+
+def run(cfg: Config) -> Path:
+    """One question (--audio / --text) or an interactive conversation; returns the answer WAV or answers folder."""
+    if cfg.audio is None and cfg.text is None:
+        return _interactive(load_chat_app(cfg), cfg)
+    try:
+        audio = read_question_audio(cfg.audio) if cfg.audio is not None else None
+        if cfg.text is not None and not cfg.text.strip():
+            raise ValueError("--text is empty")
+        app = load_chat_app(cfg)
+        return _one_shot(app, cfg, audio)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        if cfg.json:
+            print(json.dumps({"error": str(err)}), flush=True)
+        raise
+
+
+def _one_shot(app: ChatApp, cfg: Config, audio: np.ndarray | None) -> Path:
+    printer = None if cfg.json else _Printer()
+    result = _answer(app, cfg.text, audio, printer)
+    path = None
+    if cfg.out is not None and result.audio is not None and result.audio.size:
+        write_audio(cfg.out, result.audio, result.sample_rate or 16_000)
+        path = cfg.out
+    summary = summarize(result, path)
+    if cfg.out is not None and path is None:
+        summary["problems"].append("no speech to write: the answer has no audio (text answer, or no vocoder)")
+    if cfg.json:
+        print(json.dumps(summary), flush=True)
+    else:
+        _print_summary(summary, wanted_audio=cfg.out is not None)
+    return path or Path(cfg.out or ".")
+
+
+def _interactive(app: ChatApp, cfg: Config) -> Path:
+    print(f"speechgpt chat with {app.name}: {COMMANDS_HELP}", flush=True)
+    turn = 0
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            print()
+            return cfg.answers_dir
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            return cfg.answers_dir
+        try:
+            question = _command(app, line)
+            if question is None:
+                continue
+            text, audio = question
+            turn += 1
+            result = _answer(app, text, audio, _Printer())
+            path = None
+            if result.audio is not None and result.audio.size:
+                path = cfg.answers_dir / f"turn-{turn:03d}.wav"
+                write_audio(path, result.audio, result.sample_rate or 16_000)
+            _print_summary(summarize(result, path), wanted_audio=False)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"error: {err}", flush=True)
+
+
+def _command(app: ChatApp, line: str) -> tuple[str | None, np.ndarray | None] | None:
+    """(text, audio) for a question; None after a command that asks nothing."""
+    if not line.startswith("/"):
+        return line, None
+    name, _, arg = line.partition(" ")
+    arg = arg.strip()
+    if name == "/audio":
+        if not arg:
+            raise ValueError("usage: /audio PATH.wav")
+        return None, read_question_audio(Path(arg).expanduser())
+    if name == "/reset":
+        app.reset()
+        print("(new conversation)", flush=True)
+        return None
+    if name == "/reply":
+        if arg not in ("same", "speech", "text"):
+            raise ValueError("usage: /reply same|speech|text")
+        app.session.config = dataclasses.replace(app.session.config, reply=arg)  # type: ignore[arg-type]
+        print(f"(answers: {arg})", flush=True)
+        return None
+    raise ValueError(f"unknown command {name}; {COMMANDS_HELP}")
+
+
+class _Printer:
+    """Prints the transcript and the answer text as their pieces arrive."""
+
+    def __init__(self) -> None:
+        self.current: str | None = None
+
+    def __call__(self, event: ChatEvent) -> None:
+        if event.kind not in ("transcript", "text"):
+            return
+        if event.kind != self.current:
+            self.end()
+            sys.stdout.write("heard:  " if event.kind == "transcript" else "answer: ")
+            self.current = event.kind
+            sys.stdout.write(event.text.lstrip())
+        else:
+            sys.stdout.write(event.text)
+        sys.stdout.flush()
+
+    def end(self) -> None:
+        if self.current is not None:
+            sys.stdout.write("\n")
+            self.current = None
+
+
+def _answer(app: ChatApp, text: str | None, audio: np.ndarray | None, printer: _Printer | None) -> ChatResult:
+    result = None
+    for event in app.stream(text, audio):
+        if printer is not None:
+            printer(event)
+        if event.kind == "done":
+            result = event.result
+    if printer is not None:
+        printer.end()
+    if result is None:
+        raise RuntimeError("the answer stream ended without a result")
+    return result
+
+
+def _print_summary(summary: dict[str, Any], *, wanted_audio: bool) -> None:
+    if summary["audio"]:
+        first = summary["seconds_to_first_audio"]
+        print(
+            f"speech: {summary['audio']} ({summary['audio_seconds']:.1f} s, {summary['units']} units; "
+            f"first audio after {first:.2f} s, total {summary['seconds_total']:.2f} s)"
+        )
+    elif summary["units"] and not wanted_audio:
+        print(f"speech: {summary['units']} units (no audio written)")
+    for problem in summary["problems"]:
+        print(f"problem: {problem}")
+    sys.stdout.flush()
