@@ -25,6 +25,8 @@ class Timings:
     """Spent turning the spoken question into units (speech_to_units)."""
     first_token_s: float | None = None
     """When the first answer token existed."""
+    last_token_s: float | None = None
+    """When generation ended (its last token existed)."""
     first_audio_s: float | None = None
     """When the first audio samples existed (streamed: the first chunk; whole: the whole answer). None: no audio."""
     generate_time_s: float = 0.0

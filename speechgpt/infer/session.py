@@ -171,6 +171,7 @@ class ChatSession:
                 yield from self._events(delta, voice, timings, start)
         for delta in router.finish():
             yield from self._events(delta, voice, timings, start)
+        timings.last_token_s = time.perf_counter() - start
         timings.generate_time_s = time.perf_counter() - generation_start
         raw = self.tokenizer.decode(generated)
         answer = self.template.parse(raw, expect_speech=shape.speech)
@@ -297,10 +298,11 @@ def merge_repeats(units: Sequence[int]) -> list[int]:
 
 
 def _samples(audio: np.ndarray | str | Path) -> np.ndarray:
-    if isinstance(audio, np.ndarray):
-        return audio.astype(np.float32, copy=False).reshape(-1)
-    from speechgpt.data.audio import read_audio
+    """16 kHz mono float32; an array is taken to be at 16 kHz already (channels last are down-mixed)."""
+    from speechgpt.data.audio import SAMPLE_RATE, read_audio, to_16k_mono
 
+    if isinstance(audio, np.ndarray):
+        return to_16k_mono(audio, SAMPLE_RATE).samples
     return read_audio(audio).samples
 
 
