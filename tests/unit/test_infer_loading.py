@@ -63,7 +63,8 @@ def test_hf_folder(root: Path) -> None:
 
 
 def test_stage3_adapter_folder_finds_its_base(root: Path) -> None:
-    expected = _save_adapter(root / "ours", root / "ours-adapter", with_tokenizer=True, recorded_base=str(root / "ours"))
+    base = root / "ours"
+    expected = _save_adapter(base, root / "ours-adapter", with_tokenizer=True, recorded_base=str(base))
     loaded = load_chat_model(root / "ours-adapter", device="cpu")
     assert loaded.layout == "adapter" and loaded.units == UNITS
     assert torch.allclose(_logits(loaded.model), expected, atol=1e-4)
