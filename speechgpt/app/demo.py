@@ -33,6 +33,9 @@ STEPS = [
     "stage1",
     "stage2",
     "stage3",
+    "vocoder",  # units -> speech, trained on the corpus
+    "eval_asr",  # the stage-2 model's WER on training voices and on held-out voices
+    "spoken_qa",  # held-out spoken questions answered in speech, judged by Whisper
 ]
 
 
@@ -68,8 +71,34 @@ def run(cfg: Config) -> Path:
         log.info("demo step %s: speechgpt %s --config %s", step, " ".join(words), path)
         outputs[step] = str(module.run(load_config(module.Config, path)))
         timings[step] = round(time.perf_counter() - started, 1)
-    summary = {"outputs": outputs, "seconds_per_step": timings, "seconds_total": round(sum(timings.values()), 1)}
+    results = {step: json.loads(Path(path).read_text()) for step, path in outputs.items() if path.endswith(".json")}
+    summary = {
+        "results": results,
+        "outputs": outputs,
+        "seconds_per_step": timings,
+        "seconds_total": round(sum(timings.values()), 1),
+    }
     atomic_write_text(cfg.out / "summary.json", json.dumps(summary, indent=2) + "\n")
     for step, seconds in timings.items():
         print(f"{step:<14} {seconds:7.1f} s  {outputs[step]}")
+    print(headline(results))
     return cfg.out / "summary.json"
+
+
+def headline(results: dict[str, Any]) -> str:
+    """The demo's outcome in a few lines: ASR WER by voice group and the spoken answers' accuracy."""
+    lines = []
+    asr = results.get("eval_asr", {}).get("splits", {})
+    for split, label in (("dev_seen_voices", "training voices"), ("dev", "held-out voices")):
+        if split in asr:
+            lines.append(f"stage-2 ASR WER, {label}, unseen sentences: {100 * asr[split]['wer']:.1f}%")
+    qa = results.get("spoken_qa")
+    if qa:
+        example = qa["example"]
+        lines += [
+            f"held-out spoken questions: text answer correct {100 * qa['text_accuracy']:.0f}%, "
+            f"spoken answer correct (judge) {100 * qa['spoken_accuracy']:.0f}% of {qa['questions']}",
+            f"asked {example['question']!r} -> heard {example['transcript']!r}, answered {example['text']!r}, "
+            f"the judge hears {example['heard']!r}",
+        ]
+    return "\n".join(lines)
