@@ -8,6 +8,7 @@ APT_PACKAGES=(
   ffmpeg sox                                  # audio decoding for torchcodec / datasets, conversions
   flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts espeak-ng   # offline TTS voices
   wordnet-base                                # real English text (example sentences, glosses)
+  chromium chromium-driver                    # headless browser test of `speechgpt serve` (selenium)
 )
 
 if command -v dpkg-query >/dev/null; then

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import dataclasses
 import json
 import logging
@@ -175,19 +176,20 @@ def load_chat_app(setup: ChatSetup) -> ChatApp:
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"{key} folder not found: {path} (set `{key}=...`; None leaves it out)")
     torch.set_num_threads(setup.num_threads)
-    to_units = speech_to_units_from_kmeans(setup.kmeans) if setup.kmeans is not None else None
-    voice = load_vocoder(setup.vocoder) if setup.vocoder is not None else None
+    with contextlib.redirect_stdout(sys.stderr):  # loaders that print progress must not mix it into the answers
+        to_units = speech_to_units_from_kmeans(setup.kmeans) if setup.kmeans is not None else None
+        voice = load_vocoder(setup.vocoder) if setup.vocoder is not None else None
+        session = ChatSession.from_pretrained(
+            setup.model,
+            base=setup.base,
+            speech_to_units=to_units,
+            vocoder=voice,
+            config=setup.session,
+            dtype=setup.dtype,
+            device=setup.device,
+        )
     if voice is None:
         log.warning("no vocoder: spoken answers come back as units only, without audio")
-    session = ChatSession.from_pretrained(
-        setup.model,
-        base=setup.base,
-        speech_to_units=to_units,
-        vocoder=voice,
-        config=setup.session,
-        dtype=setup.dtype,
-        device=setup.device,
-    )
     return ChatApp(session, name=Path(setup.model).name if Path(setup.model).name != "final" else str(setup.model))
 
 
@@ -204,22 +206,27 @@ def read_question_audio(path: Path) -> np.ndarray:
 
 
 def run(cfg: Config) -> Path:
-    """One question (--audio / --text) or an interactive conversation; returns the answer WAV or answers folder."""
+    """One question (--audio / --text) or an interactive conversation; returns the answer WAV when one was written,
+    else the answers folder (interactive) or the model folder."""
     if cfg.audio is None and cfg.text is None:
         return _interactive(load_chat_app(cfg), cfg)
-    try:
-        audio = read_question_audio(cfg.audio) if cfg.audio is not None else None
-        if cfg.text is not None and not cfg.text.strip():
-            raise ValueError("--text is empty")
-        app = load_chat_app(cfg)
-        return _one_shot(app, cfg, audio)
+    stdout = sys.stdout
+    try:  # with --json nothing but the one JSON object may reach stdout, whatever a library prints
+        with contextlib.redirect_stdout(sys.stderr) if cfg.json else contextlib.nullcontext():
+            audio = read_question_audio(cfg.audio) if cfg.audio is not None else None
+            if cfg.text is not None and not cfg.text.strip():
+                raise ValueError("--text is empty")
+            summary = _one_shot(load_chat_app(cfg), cfg, audio)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         if cfg.json:
-            print(json.dumps({"error": str(err)}), flush=True)
+            print(json.dumps({"error": str(err)}), file=stdout, flush=True)
         raise
+    if cfg.json:
+        print(json.dumps(summary), file=stdout, flush=True)
+    return Path(summary["audio"]) if summary["audio"] else Path(cfg.model)
 
 
-def _one_shot(app: ChatApp, cfg: Config, audio: np.ndarray | None) -> Path:
+def _one_shot(app: ChatApp, cfg: Config, audio: np.ndarray | None) -> dict[str, Any]:
     printer = None if cfg.json else _Printer()
     result = _answer(app, cfg.text, audio, printer)
     path = None
@@ -229,11 +236,9 @@ def _one_shot(app: ChatApp, cfg: Config, audio: np.ndarray | None) -> Path:
     summary = summarize(result, path)
     if cfg.out is not None and path is None:
         summary["problems"].append("no speech to write: the answer has no audio (text answer, or no vocoder)")
-    if cfg.json:
-        print(json.dumps(summary), flush=True)
-    else:
+    if not cfg.json:
         _print_summary(summary, wanted_audio=cfg.out is not None)
-    return path or Path(cfg.out or ".")
+    return summary
 
 
 def _interactive(app: ChatApp, cfg: Config) -> Path:
