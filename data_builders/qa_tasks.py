@@ -17,7 +17,6 @@ import json
 import logging
 import random
 import re
-import string
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +24,12 @@ from pathlib import Path
 from data_builders.text_sources import WORDNET_DIR
 from speechgpt.config import config_to_dict, save_config
 from speechgpt.data.io import atomic_write_text
+from speechgpt.eval.answers import NUMBER_FAMILIES
+from speechgpt.eval.text_normalize import number_to_words
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
-NUMBER_FAMILIES = ("add", "subtract", "count_letters", "next_number", "previous_number")
 FAMILIES = (*NUMBER_FAMILIES, "define")
 DEFAULT_COUNTS = {
     "add": 100,
@@ -52,16 +52,8 @@ _COUNT_WORDS_TEXT = (
     "elephant mountain sandwich umbrella"
 )
 COUNT_WORDS = tuple(_COUNT_WORDS_TEXT.split())
-_ONES_TEXT = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen"
-)
-_TENS_TEXT = "_ _ twenty thirty forty fifty sixty seventy eighty ninety"
-_ONES, _TENS = _ONES_TEXT.split(), _TENS_TEXT.split()
-_WORD_VALUES = {w: i for i, w in enumerate(_ONES)} | {w: 10 * i for i, w in enumerate(_TENS) if i >= 2}
 _GLOSS_SPEAKABLE = re.compile(r"^[A-Za-z][A-Za-z ,'-]*[A-Za-z]$")
 _PARENTHESES = re.compile(r"\s*\([^()]*\)")
-_PUNCT = str.maketrans({c: " " for c in string.punctuation if c != "'"} | {"'": None})
 _WORDNET_POS = ("noun", "verb", "adj")
 _VOWEL = frozenset("aeiouy")
 
@@ -280,59 +272,3 @@ def definition_of(synset_line: str, lemma: str, max_answer_words: int) -> str | 
     if lemma in {w.strip(",").lower() for w in words}:
         return None
     return clause
-
-
-def number_to_words(n: int) -> str:
-    """Cardinal number in words, as spoken: 21 -> `twenty one`, 105 -> `one hundred five` (0..999999)."""
-    if not 0 <= n <= 999_999:
-        raise ValueError(f"{n} is outside 0..999999")
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
-    if n < 1000:
-        rest = "" if n % 100 == 0 else " " + number_to_words(n % 100)
-        return f"{_ONES[n // 100]} hundred{rest}"
-    rest = "" if n % 1000 == 0 else " " + number_to_words(n % 1000)
-    return f"{number_to_words(n // 1000)} thousand{rest}"
-
-
-def words_to_number(text: str) -> int | None:
-    """Inverse of `number_to_words` on normalized text (also accepts `and`); None when it is not a number."""
-    words = [w for w in text.split() if w != "and"]
-    if not words:
-        return None
-    total = current = 0
-    for word in words:
-        if word in _WORD_VALUES:
-            current += _WORD_VALUES[word]
-        elif word == "hundred" and current:
-            current *= 100
-        elif word == "thousand" and current:
-            total, current = total + current * 1000, 0
-        else:
-            return None
-    return total + current
-
-
-def normalize_answer(text: str) -> str:
-    """Lowercase, digits spelled as words, punctuation removed (hyphens become spaces), whitespace collapsed."""
-    text = re.sub(r"(?<=\d),(?=\d{3})", "", text.lower())
-    text = re.sub(r"\d+", lambda m: f" {_digits_to_words(m.group())} ", text)
-    return " ".join(text.translate(_PUNCT).split())
-
-
-def _digits_to_words(digits: str) -> str:
-    value = int(digits)
-    return number_to_words(value) if value <= 999_999 else " ".join(_ONES[int(d)] for d in digits)
-
-
-def answer_is_correct(family: str, expected: str, got: str) -> bool:
-    """Whether `got` answers a question of `family` whose reference answer is `expected`: numbers compare by value
-    (`7`, `Seven.` and `seven` agree), other answers by their normalized text."""
-    want, have = normalize_answer(expected), normalize_answer(got)
-    if family in NUMBER_FAMILIES:
-        value = words_to_number(want)
-        if value is not None:
-            return words_to_number(have) == value
-    return want == have

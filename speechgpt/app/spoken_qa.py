@@ -52,7 +52,7 @@ class Config(ChatSetup):
 
 def run(cfg: Config) -> Path:
     """Ask, listen, score; returns report.json's path."""
-    from data_builders.qa_tasks import answer_is_correct
+    from speechgpt.eval.answers import answer_is_correct
     from speechgpt.eval.judge import load_judge, word_error_rate
 
     save_config(cfg, cfg.out)
