@@ -5,7 +5,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train eval-units
+.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-vocoder eval-units
 
 setup:
 	@bash scripts/setup.sh
@@ -24,7 +24,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: bench-corpus bench-units bench-train
+bench: bench-corpus bench-units bench-train bench-vocoder
 
 bench-corpus: setup  ## corpus synthesis: 2 worker processes against 1, same clips
 	$(PY) -m benchmarks.bench_corpus
@@ -34,6 +34,9 @@ bench-units: setup  ## HuBERT-base layer 6: our extractor against a naive Speech
 
 bench-train: setup  ## packed rows against SpeechGPT-style padded batches, same stage-2 data and model
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_train
+
+bench-vocoder: setup  ## default vocoder, one thread: real-time factor whole and streamed, time to first audio
+	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_vocoder
 
 eval-units: setup  ## compare unit encoders: paired edit distances and a CTC recognizer on held-out voices (~25 min)
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.compare_unit_encoders

@@ -1,0 +1,163 @@
+"""Vocoder training data: (units expanded by durations, audio) pairs from a units dataset, and random fixed-length
+segments cropped from them with a seeded, checkpointable generator.
+
+Every clip is decoded once and kept in memory (float32, peak-normalized to 0.95 like unit_hifigan's loader): the
+embedded demo corpus is about an hour of audio, ~230 MB. Larger corpora want a streaming reader; the sampler's
+interface (`next_batch`, `state_dict`) would stay the same.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from speechgpt.data.audio import read_audio
+
+log = logging.getLogger(__name__)
+
+HOP_LENGTH = 320
+"""Samples per unit frame: 50 Hz frames at 16 kHz."""
+PEAK = 0.95
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One training utterance: merged units with their durations, the speaker's index and the audio."""
+
+    id: str
+    units: np.ndarray
+    durations: np.ndarray
+    speaker: int
+    audio: np.ndarray
+    """float32 samples, trimmed or zero-padded to exactly `sum(durations) * HOP_LENGTH`."""
+
+    @property
+    def frames(self) -> np.ndarray:
+        """Frame-level units (each merged unit repeated for its duration)."""
+        return np.repeat(self.units, self.durations)
+
+
+@dataclass
+class Batch:
+    frames: torch.Tensor
+    """(B, S) frame-level unit ids."""
+    audio: torch.Tensor
+    """(B, S * HOP_LENGTH) float32 samples aligned with `frames`."""
+    speaker: torch.Tensor
+    """(B,) speaker indices."""
+    units: torch.Tensor
+    """(B, U) merged units of the whole utterances the segments come from, right-padded with 0."""
+    durations: torch.Tensor
+    """(B, U) their durations in frames, 0 on padding."""
+    unit_mask: torch.Tensor
+    """(B, U) true on real units."""
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(*(getattr(self, name).to(device) for name in self.__dataclass_fields__))
+
+
+def load_units_dataset(path: str | Path) -> Any:
+    """A units dataset (HF `save_to_disk`) from its build folder or its `dataset/` folder."""
+    import datasets
+
+    path = Path(path)
+    target = path / "dataset" if (path / "dataset").is_dir() else path
+    if not (target / "state.json").exists():
+        raise FileNotFoundError(f"{path}: no units dataset here (expected {target}/state.json)")
+    dataset = datasets.load_from_disk(str(target))
+    missing = [c for c in ("id", "audio", "speaker", "split", "units", "durations") if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{target}: not a units dataset, missing columns {missing}")
+    return dataset
+
+
+def load_clips(
+    dataset: Any, splits: Sequence[str], speakers: Sequence[str] | None = None, max_clips: int | None = None
+) -> tuple[list[Clip], list[str]]:
+    """Clips of the given splits, and the speaker list (sorted names of those splits unless `speakers` is given)."""
+    # row indices rather than `dataset.filter`, which would write cache files into the dataset's folder
+    chosen = [i for i, split in enumerate(dataset["split"]) if split in splits][:max_clips]
+    if not chosen:
+        raise ValueError(f"no clips in splits {list(splits)}")
+    all_speakers = dataset["speaker"]
+    names = list(speakers) if speakers is not None else sorted({all_speakers[i] for i in chosen})
+    index = {name: i for i, name in enumerate(names)}
+    clips = []
+    for i in tqdm(chosen, desc="load audio", unit="clip", leave=False):
+        row = dataset[i]
+        if row["speaker"] not in index:
+            raise ValueError(f"{row['id']}: speaker {row['speaker']!r} is not one of the vocoder's speakers")
+        clips.append(make_clip(row["id"], row["units"], row["durations"], index[row["speaker"]], row["audio"]))
+    return clips, names
+
+
+def make_clip(clip_id: str, units: Sequence[int], durations: Sequence[int], speaker: int, audio: Any) -> Clip:
+    """A clip from a dataset row's values; `audio` is a path or an array of 16 kHz samples."""
+    samples = read_audio(audio).samples if isinstance(audio, str | Path) else np.asarray(audio, dtype=np.float32)
+    units_array = np.asarray(units, dtype=np.int64)
+    durations_array = np.asarray(durations, dtype=np.int64)
+    if units_array.shape != durations_array.shape or units_array.size == 0:
+        raise ValueError(f"{clip_id}: {units_array.size} units but {durations_array.size} durations")
+    length = int(durations_array.sum()) * HOP_LENGTH
+    samples = samples[:length]
+    if len(samples) < length:
+        samples = np.pad(samples, (0, length - len(samples)))
+    samples = samples * (PEAK / max(float(np.abs(samples).max()), 1e-8))
+    return Clip(clip_id, units_array, durations_array, speaker, samples.astype(np.float32))
+
+
+class SegmentSampler:
+    """Random batches of `segment_frames`-frame crops. One numpy generator per rank (seeded with seed + rank)
+    decides every choice, so its state, saved in a checkpoint, puts a resumed run on the same batches."""
+
+    def __init__(self, clips: Sequence[Clip], batch_size: int, segment_frames: int, seed: int) -> None:
+        if not clips:
+            raise ValueError("no clips to sample from")
+        self.clips = list(clips)
+        self.batch_size = batch_size
+        self.segment_frames = segment_frames
+        self.rng = np.random.default_rng(seed)
+        self._frames = [c.frames for c in self.clips]
+
+    def next_batch(self) -> Batch:
+        picks = self.rng.integers(0, len(self.clips), size=self.batch_size)
+        frames, audio = [], []
+        for i in picks:
+            f, a = self._crop(self._frames[i], self.clips[i].audio)
+            frames.append(f)
+            audio.append(a)
+        chosen = [self.clips[i] for i in picks]
+        longest = max(len(c.units) for c in chosen)
+        units = np.zeros((len(chosen), longest), dtype=np.int64)
+        durations = np.zeros_like(units)
+        for row, clip in enumerate(chosen):
+            units[row, : len(clip.units)] = clip.units
+            durations[row, : len(clip.units)] = clip.durations
+        return Batch(
+            frames=torch.from_numpy(np.stack(frames)),
+            audio=torch.from_numpy(np.stack(audio)),
+            speaker=torch.tensor([c.speaker for c in chosen], dtype=torch.long),
+            units=torch.from_numpy(units),
+            durations=torch.from_numpy(durations),
+            unit_mask=torch.from_numpy(durations > 0),
+        )
+
+    def _crop(self, frames: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        size = self.segment_frames
+        while len(frames) < size:  # short clips are repeated, as unit_hifigan's crop_segment does
+            frames, audio = np.concatenate([frames, frames]), np.concatenate([audio, audio])
+        start = int(self.rng.integers(0, len(frames) - size + 1))
+        return frames[start : start + size], audio[start * HOP_LENGTH : (start + size) * HOP_LENGTH]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"bit_generator": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["bit_generator"]

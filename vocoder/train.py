@@ -1,0 +1,228 @@
+"""`speechgpt vocoder train`: one training loop for both routes (mel net + Griffin-Lim, or unit HiFi-GAN), on CPU or
+GPU, one process or several under torchrun (gloo on CPU, nccl on GPU; gradients averaged with one all_reduce per
+step). Random fixed-length segments of (frame units, audio) from a units dataset; the duration predictor trains
+jointly on the utterances' merged units and durations, fed the route's unit embedding (detached, so the vocoder's
+embedding learns only from the audio). Checkpoints every `save_every` steps hold models, optimizers, schedulers,
+step and each rank's data and torch RNG, so a resumed run continues exactly; `<out>/vocoder` is the loadable result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tqdm import tqdm
+
+from speechgpt.config import save_config
+from speechgpt.data.io import atomic_write_text
+from speechgpt.training.metrics import MetricsLog
+from vocoder.data import SegmentSampler, load_clips, load_units_dataset
+from vocoder.load import save_vocoder
+from vocoder.mel_vocoder import MelSettings
+from vocoder.trainer import Trainer, barrier, reduce_mean
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class Config:
+    data: Path
+    """Units dataset (folder of `speechgpt units extract`, or its dataset/): audio, units, durations, speaker."""
+    out: Path = Path("out/vocoder")
+    """Output folder: config.yaml, metrics.jsonl, checkpoints/, vocoder/ (the loadable vocoder)."""
+    route: Literal["mel", "hifigan"] = "mel"
+    """mel: small conv net to log-mel + Griffin-Lim (CPU minutes); hifigan: unit_hifigan's UnitVocoder (GPU)."""
+    splits: list[str] = field(default_factory=lambda: ["train"])
+    """Dataset splits to train on."""
+    max_clips: int | None = None
+    """Use only the first N clips of those splits (tests, quick runs)."""
+    n_units: int | None = None
+    """Unit vocabulary size; None reads k from the dataset's encoder name (`+km500`), else max unit + 1."""
+    default_speaker: str | None = None
+    """Voice used when synthesis names none (held-out voices); None: the first training speaker."""
+    steps: int = 1000
+    """Optimizer steps."""
+    batch_size: int = 16
+    """Segments per step per process."""
+    segment_frames: int = 64
+    """Segment length in 50 Hz unit frames (64 = 1.28 s)."""
+    lr: float = 1e-3
+    """Peak learning rate (unit_hifigan uses 2e-4)."""
+    betas: tuple[float, float] = (0.8, 0.99)
+    """AdamW betas (unit_hifigan's)."""
+    warmup_steps: int = 50
+    """Linear warmup steps, then cosine decay to lr * min_lr_ratio."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of the peak."""
+    clip_grad: float = 1.0
+    """Gradient-norm clipping of the generator side (0 disables)."""
+    embedding_dim: int = 128
+    """Unit embedding width (also the duration predictor's input)."""
+    speaker_dim: int = 64
+    """Speaker embedding width (mel route; the hifigan route uses embedding_dim, as UnitVocoder does)."""
+    channels: int = 256
+    """Mel route: conv channels."""
+    kernel_size: int = 5
+    """Mel route: conv kernel size (odd)."""
+    dilations: list[int] = field(default_factory=lambda: [1, 1, 1, 1, 1, 1])
+    """Mel route: one residual conv block per entry, with that dilation (the receptive field sets stream latency)."""
+    mel: MelSettings = field(default_factory=MelSettings)
+    """Mel route: spectrogram analysis and Griffin-Lim settings."""
+    discriminator_start: int | None = None
+    """Hifigan route: step at which UnitDiscriminator and the adversarial losses join; None: mel loss only."""
+    compile_losses: bool = False
+    """Hifigan route: use unit_hifigan's torch.compile'd losses (GPU; on CPU the first step builds C++ for minutes)."""
+    duration: bool = True
+    """Train the duration predictor jointly (needed to synthesize units without durations)."""
+    duration_hidden: int = 128
+    """Duration predictor width."""
+    duration_weight: float = 1.0
+    """Weight of the duration loss."""
+    log_every: int = 10
+    """Steps between metrics.jsonl records."""
+    save_every: int = 200
+    """Steps between checkpoints (and one at the end)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept."""
+    resume: bool = True
+    """Continue from <out>/checkpoints/latest when there is one."""
+    seed: int = 0
+    """Seeds model init and (plus the rank) the segment sampler."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: the GPU of this rank when there is one."""
+    num_threads: int = 1
+    """torch threads per process on CPU."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.segment_frames < 2 or self.save_every < 1:
+            raise ValueError("steps, batch_size, save_every must be >= 1 and segment_frames >= 2")
+        if self.route == "mel" and self.discriminator_start is not None:
+            raise ValueError("discriminator_start is a hifigan-route setting")
+
+
+def run(cfg: Config) -> Path:
+    rank, world, device = _setup_process(cfg)
+    if rank == 0:
+        save_config(cfg, cfg.out)
+    dataset = load_units_dataset(cfg.data)
+    clips, speakers = load_clips(dataset, cfg.splits, max_clips=cfg.max_clips)
+    n_units = cfg.n_units or infer_n_units(dataset)
+    log.info("rank %d/%d: %d clips, %d speakers, %d units, %s", rank, world, len(clips), len(speakers), n_units, device)
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    trainer = Trainer(cfg, n_units, speakers, device, world)
+    sampler = SegmentSampler(clips, cfg.batch_size, cfg.segment_frames, seed=cfg.seed + rank)
+    checkpoints = cfg.out / "checkpoints"
+    step = load_latest(checkpoints, trainer, sampler, rank, device) if cfg.resume else 0
+    metrics = MetricsLog(cfg.out, enabled=rank == 0)
+    started, first = time.perf_counter(), step
+    with tqdm(total=cfg.steps, initial=step, desc=f"vocoder {cfg.route}", unit="step", disable=rank != 0) as bar:
+        while step < cfg.steps:
+            tick = time.perf_counter()
+            logs = trainer.step(sampler.next_batch().to(device), step)
+            step += 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                logs = {k: reduce_mean(v, world) for k, v in logs.items()}
+                metrics.write(step=step, **logs, seconds=round(time.perf_counter() - tick, 4))
+                bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k != "lr"})
+            bar.update()
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                save_checkpoint(checkpoints, trainer, sampler, step, rank, world, cfg.keep_checkpoints)
+    elapsed = time.perf_counter() - started
+    if rank == 0:
+        metrics.write(step=step, train_seconds=round(elapsed, 1), steps_per_s=round((step - first) / elapsed, 4))
+        metrics.plot()
+        save_vocoder(
+            cfg.out / "vocoder",
+            trainer.model,
+            route=cfg.route,
+            speakers=speakers,
+            default_speaker=cfg.default_speaker or speakers[0],
+            duration=trainer.duration,
+            mel=cfg.mel if cfg.route == "mel" else None,
+            extra={"n_units": n_units, "encoder": _encoder_name(dataset), "steps": step},
+        )
+    return cfg.out / "vocoder"
+
+
+def infer_n_units(dataset: object) -> int:
+    """k of the dataset's k-means (`...+km500:...` in its encoder column), else the largest unit id + 1."""
+    match = re.search(r"\+km(\d+)", _encoder_name(dataset) or "")
+    if match:
+        return int(match.group(1))
+    return max(max(units) for units in dataset["units"] if units) + 1  # type: ignore[index]
+
+
+def _encoder_name(dataset: object) -> str | None:
+    names = dataset.column_names  # type: ignore[attr-defined]
+    return str(dataset[0]["encoder"]) if "encoder" in names and len(dataset) else None  # type: ignore[arg-type, index]
+
+
+def save_checkpoint(
+    folder: Path, trainer: Trainer, sampler: SegmentSampler, step: int, rank: int, world: int, keep: int
+) -> None:
+    """Each rank's RNG file, then rank 0's state, then `latest` names the step: a kill never leaves `latest`
+    pointing at a half-written checkpoint."""
+    tag = folder / f"step{step:07d}"
+    tag.mkdir(parents=True, exist_ok=True)
+    _atomic_save({"sampler": sampler.state_dict(), "torch": torch.get_rng_state(), **_cuda_rng()}, tag, rank)
+    if rank == 0:
+        _atomic_save({"step": step, **trainer.state_dict()}, tag, None)
+    barrier(world)
+    if rank == 0:
+        atomic_write_text(folder / "latest", tag.name + "\n")
+        for old in sorted(p for p in folder.glob("step*") if p.is_dir())[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def load_latest(folder: Path, trainer: Trainer, sampler: SegmentSampler, rank: int, device: torch.device) -> int:
+    if not (folder / "latest").is_file():
+        return 0
+    tag = folder / (folder / "latest").read_text().strip()
+    state = torch.load(tag / "state.pt", map_location=device, weights_only=False)
+    trainer.load_state_dict(state)
+    rng_path = tag / f"rng_rank{rank}.pt"
+    if not rng_path.is_file():
+        raise RuntimeError(f"{rng_path} missing: resume with the world size the checkpoint was written with")
+    rng = torch.load(rng_path, weights_only=False)
+    sampler.load_state_dict(rng["sampler"])
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"], device)
+    log.info("rank %d resumed from %s at step %d", rank, tag, state["step"])
+    return int(state["step"])
+
+
+def _atomic_save(obj: dict, tag: Path, rank: int | None) -> None:
+    name = "state.pt" if rank is None else f"rng_rank{rank}.pt"
+    tmp = tag / f".{name}.tmp"
+    torch.save(obj, tmp)
+    tmp.rename(tag / name)
+
+
+def _cuda_rng() -> dict[str, torch.Tensor]:
+    return {"cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {}
+
+
+def _setup_process(cfg: Config) -> tuple[int, int, torch.device]:
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but no GPU is visible")
+    if not cuda:
+        torch.set_num_threads(cfg.num_threads)
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        torch.cuda.set_device(local)
+    return rank, world, torch.device(f"cuda:{local}" if cuda else "cpu")

@@ -1,0 +1,187 @@
+"""One optimizer step of either route, the optimizers and schedules behind it, and the data-parallel helpers.
+
+mel: L1 between the net's log-mel and the audio's. hifigan: with the discriminator active, unit_hifigan's
+discriminator step then generator step (mel x45 + feature matching x2 + least-squares GAN); before it, the mel term
+alone. Both: + the duration predictor's MSE on log(1 + frames), in the generator optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from vocoder import hifigan
+from vocoder.data import Batch
+from vocoder.duration import DurationPredictor, duration_loss
+from vocoder.mel_vocoder import LogMel, MelNet, mel_loss
+
+if TYPE_CHECKING:
+    from vocoder.train import Config
+
+
+class Trainer:
+    def __init__(self, cfg: Config, n_units: int, speakers: list[str], device: torch.device, world: int) -> None:
+        self.cfg, self.world = cfg, world
+        self.model = build_model(cfg, n_units, speakers).to(device).train()
+        self.duration = (
+            DurationPredictor(cfg.embedding_dim, cfg.duration_hidden).to(device).train() if cfg.duration else None
+        )
+        params = [*self.model.parameters(), *(self.duration.parameters() if self.duration else [])]
+        self.optim_g = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas)
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.optim_g, lr_factor(cfg))
+        self.discriminator: nn.Module | None = None
+        self.optim_d: torch.optim.Optimizer | None = None
+        self.sched_d: torch.optim.lr_scheduler.LRScheduler | None = None
+        if cfg.route == "mel":
+            self.log_mel: nn.Module = LogMel(cfg.mel).to(device)
+        else:
+            self.log_mel = hifigan.HifiganLogMel().to(device)
+            self.gen_loss, self.disc_loss = hifigan.losses(cfg.compile_losses)
+            if cfg.discriminator_start is not None:
+                self.discriminator = hifigan.build_discriminator().to(device).train()
+                self.optim_d = torch.optim.AdamW(self.discriminator.parameters(), lr=cfg.lr, betas=cfg.betas)
+                self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.optim_d, lr_factor(cfg))
+
+    def step(self, batch: Batch, step: int) -> dict[str, float]:
+        """One optimizer step at 0-based `step`; returns the losses (this rank's) and the learning rate."""
+        logs: dict[str, float] = {"lr": float(self.sched_g.get_last_lr()[0])}
+        if self.cfg.route == "mel":
+            loss = mel_loss(self.model, self.log_mel, batch.frames, batch.audio, batch.speaker)  # type: ignore[arg-type]
+            logs["mel"] = float(loss.detach())
+        else:
+            loss = self._hifigan_loss(batch, step, logs)
+        if self.duration is not None:
+            embedding: nn.Module = self.model.unit_embedding  # type: ignore[assignment]
+            embedded = embedding(batch.units).detach()
+            dur = duration_loss(self.duration(embedded), batch.durations, batch.unit_mask)
+            logs["duration"] = float(dur.detach())
+            loss = loss + self.cfg.duration_weight * dur
+        logs["loss"] = float(loss.detach())
+        self.optim_g.zero_grad(set_to_none=False)
+        loss.backward()
+        params = [p for group in self.optim_g.param_groups for p in group["params"]]
+        average_gradients(params, self.world)
+        if self.cfg.clip_grad > 0:
+            logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad))
+        self.optim_g.step()
+        self.sched_g.step()
+        return logs
+
+    def _hifigan_loss(self, batch: Batch, step: int, logs: dict[str, float]) -> Tensor:
+        speaker = hifigan.speaker_input(self.model, batch.speaker)  # type: ignore[arg-type]
+        fake = self.model(batch.frames, speaker=speaker)
+        start = self.cfg.discriminator_start
+        if self.discriminator is None or self.optim_d is None or start is None or step < start:
+            loss = hifigan.mel_only_loss(self.log_mel, fake, batch.audio)  # type: ignore[arg-type]
+            logs["mel"] = float(loss.detach()) / hifigan.hifigan_loss.LAMBDA_MEL
+            return loss
+        real = batch.audio[:, None]
+        loss_d, _ = self.disc_loss(self.discriminator(real), self.discriminator(fake.detach()))
+        self.optim_d.zero_grad(set_to_none=False)
+        loss_d.backward()
+        average_gradients(list(self.discriminator.parameters()), self.world)
+        self.optim_d.step()
+        if self.sched_d is not None:  # the discriminator's schedule (warmup included) starts when it joins
+            self.sched_d.step()
+        with torch.no_grad():
+            real_out = self.discriminator(real)
+        loss_g, parts = self.gen_loss(real_out, self.discriminator(fake))
+        logs.update({"disc": float(loss_d.detach()), **{k: float(v.detach()) for k, v in parts.items()}})
+        return loss_g
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "model": self.model.state_dict(),
+            "optim_g": self.optim_g.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+        }
+        if self.duration is not None:
+            state["duration"] = self.duration.state_dict()
+        if self.discriminator is not None and self.optim_d is not None and self.sched_d is not None:
+            state |= {
+                "discriminator": self.discriminator.state_dict(),
+                "optim_d": self.optim_d.state_dict(),
+                "sched_d": self.sched_d.state_dict(),
+            }
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optim_g.load_state_dict(state["optim_g"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        if self.duration is not None:
+            self.duration.load_state_dict(state["duration"])
+        if self.discriminator is not None and self.optim_d is not None and self.sched_d is not None:
+            if "discriminator" not in state:
+                raise RuntimeError("the checkpoint has no discriminator; resume with the settings that wrote it")
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.optim_d.load_state_dict(state["optim_d"])
+            self.sched_d.load_state_dict(state["sched_d"])
+
+
+def build_model(cfg: Config, n_units: int, speakers: list[str]) -> nn.Module:
+    if cfg.route == "hifigan":
+        return hifigan.build_generator(n_units, speakers, cfg.embedding_dim)
+    return MelNet(
+        n_units,
+        n_speakers=len(speakers),
+        embedding_dim=cfg.embedding_dim,
+        speaker_dim=cfg.speaker_dim,
+        channels=cfg.channels,
+        kernel_size=cfg.kernel_size,
+        dilations=list(cfg.dilations),
+        n_mels=cfg.mel.n_mels,
+    )
+
+
+def lr_factor(cfg: Config) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / (cfg.warmup_steps + 1)
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def average_gradients(params: Iterable[nn.Parameter], world: int) -> None:
+    """Data parallelism: every rank's gradients replaced by their mean, in one all_reduce (DDP's effect, without
+    its hooks, which would not fit the two-optimizer GAN step; these models are small enough for one bucket)."""
+    if world == 1:
+        return
+    import torch.distributed as dist
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    grads = []
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        grads.append(p.grad)
+    flat = _flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat /= world
+    for grad, averaged in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
+        grad.copy_(averaged)
+
+
+def reduce_mean(value: float, world: int) -> float:
+    if world == 1:
+        return value
+    import torch.distributed as dist
+
+    tensor = torch.tensor([value], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor)
+    return float(tensor[0]) / world
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
