@@ -17,6 +17,7 @@ routes keep answering.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import io
@@ -106,6 +107,12 @@ class ChatServer(ThreadingHTTPServer):
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host!s}:{port}/"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Shortcut flags; each sets the config key named by its dest."""
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, help="TCP port (0: a free one)")
 
 
 def run(cfg: Config) -> Path:

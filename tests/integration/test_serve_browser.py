@@ -1,6 +1,7 @@
 """`speechgpt serve` in a real browser: the command starts on a free port with a tiny random model, k-means and
 vocoder (the real session, decoding and vocoding code), headless Chromium loads the page, uploads a WAV and must show
-the transcript and answer and end with a playable <audio> answer; a typed question and a refused upload follow."""
+the transcript and answer and end with a playable <audio> answer; a typed question, a recording from Chromium's fake
+microphone (webm/opus, decoded by ffmpeg) and a refused upload follow."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
     "--autoplay-policy=no-user-gesture-required",
+    "--use-fake-ui-for-media-stream",  # grant the microphone without asking
+    "--use-fake-device-for-media-stream",  # a synthetic microphone (beeps), recorded by MediaRecorder as webm/opus
 ]
 
 
@@ -149,6 +152,14 @@ def test_page_answers_an_uploaded_wav_with_text_and_audio(
     wait_for(browser, "document.querySelectorAll('#history li').length === 2")
     assert browser.find_element(By.ID, "answer").text.strip()
     assert browser.find_element(By.ID, "error").get_attribute("hidden") is not None
+
+    browser.find_element(By.ID, "record").click()
+    wait_for(browser, "document.getElementById('record').classList.contains('recording')", 10)
+    time.sleep(1.5)
+    browser.find_element(By.ID, "record").click()  # stop: the recording is sent
+    wait_for(browser, "document.querySelectorAll('#history li').length === 3")
+    assert browser.find_element(By.ID, "transcript").text.strip()
+    assert int(browser.execute_script(f"return {audio}.dataset.bytes || 0")) > 44
 
     long_wav = tmp_path / "long.wav"
     write_audio(long_wav, 0.1 * np.sin(np.arange(6 * 16_000) / 10).astype(np.float32))
