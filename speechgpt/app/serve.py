@@ -186,6 +186,9 @@ class ChatHandler(BaseHTTPRequestHandler):
                 first = next(events)
             except (ValueError, StopIteration) as err:
                 raise RequestError(HTTPStatus.BAD_REQUEST, str(err) or "no answer") from None
+            except Exception as err:
+                log.exception("answering failed")
+                raise RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, f"answering failed: {err}") from None
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", "application/x-ndjson")
             self.send_header("Cache-Control", "no-store")

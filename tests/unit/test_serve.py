@@ -42,6 +42,8 @@ class FakeSession:
     def stream(self, text: str | None = None, audio: np.ndarray | None = None) -> Iterator[ChatEvent]:
         if audio is not None and audio.size < RATE // 10:
             raise ValueError("the spoken question has no units")
+        if text == "crash":
+            raise RuntimeError("out of memory")
         self.questions.append((text, None if audio is None else audio.size))
         if audio is not None:
             yield ChatEvent("transcript", text=" what is")
@@ -50,6 +52,8 @@ class FakeSession:
         if self.gate is not None:
             self.gate.wait(10)
         yield ChatEvent("text", text="ur")
+        if text == "crash later":
+            raise RuntimeError("vocoder exploded")
         chunks = [np.full(RATE // 10, 0.25, np.float32), np.full(RATE // 5, -0.5, np.float32)]
         for chunk in chunks:
             yield ChatEvent("units", units=[4, 5])
@@ -210,6 +214,16 @@ def test_a_question_the_session_refuses_is_400_not_a_broken_stream(served: tuple
     server, _ = served
     status, reply = post(server, "/api/chat", wav_bytes(0.05), "audio/wav")
     assert status == 400 and json.loads(reply)["error"] == "the spoken question has no units"
+
+
+def test_a_failing_model_is_reported_not_a_dropped_connection(served: tuple[ChatServer, FakeSession]) -> None:
+    server, _ = served
+    status, reply = post(server, "/api/chat", b'{"text": "crash"}', "application/json")
+    assert status == 500 and json.loads(reply)["error"] == "answering failed: out of memory"
+    status, reply = post(server, "/api/chat", b'{"text": "crash later"}', "application/json")
+    assert status == 200
+    assert events_of(reply)[-1] == {"type": "error", "error": "answering failed: vocoder exploded"}
+    assert not server.model_lock.locked()
 
 
 def test_one_request_at_a_time_while_the_page_stays_responsive(served: tuple[ChatServer, FakeSession]) -> None:
