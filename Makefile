@@ -5,7 +5,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-vocoder eval-units
+.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-vocoder bench-chat eval-units
 
 setup:
 	@bash scripts/setup.sh
@@ -24,7 +24,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: bench-corpus bench-units bench-train bench-vocoder
+bench: bench-corpus bench-units bench-train bench-vocoder bench-chat
 
 bench-corpus: setup  ## corpus synthesis: 2 worker processes against 1, same clips
 	$(PY) -m benchmarks.bench_corpus
@@ -37,6 +37,10 @@ bench-train: setup  ## packed rows against SpeechGPT-style padded batches, same 
 
 bench-vocoder: setup  ## default vocoder, one thread: real-time factor whole and streamed, time to first audio
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_vocoder
+
+bench-chat: setup  ## time to first audio, streamed against whole-answer vocoding (uses the demo's model; runs it if absent)
+	@test -d out/demo/stage3/final -a -d out/demo/vocoder || $(MAKE) demo
+	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_chat
 
 eval-units: setup  ## compare unit encoders: paired edit distances and a CTC recognizer on held-out voices (~25 min)
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.compare_unit_encoders
