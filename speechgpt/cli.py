@@ -81,15 +81,6 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ("eval", "chat"): Command(
         "speechgpt.app.spoken_qa", "held-out spoken questions answered in speech, scored by the Whisper judge"
     ),
-    ("vocoder", "train"): Command(
-        "vocoder.train",
-        "train a unit vocoder (mel net + Griffin-Lim, or unit HiFi-GAN) with its duration predictor",
-        launches=True,
-    ),
-    ("vocoder", "synth"): Command("vocoder.synth", "units (dataset rows, a file or a string) -> WAV files"),
-    ("eval", "resynth"): Command(
-        "speechgpt.app.resynth", "held-out clips -> units -> vocoder -> ASR judge: WER and MCD against the originals"
-    ),
     ("demo",): Command("speechgpt.app.demo", "run the pipeline on the embedded offline default"),
 }
 VOICES_HELP = "list the TTS voices installed on this machine"
