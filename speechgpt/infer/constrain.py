@@ -7,7 +7,8 @@ The answer after `[SpeechGPT]:` is walked as a small state machine over the gene
     units       unit tokens only; `<eosp>` once `min_units` are out (forced at `max_units`); then `<eoa>` is forced
     done
 
-A text question starts in `text` with ` [ta]` forced. How transitions are seen (BPE realities):
+A text question starts in `text` with ` [ta]` forced; a spoken one may start with a forced ` [tq]` (SpeechGPT's
+released answers do). How transitions are seen (BPE realities):
 - Markers and units are added tokens in our format, so each is one id; in SpeechGPT's legacy layout only units,
   `<sosp>` and `<eosp>` are, and `[ta]`, `<eoa>`, ... are spelled by ordinary tokens. Either way the model never
   writes a marker freely: it chooses a *trigger* (a token that reads `;`, or the first id of `<eoa>`) and the processor
@@ -30,7 +31,7 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
-from speechgpt.text.template import EOA, TA, UA, marker_tokens
+from speechgpt.text.template import EOA, TA, TQ, UA, marker_tokens
 from speechgpt.text.units import EOSP, SOSP, UnitFormat
 
 _PROBE = "a"
@@ -46,12 +47,14 @@ def encode_continuation(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AnswerShape:
     """What a mode's answer must contain."""
 
     transcript: bool
     """A spoken question: the answer starts with its transcript, then `; [ta]`."""
+    transcript_tag: bool = False
+    """Open the transcript with `[tq]` (SpeechGPT's released chain-of-modality answers do; our data does not)."""
     speech: bool
     """A spoken answer: `; [ua] <sosp>units<eosp>` follows the text answer; otherwise `<eoa>` does."""
     min_units: int = 1
@@ -111,6 +114,7 @@ class TokenClasses:
         cont = lambda text: encode_continuation(self.tokenizer, text)  # noqa: E731
         return {
             "open_text": cont(f" {TA}"),
+            "open_transcript": cont(f" {TQ}"),
             "after_sep_ta": cont(f" {TA}"),
             "close_transcript": cont(f"; {TA}"),
             "after_sep_ua": cont(f" {UA} {SOSP}"),
@@ -152,7 +156,8 @@ class StructureConstraint(LogitsProcessor):
     def _fresh_need(self) -> int:
         text = 1 + self._tail_after_text()
         if self.shape.transcript:
-            return 1 + len(self.seq["close_transcript"]) + text
+            tag = len(self.seq["open_transcript"]) if self.shape.transcript_tag else 0
+            return tag + 1 + len(self.seq["close_transcript"]) + text
         return len(self.seq["open_text"]) + text
 
     def _need(self, row: _Row) -> int:
@@ -180,7 +185,7 @@ class StructureConstraint(LogitsProcessor):
 
     def _initial_row(self) -> _Row:
         if self.shape.transcript:
-            return _Row("transcript")
+            return _Row("transcript", forced=list(self.seq["open_transcript"]) if self.shape.transcript_tag else [])
         return _Row("text", forced=list(self.seq["open_text"]))
 
     def _advance(self, row: _Row, token: int) -> None:

@@ -67,6 +67,9 @@ class SessionConfig:
     """Fewest units in a spoken answer (constrained decoding only)."""
     max_units: int | None = None
     """Most units in a spoken answer (constrained decoding only); None: bounded by max_new_tokens."""
+    transcript_tag: bool = False
+    """Start the transcript of a spoken question with `[tq]` (constrained decoding only): True for SpeechGPT's
+    released model, whose chain-of-modality answers read `[tq] question; [ta] answer; [ua] units`."""
     stream_audio: bool = True
     """Vocode while generating when the vocoder can stream; off: one synthesis of the whole answer at the end."""
     chunk_units: int = 20
@@ -152,12 +155,7 @@ class ChatSession:
         sampling = sampling or self.config.sampling
         user, question_units = self._question(text, audio, units, timings)
         mode = self._mode(user, reply)
-        shape = AnswerShape(
-            transcript=mode[0] == "s",
-            speech=mode[2] == "s",
-            min_units=self.config.min_units,
-            max_units=self.config.max_units,
-        )
+        shape = self._shape(mode)
         prompt_ids, dropped = self.build_prompt(user, sampling.max_new_tokens)
         voice = self._voice(shape, stream_audio)
         router = AnswerRouter(self.tokenizer, self.classes, speech_in=shape.transcript)
@@ -175,11 +173,7 @@ class ChatSession:
         timings.generate_time_s = time.perf_counter() - generation_start
         raw = self.tokenizer.decode(generated)
         answer = self.template.parse(raw, expect_speech=shape.speech)
-        if voice is not None:
-            for chunk in voice.finish(answer.units):
-                timings.first_audio_s = timings.first_audio_s or time.perf_counter() - start
-                yield ChatEvent("audio", audio=chunk, sample_rate=voice.sample_rate)
-            timings.vocode_time_s = voice.seconds
+        yield from self._last_audio(voice, answer.units, timings, start)
         self._remember(user, answer, shape)
         timings.total_s = time.perf_counter() - start
         result = ChatResult(
@@ -200,6 +194,27 @@ class ChatSession:
         if answer.problems:
             log.info("answer problems (%s): %s", mode, "; ".join(answer.problems))
         yield ChatEvent("done", result=result)
+
+    def _shape(self, mode: Mode) -> AnswerShape:
+        cfg = self.config
+        return AnswerShape(
+            transcript=mode[0] == "s",
+            speech=mode[2] == "s",
+            transcript_tag=cfg.transcript_tag,
+            min_units=cfg.min_units,
+            max_units=cfg.max_units,
+        )
+
+    def _last_audio(
+        self, voice: AnswerVoice | None, units: list[int], timings: Timings, start: float
+    ) -> Iterator[ChatEvent]:
+        """The streamed audio's tail, or the whole answer voiced at once."""
+        if voice is None:
+            return
+        for chunk in voice.finish(units):
+            timings.first_audio_s = timings.first_audio_s or time.perf_counter() - start
+            yield ChatEvent("audio", audio=chunk, sample_rate=voice.sample_rate)
+        timings.vocode_time_s = voice.seconds
 
     def build_prompt(self, user: UserTurn, max_new_tokens: int) -> tuple[list[int], int]:
         """Prompt ids (BOS, system, kept history, the question) and how many oldest turns were dropped to fit the

@@ -59,13 +59,16 @@ def test_hot_sampling_on_a_random_model_always_parses(lm: Path, mode: str) -> No
 
 def test_legacy_layout_with_spelled_markers(legacy_lm: Path) -> None:
     """SpeechGPT's layout: [ta], [ua], <eoa> are several ordinary tokens each; the constraint forces them whole."""
-    session = ChatSession.from_pretrained(legacy_lm, device="cpu", config=noisy_config(max_new_tokens=50))
+    config = noisy_config(max_new_tokens=50, transcript_tag=True)
+    session = ChatSession.from_pretrained(legacy_lm, device="cpu", config=config)
     assert session.units == LEGACY and TA not in session.classes.markers
     for seed in range(4):
         for mode in ("s2s", "t2t"):
             result, _ = _ask(session, mode, seed=seed, max_new_tokens=50)
             assert result.answer.problems == [] and result.answer.text, result.raw
             assert (len(result.answer.units) > 0) == (mode == "s2s")
+            assert result.raw.startswith(" [tq]") == (mode == "s2s")
+            assert (result.answer.transcript is None) == (mode == "t2t")
 
 
 def test_constraint_off_reports_problems_without_raising(lm: Path) -> None:
