@@ -24,4 +24,5 @@ def test_config_loads_into_its_command(path: Path) -> None:
 
 def test_demo_has_a_config_per_step() -> None:
     tiny = {p.stem for p in CONFIGS if p.parent.name == "tiny"}
-    assert set(STEPS) == tiny
+    assert set(STEPS) <= tiny
+    assert tiny - set(STEPS) == {"chat", "resynth"}  # used by hand on the demo's outputs, not demo steps
