@@ -58,7 +58,7 @@ class Sampling:
         if self.greedy:
             return GenerationConfig(do_sample=False, **common)
         return GenerationConfig(
-            do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or None, **common
+            do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, **common
         )
 
 

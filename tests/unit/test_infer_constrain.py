@@ -73,9 +73,10 @@ def test_legacy_layout_with_spelled_markers(legacy_lm: Path) -> None:
 
 def test_constraint_off_reports_problems_without_raising(lm: Path) -> None:
     session = ChatSession.from_pretrained(lm, device="cpu", config=noisy_config(constrained=False))
-    results = [_ask(session, "s2s", seed=seed)[0] for seed in range(4)]
-    assert all(r.answer.problems for r in results)  # a random model never writes the whole chain
-    assert all(not r.constrained and r.new_tokens == 40 for r in results)
+    results = [_ask(session, "s2s", seed=seed)[0] for seed in range(6)]
+    assert all(r.answer.problems for r in results), [r.raw for r in results]  # a random model breaks the chain
+    assert all(not r.constrained and r.new_tokens <= 40 for r in results)
+    assert any(r.new_tokens == 40 and not r.answer.complete for r in results)
 
 
 def test_unit_count_limits(lm: Path) -> None:
