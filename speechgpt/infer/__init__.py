@@ -15,7 +15,7 @@ generating), `speaking` (streamed or whole-answer vocoding), `results` (ChatResu
 
 from speechgpt.infer.constrain import AnswerShape, StructureConstraint, TokenClasses
 from speechgpt.infer.generation import Sampling
-from speechgpt.infer.loading import LoadedModel, detect_unit_format, load_chat_model
+from speechgpt.infer.loading import LoadedModel, load_chat_model
 from speechgpt.infer.results import MODES, ChatEvent, ChatResult, Mode, Timings
 from speechgpt.infer.session import (
     ChatSession,
@@ -26,6 +26,7 @@ from speechgpt.infer.session import (
     speech_to_units_from_kmeans,
 )
 from speechgpt.infer.vocoding import StreamingVocoder, UnitAudioStream, UnitsToAudio
+from speechgpt.text.units import detect_unit_format
 
 __all__ = [
     "MODES",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from speechgpt.model.load import DType, load_lm
-from speechgpt.text.units import UnitFormat
+from speechgpt.text.units import UnitFormat, detect_unit_format
 
 log = logging.getLogger(__name__)
 ADAPTER_CONFIG = "adapter_config.json"
@@ -36,25 +36,6 @@ class LoadedModel:
     """'model': a plain HF folder; 'adapter': a peft adapter applied over its base."""
     source: str
     """The folder (or hub id) the model was loaded from."""
-
-
-def detect_unit_format(tokenizer: Any) -> UnitFormat:
-    """`<|u0|>`, `<|u1|>`, ... (default) or `<0>`, `<1>`, ... (legacy SpeechGPT); k counts the consecutive ids from 0.
-
-    Raises ValueError when the vocabulary has neither (a base LM that never went through `add_speech_tokens`)."""
-    vocab = tokenizer.get_vocab()
-    for name in ("default", "legacy"):
-        probe = UnitFormat(name, 1)
-        if probe.token(0) in vocab:
-            k = 0
-            while _unit_token(name, k) in vocab:
-                k += 1
-            return UnitFormat(name, k)
-    raise ValueError("the tokenizer has no unit tokens (<|u0|> or <0>): is this a speech LM from stage 1 or later?")
-
-
-def _unit_token(name: str, unit: int) -> str:
-    return f"<|u{unit}|>" if name == "default" else f"<{unit}>"
 
 
 def load_chat_model(

@@ -84,14 +84,15 @@ def convert_units_text(text: str, source: UnitFormat, target: UnitFormat) -> str
 
 
 def detect_unit_format(tokenizer: Any) -> UnitFormat:
-    """The unit format and codebook size a tokenizer was extended with (`<|u0|>`.. or legacy `<0>`..), read from its
-    vocabulary; a tokenizer without unit tokens is an error."""
+    """The unit format a tokenizer was extended with: `<|u0|>`, `<|u1|>`, ... (default) or `<0>`, `<1>`, ... (legacy
+    SpeechGPT); k counts the consecutive ids from 0. A tokenizer without unit tokens is an error."""
     vocab = tokenizer.get_vocab()
-    for name in ("default", "legacy"):
-        pattern = _DEFAULT if name == "default" else _LEGACY
-        ids = [int(m.group(1)) for token in vocab if (m := pattern.fullmatch(token))]
-        if ids:
-            if sorted(ids) != list(range(len(ids))):
-                raise ValueError(f"the tokenizer's {name} unit tokens are not 0..{len(ids) - 1} without gaps")
-            return UnitFormat(name, len(ids))  # type: ignore[arg-type]
-    raise ValueError("the tokenizer has no unit tokens (<|u0|>.. or <0>..): was it extended with add_speech_tokens?")
+    names: tuple[UnitFormatName, ...] = ("default", "legacy")
+    for name in names:
+        probe = UnitFormat(name, 1)
+        k = 0
+        while probe.token(k) in vocab:
+            k += 1
+        if k:
+            return UnitFormat(name, k)
+    raise ValueError("the tokenizer has no unit tokens (<|u0|> or <0>): is this a speech LM from stage 1 or later?")
