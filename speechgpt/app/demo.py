@@ -91,7 +91,12 @@ def headline(results: dict[str, Any]) -> str:
     asr = results.get("eval_asr", {}).get("splits", {})
     for split, label in (("dev_seen_voices", "training voices"), ("dev", "held-out voices")):
         if split in asr:
-            lines.append(f"stage-2 ASR WER, {label}, unseen sentences: {100 * asr[split]['wer']:.1f}%")
+            row = asr[split]
+            known = row.get("wer_in_vocabulary")
+            line = f"stage-2 ASR WER, {label}, unseen sentences: {100 * row['wer']:.1f}% over {row['examples']}"
+            if known is not None:
+                line += f" ({100 * known:.1f}% over the {row['examples_in_vocabulary']} in-vocabulary ones)"
+            lines.append(line)
     qa = results.get("spoken_qa")
     if qa:
         example = qa["example"]

@@ -4,7 +4,9 @@ Every ASR example of the chosen splits of an instruct dataset is given to the mo
 and the speech units, up to `[SpeechGPT]:`); the model continues greedily until `<eoa>`; the parsed text is scored
 against the example's answer with the judge's normalization (numbers as words, no punctuation). Splits of the stage-2
 builder: 'dev_seen_voices' holds training voices on unseen sentences, 'dev'/'test' held-out voices on unseen
-sentences, so the two WERs separate sentence generalization from voice generalization.
+sentences, so the two WERs separate sentence generalization from voice generalization. Each split also reports the
+WER of its in-vocabulary utterances (every word seen in the training split's transcripts): a small model cannot
+spell words it never heard, so that number isolates recognition from vocabulary.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def run(cfg: Config) -> Path:
     from datasets import load_from_disk
 
     from speechgpt.eval.judge import word_error_rate
+    from speechgpt.eval.text_normalize import normalize_transcript
     from speechgpt.model.load import load_lm
 
     save_config(cfg, cfg.out)
@@ -62,6 +65,7 @@ def run(cfg: Config) -> Path:
     model, tokenizer = load_lm(cfg.model)
     model.eval()
     report: dict[str, Any] = {"model": str(cfg.model), "data": str(cfg.data), "splits": {}}
+    vocabulary = training_vocabulary(dataset)
     rows_out: list[dict[str, Any]] = []
     for split in cfg.splits:
         if split not in dataset:
@@ -72,9 +76,14 @@ def run(cfg: Config) -> Path:
         started = time.perf_counter()
         hyps = transcribe_prompts(model, tokenizer, [r["prompt"] for r in rows], cfg.batch_size, cfg.max_new_tokens)
         refs = [r["response"].removesuffix(EOA).strip() for r in rows]
+        known = [i for i, ref in enumerate(refs) if set(normalize_transcript(ref).split()) <= vocabulary]
         report["splits"][split] = {
             "wer": round(word_error_rate(refs, hyps), 4),
             "examples": len(rows),
+            "wer_in_vocabulary": round(word_error_rate([refs[i] for i in known], [hyps[i] for i in known]), 4)
+            if known
+            else None,
+            "examples_in_vocabulary": len(known),
             "seconds": round(time.perf_counter() - started, 1),
         }
         pairs = zip(rows, refs, hyps, strict=True)
@@ -83,6 +92,16 @@ def run(cfg: Config) -> Path:
     atomic_write_text(cfg.out / "transcripts.jsonl", "".join(json.dumps(r) + "\n" for r in rows_out))
     atomic_write_text(cfg.out / "report.json", json.dumps(report, indent=2) + "\n")
     return cfg.out / "report.json"
+
+
+def training_vocabulary(dataset: Any) -> set[str]:
+    """Normalized words of the training split's ASR answers."""
+    from speechgpt.eval.text_normalize import normalize_transcript
+
+    if "train" not in dataset:
+        return set()
+    answers = [r["response"].removesuffix(EOA) for r in dataset["train"] if r["task"] == "asr"]
+    return {word for answer in answers for word in normalize_transcript(answer).split()}
 
 
 @torch.inference_mode()
