@@ -71,10 +71,13 @@ def save_vocoder(
 
 
 def load_vocoder(path: str | Path, *, device: str | torch.device = "cpu", trust_checkpoint: bool = False) -> Vocoder:
-    """A `Vocoder` (speechgpt.infer.vocoding.StreamingVocoder) from a folder `save_vocoder` wrote, a plain
+    """A `Vocoder` (speechgpt.infer.vocoding.StreamingVocoder) from a folder `save_vocoder` wrote (or the output
+    folder of `speechgpt vocoder train`, which holds it as vocoder/), a plain
     unit_hifigan `save_pretrained` folder, or a legacy fairseq CodeHiFiGAN checkpoint (file or folder;
     `trust_checkpoint` allows unpickling one that holds more than tensors)."""
     path = Path(path).expanduser()
+    if (path / "vocoder" / META_FILE).is_file():  # the output folder of `speechgpt vocoder train`
+        path = path / "vocoder"
     if (path / META_FILE).is_file():
         return _load_ours(path, torch.device(device))
     if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
