@@ -8,6 +8,8 @@ exp(y) - 1 to an integer of at least one frame (CodeGenerator.forward with `dur_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -105,3 +107,13 @@ def _check_durations(durations: Tensor) -> None:
         raise TypeError(f"durations must be integer frame counts, got {durations.dtype}")
     if durations.numel() and bool((durations < 0).any()):
         raise ValueError("durations must be non-negative")
+
+
+def unit_ids_tensor(units: Sequence[int] | Tensor, n_units: int, device: torch.device) -> Tensor:
+    """One sequence of merged unit ids as a LongTensor on `device`, checked against the codebook size."""
+    tensor = torch.as_tensor(units, dtype=torch.long, device=device)
+    if tensor.dim() != 1:
+        raise ValueError(f"units must be one sequence, got shape {tuple(tensor.shape)}")
+    if tensor.numel() and (int(tensor.min()) < 0 or int(tensor.max()) >= n_units):
+        raise ValueError(f"unit ids must lie in [0, {n_units}), got {int(tensor.min())}..{int(tensor.max())}")
+    return tensor

@@ -27,7 +27,7 @@ from unit_hifigan.compatibility import convert_vocoder_state_dict, legacy_metada
 from unit_hifigan.model import Generator, UnitVocoder
 
 from speechgpt.units.fairseq_checkpoint import _load_raw_checkpoint
-from vocoder.duration import DurationPredictor, durations_from_log, expand_units
+from vocoder.duration import DurationPredictor, durations_from_log, expand_units, unit_ids_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +77,7 @@ class LegacyCodeHiFiGAN:
         return self.generator.n_units
 
     def _unit_tensor(self, units: Sequence[int] | Tensor) -> Tensor:
-        tensor = torch.as_tensor(units, dtype=torch.long, device=self.generator.unit_embedding.weight.device)
-        if tensor.dim() != 1:
-            raise ValueError(f"units must be one sequence, got shape {tuple(tensor.shape)}")
-        if tensor.numel() and (int(tensor.min()) < 0 or int(tensor.max()) >= self.n_units):
-            raise ValueError(f"unit ids must lie in [0, {self.n_units}), got {int(tensor.min())}..{int(tensor.max())}")
-        return tensor
+        return unit_ids_tensor(units, self.n_units, self.generator.unit_embedding.weight.device)
 
     @torch.inference_mode()
     def predict_durations(self, units: Sequence[int] | Tensor) -> list[int]:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from unit_hifigan.model import UnitVocoder
 
 from vocoder.data import HOP_LENGTH
-from vocoder.duration import DurationPredictor, durations_from_log, expand_units
+from vocoder.duration import DurationPredictor, durations_from_log, expand_units, unit_ids_tensor
 from vocoder.hifigan import context_frames
 from vocoder.mel_vocoder import MelInverter, MelNet, MelSettings
 from vocoder.streaming import AudioTail, GriffinLimStream, PassThrough, VocoderStream
@@ -122,12 +122,7 @@ class Vocoder:
         return self.speakers.index(name)
 
     def unit_tensor(self, units: Sequence[int] | Tensor) -> Tensor:
-        tensor = torch.as_tensor(units, dtype=torch.long, device=self.unit_embedding.weight.device)
-        if tensor.dim() != 1:
-            raise ValueError(f"units must be one sequence, got shape {tuple(tensor.shape)}")
-        if tensor.numel() and (int(tensor.min()) < 0 or int(tensor.max()) >= self.n_units):
-            raise ValueError(f"unit ids must lie in [0, {self.n_units}), got {int(tensor.min())}..{int(tensor.max())}")
-        return tensor
+        return unit_ids_tensor(units, self.n_units, self.unit_embedding.weight.device)
 
     @torch.inference_mode()
     def predict_durations(self, units: Sequence[int] | Tensor) -> list[int]:
