@@ -117,12 +117,22 @@ class SegmentSampler:
     """Random batches of `segment_frames`-frame crops. One numpy generator per rank (seeded with seed + rank)
     decides every choice, so its state, saved in a checkpoint, puts a resumed run on the same batches."""
 
-    def __init__(self, clips: Sequence[Clip], batch_size: int, segment_frames: int, seed: int) -> None:
+    def __init__(
+        self,
+        clips: Sequence[Clip],
+        batch_size: int,
+        segment_frames: int,
+        seed: int,
+        any_speaker: int | None = None,
+        speaker_dropout: float = 0.0,
+    ) -> None:
         if not clips:
             raise ValueError("no clips to sample from")
         self.clips = list(clips)
         self.batch_size = batch_size
         self.segment_frames = segment_frames
+        self.any_speaker, self.speaker_dropout = any_speaker, speaker_dropout
+        """Index of the voice trained on every speaker's clips, and how often a segment is given to it."""
         self.rng = np.random.default_rng(seed)
         self._frames = [c.frames for c in self.clips]
 
@@ -134,6 +144,10 @@ class SegmentSampler:
             frames.append(f)
             audio.append(a)
         chosen = [self.clips[i] for i in picks]
+        speakers = [c.speaker for c in chosen]
+        if self.any_speaker is not None:
+            dropped = self.rng.random(len(speakers)) < self.speaker_dropout
+            speakers = [self.any_speaker if drop else s for s, drop in zip(speakers, dropped, strict=True)]
         longest = max(len(c.units) for c in chosen)
         units = np.zeros((len(chosen), longest), dtype=np.int64)
         durations = np.zeros_like(units)
@@ -143,7 +157,7 @@ class SegmentSampler:
         return Batch(
             frames=torch.from_numpy(np.stack(frames)),
             audio=torch.from_numpy(np.stack(audio)),
-            speaker=torch.tensor([c.speaker for c in chosen], dtype=torch.long),
+            speaker=torch.tensor(speakers, dtype=torch.long),
             units=torch.from_numpy(units),
             durations=torch.from_numpy(durations),
             unit_mask=torch.from_numpy(durations > 0),

@@ -118,10 +118,11 @@ class MelNet(nn.Module, PyTorchModelHubMixin):
         return self.post(x)
 
 
-def mel_loss(net: nn.Module, log_mel: LogMel, frames: Tensor, audio: Tensor, speaker: Tensor) -> Tensor:
-    """L1 between the predicted log-mel of `frames` and the log-mel of the aligned `audio` (B, T * HOP_LENGTH)."""
-    target = log_mel(audio)[..., : frames.shape[1]]
-    return F.l1_loss(net(frames, speaker), target)
+def mel_loss(predicted: Tensor, log_mel: LogMel, audio: Tensor) -> Tensor:
+    """L1 between predicted log-mel frames (B, n_mels, T) and the log-mel of the aligned audio (B, T * HOP_LENGTH),
+    in float32 whatever precision the prediction was computed in."""
+    target = log_mel(audio.float())[..., : predicted.shape[-1]]
+    return F.l1_loss(predicted.float(), target)
 
 
 class MelInverter(nn.Module):

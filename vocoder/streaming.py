@@ -104,16 +104,25 @@ class VocoderStream:
         self.tail: AudioTail = renderer.audio_stream()
         self.units: list[int] = []
         self.durations: list[int] = []
+        self.given: list[int] | None = None
+        """Durations pushed with the units (None: predicted)."""
         self.frames: list[int] = []
         self.rendered = 0
         """Frames whose renderer output has been handed to the tail."""
         self.reach = conv_reach(vocoder.duration) if vocoder.duration is not None else (0, 0)
         self.finished = False
 
-    def push(self, units: Sequence[int]) -> np.ndarray:
+    def push(self, units: Sequence[int], durations: Sequence[int] | None = None) -> np.ndarray:
+        """Add units; `durations` (frames per unit) replaces the predictor, and then must come with every push."""
         if self.finished:
             raise RuntimeError("push after finish")
+        if self.given is None and not self.units:
+            self.given = [] if durations is not None else None
+        if (durations is None) != (self.given is None) or (durations is not None and len(durations) != len(units)):
+            raise ValueError("give durations with every push of a stream or with none, one per unit")
         self.units.extend(int(u) for u in units)
+        if self.given is not None and durations is not None:
+            self.given.extend(int(d) for d in durations)
         return self._advance(final=False)
 
     def finish(self) -> np.ndarray:
@@ -140,7 +149,9 @@ class VocoderStream:
     def _extend_frames(self, final: bool) -> None:
         known, done = len(self.units), len(self.durations)
         duration = self.vocoder.duration
-        if duration is None:
+        if self.given is not None:
+            new = self.given[done:known]
+        elif duration is None:
             new = [1] * (known - done)
         else:
             left, right = self.reach

@@ -95,9 +95,15 @@ def requests(cfg: Config) -> list[tuple[str, list[int], list[int] | None]]:
     return items
 
 
-def synthesize_stream(vocoder: Vocoder, units: list[int], chunk: int, speaker: str | None) -> np.ndarray:
+def synthesize_stream(
+    vocoder: Vocoder, units: list[int], durations: list[int] | None, chunk: int, speaker: str | None
+) -> np.ndarray:
+    """Push `chunk` units at a time (with their durations when given) and join the audio."""
     stream = vocoder.stream(speaker)
-    parts = [stream.push(units[i : i + chunk]) for i in range(0, len(units), chunk)]
+    parts = [
+        stream.push(units[i : i + chunk], None if durations is None else durations[i : i + chunk])
+        for i in range(0, len(units), chunk)
+    ]
     return np.concatenate([*parts, stream.finish()])
 
 
@@ -109,7 +115,7 @@ def run(cfg: Config) -> Path:
     for name, units, durations in requests(cfg):
         started = time.perf_counter()
         if cfg.stream:
-            audio = synthesize_stream(vocoder, units, cfg.chunk_units, cfg.speaker)
+            audio = synthesize_stream(vocoder, units, durations, cfg.chunk_units, cfg.speaker)
         else:
             audio = vocoder(units, durations, cfg.speaker)
         seconds = time.perf_counter() - started

@@ -45,8 +45,13 @@ class Config:
     """Use only the first N clips of those splits (tests, quick runs)."""
     n_units: int | None = None
     """Unit vocabulary size; None reads k from the dataset's encoder name (`+km500`), else max unit + 1."""
+    any_speaker: str | None = "any"
+    """Name of an extra voice trained on every speaker's clips (`speaker_dropout` of the segments): what synthesis
+    uses for voices it never heard, such as a language model's units; None: no such voice."""
+    speaker_dropout: float = 0.2
+    """Fraction of segments whose speaker is replaced by `any_speaker`."""
     default_speaker: str | None = None
-    """Voice used when synthesis names none (held-out voices); None: the first training speaker."""
+    """Voice used when synthesis names none; None: `any_speaker`, else the first training speaker."""
     steps: int = 1000
     """Optimizer steps."""
     batch_size: int = 16
@@ -95,6 +100,9 @@ class Config:
     """Continue from <out>/checkpoints/latest when there is one."""
     seed: int = 0
     """Seeds model init and (plus the rank) the segment sampler."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Compute precision of the vocoder (autocast; losses, optimizer and weights stay float32). bfloat16 is ~1.6x
+    faster on CPUs with bf16 instructions (avx512_bf16, AMX) and on GPUs; slower where it is emulated."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto: the GPU of this rank when there is one."""
     num_threads: int = 1
@@ -103,6 +111,8 @@ class Config:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.segment_frames < 2 or self.save_every < 1:
             raise ValueError("steps, batch_size, save_every must be >= 1 and segment_frames >= 2")
+        if not 0.0 <= self.speaker_dropout < 1.0:
+            raise ValueError("speaker_dropout must lie in [0, 1)")
         if self.route == "mel" and self.discriminator_start is not None:
             raise ValueError("discriminator_start is a hifigan-route setting")
 
@@ -113,11 +123,16 @@ def run(cfg: Config) -> Path:
         save_config(cfg, cfg.out)
     dataset = load_units_dataset(cfg.data)
     clips, speakers = load_clips(dataset, cfg.splits, max_clips=cfg.max_clips)
+    if cfg.any_speaker is not None:
+        if cfg.any_speaker in speakers:
+            raise ValueError(f"any_speaker {cfg.any_speaker!r} is also a speaker of the data; choose another name")
+        speakers.append(cfg.any_speaker)
     n_units = cfg.n_units or infer_n_units(dataset)
     log.info("rank %d/%d: %d clips, %d speakers, %d units, %s", rank, world, len(clips), len(speakers), n_units, device)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     trainer = Trainer(cfg, n_units, speakers, device, world)
-    sampler = SegmentSampler(clips, cfg.batch_size, cfg.segment_frames, seed=cfg.seed + rank)
+    any_index = speakers.index(cfg.any_speaker) if cfg.any_speaker is not None else None
+    sampler = SegmentSampler(clips, cfg.batch_size, cfg.segment_frames, cfg.seed + rank, any_index, cfg.speaker_dropout)
     checkpoints = cfg.out / "checkpoints"
     step = load_latest(checkpoints, trainer, sampler, rank, device) if cfg.resume else 0
     metrics = MetricsLog(cfg.out, enabled=rank == 0)
@@ -143,7 +158,7 @@ def run(cfg: Config) -> Path:
             trainer.model,
             route=cfg.route,
             speakers=speakers,
-            default_speaker=cfg.default_speaker or speakers[0],
+            default_speaker=cfg.default_speaker or cfg.any_speaker or speakers[0],
             duration=trainer.duration,
             mel=cfg.mel if cfg.route == "mel" else None,
             extra={"n_units": n_units, "encoder": _encoder_name(dataset), "steps": step},

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 class Trainer:
     def __init__(self, cfg: Config, n_units: int, speakers: list[str], device: torch.device, world: int) -> None:
-        self.cfg, self.world = cfg, world
+        self.cfg, self.world, self.device = cfg, world, device
         self.model = build_model(cfg, n_units, speakers).to(device).train()
         self.duration = (
             DurationPredictor(cfg.embedding_dim, cfg.duration_hidden).to(device).train() if cfg.duration else None
@@ -46,11 +46,17 @@ class Trainer:
                 self.optim_d = torch.optim.AdamW(self.discriminator.parameters(), lr=cfg.lr, betas=cfg.betas)
                 self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.optim_d, lr_factor(cfg))
 
+    def autocast(self) -> torch.autocast:
+        enabled = self.cfg.dtype == "bfloat16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
     def step(self, batch: Batch, step: int) -> dict[str, float]:
         """One optimizer step at 0-based `step`; returns the losses (this rank's) and the learning rate."""
         logs: dict[str, float] = {"lr": float(self.sched_g.get_last_lr()[0])}
         if self.cfg.route == "mel":
-            loss = mel_loss(self.model, self.log_mel, batch.frames, batch.audio, batch.speaker)  # type: ignore[arg-type]
+            with self.autocast():
+                predicted = self.model(batch.frames, batch.speaker)
+            loss = mel_loss(predicted, self.log_mel, batch.audio)  # type: ignore[arg-type]
             logs["mel"] = float(loss.detach())
         else:
             loss = self._hifigan_loss(batch, step, logs)
@@ -72,24 +78,28 @@ class Trainer:
         return logs
 
     def _hifigan_loss(self, batch: Batch, step: int, logs: dict[str, float]) -> Tensor:
+        """As unit_hifigan: forward passes and losses under autocast, backward passes outside it."""
         speaker = hifigan.speaker_input(self.model, batch.speaker)  # type: ignore[arg-type]
-        fake = self.model(batch.frames, speaker=speaker)
+        with self.autocast():
+            fake = self.model(batch.frames, speaker=speaker)
         start = self.cfg.discriminator_start
         if self.discriminator is None or self.optim_d is None or start is None or step < start:
-            loss = hifigan.mel_only_loss(self.log_mel, fake, batch.audio)  # type: ignore[arg-type]
+            loss = hifigan.mel_only_loss(self.log_mel, fake.float(), batch.audio)  # type: ignore[arg-type]
             logs["mel"] = float(loss.detach()) / hifigan.hifigan_loss.LAMBDA_MEL
             return loss
         real = batch.audio[:, None]
-        loss_d, _ = self.disc_loss(self.discriminator(real), self.discriminator(fake.detach()))
+        with self.autocast():
+            loss_d, _ = self.disc_loss(self.discriminator(real), self.discriminator(fake.detach()))
         self.optim_d.zero_grad(set_to_none=False)
         loss_d.backward()
         average_gradients(list(self.discriminator.parameters()), self.world)
         self.optim_d.step()
         if self.sched_d is not None:  # the discriminator's schedule (warmup included) starts when it joins
             self.sched_d.step()
-        with torch.no_grad():
-            real_out = self.discriminator(real)
-        loss_g, parts = self.gen_loss(real_out, self.discriminator(fake))
+        with self.autocast():
+            with torch.no_grad():
+                real_out = self.discriminator(real)
+            loss_g, parts = self.gen_loss(real_out, self.discriminator(fake))
         logs.update({"disc": float(loss_d.detach()), **{k: float(v.detach()) for k, v in parts.items()}})
         return loss_g
 

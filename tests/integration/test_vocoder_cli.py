@@ -4,11 +4,16 @@ resynth with the real ASR judge."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import soundfile as sf
+import torch
 
 from speechgpt.cli import main
+from tests.conftest import REPO, subprocess_env
 from tests.unit.test_vocoder_train import units_dataset_from_corpus
 from vocoder.data import load_units_dataset
 
@@ -22,6 +27,7 @@ TINY = [
     "duration_hidden=16",
     "splits=[train,test]",
     "save_every=10",
+    "dtype=bfloat16",
 ]
 
 
@@ -47,3 +53,21 @@ def test_vocoder_train_synth_and_resynth_commands(tiny_corpus: Path, tmp_path: P
     for mode in ("given", "predicted"):
         assert report[mode]["wer"] >= 0.0 and report[mode]["mcd_db"] > 0 and report[mode]["vocoder_rtf"] > 0
     assert len(list((resynth / "wavs" / "predicted").glob("*.wav"))) == 2
+
+
+@pytest.mark.slow
+def test_vocoder_train_two_processes_over_torchrun(tiny_corpus: Path, tmp_path: Path) -> None:
+    """Data parallel on CPU (gloo): both ranks step in sync, each saves its own sampler state, rank 0 the model."""
+    data = units_dataset_from_corpus(tiny_corpus, tmp_path / "units" / "dataset")
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "speechgpt.cli", "vocoder", "train", "--nproc", "2", f"data={data}", f"out={out}"]
+    subprocess.run([*command, *TINY, "steps=3", "log_every=1"], check=True, env=subprocess_env(), cwd=REPO, timeout=300)
+    tag = out / "checkpoints" / "step0000003"
+    assert {p.name for p in tag.iterdir()} == {"state.pt", "rng_rank0.pt", "rng_rank1.pt"}
+    ranks = [torch.load(tag / f"rng_rank{r}.pt", weights_only=False)["sampler"] for r in (0, 1)]
+    assert ranks[0] != ranks[1]  # each rank draws its own segments
+    assert [r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "mel" in r] == [
+        1,
+        2,
+        3,
+    ]

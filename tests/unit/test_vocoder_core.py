@@ -76,6 +76,17 @@ def test_hifigan_stream_equals_whole_synthesis(chunk: int) -> None:
         assert sum(len(p) > 0 for p in parts) > 2  # audio really leaves chunk by chunk
 
 
+def test_stream_with_given_durations() -> None:
+    vocoder = tiny_hifigan_vocoder()
+    durations = [1 + u % 3 for u in UNITS]
+    stream = vocoder.stream()
+    parts = [stream.push(UNITS[i : i + 6], durations[i : i + 6]) for i in range(0, len(UNITS), 6)]
+    streamed = np.concatenate([*parts, stream.finish()])
+    np.testing.assert_allclose(streamed, vocoder(UNITS, durations), atol=1e-5)
+    with pytest.raises(ValueError, match="durations"):
+        vocoder.stream().push([1, 2], [1])
+
+
 def test_mel_stream_computes_the_offline_mel_frames() -> None:
     vocoder = tiny_mel_vocoder()
     whole = vocoder.renderer.render(vocoder.frame_units(UNITS), 0)

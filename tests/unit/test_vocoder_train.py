@@ -71,6 +71,19 @@ def test_segments_align_units_with_audio(units_data: Path) -> None:
     batch = SegmentSampler(clips, 3, 16, seed=0).next_batch()
     assert batch.frames.shape == (3, 16) and batch.audio.shape == (3, 16 * 320)
     assert bool((batch.durations.sum(1) > 0).all()) and batch.unit_mask.shape == batch.units.shape
+    # the crop's frames are the clip's frames at the offset where its audio was cut
+    clip = clips[0]
+    sampler = SegmentSampler([clip], 1, 16, seed=3)
+    batch = sampler.next_batch()
+    start = next(
+        s
+        for s in range(len(clip.frames) - 15)
+        if np.array_equal(clip.audio[s * 320 : (s + 16) * 320], batch.audio[0].numpy())
+    )
+    assert batch.frames[0].tolist() == clip.frames[start : start + 16].tolist()
+    # speaker dropout hands about that fraction of segments to the any-speaker voice
+    many = SegmentSampler(clips, 400, 4, seed=0, any_speaker=9, speaker_dropout=0.25).next_batch().speaker
+    assert 0.15 < float((many == 9).float().mean()) < 0.35
 
 
 def test_mel_route_trains_saves_and_resumes_exactly(units_data: Path, tmp_path: Path) -> None:
@@ -89,9 +102,10 @@ def test_mel_route_trains_saves_and_resumes_exactly(units_data: Path, tmp_path: 
         full.out / "checkpoints" / "latest"
     ).read_text().strip() == "step0000004"
     vocoder = load_vocoder(folder)
-    expected = (N_UNITS * 16 + 2 * 8) + (24 * 32 * 5 + 32) + 2 * (32 * 32 * 5 + 32 + 64) + (32 * 80 + 80)
+    expected = (N_UNITS * 16 + 3 * 8) + (24 * 32 * 5 + 32) + 2 * (32 * 32 * 5 + 32 + 64) + (32 * 80 + 80)
     assert sum(p.numel() for p in vocoder.renderer.net.parameters()) == expected  # type: ignore[attr-defined]
-    assert vocoder.speakers == sorted(set(load_units_dataset(units_data)["speaker"])) and len(vocoder.speakers) == 2
+    voices = sorted(set(load_units_dataset(units_data)["speaker"]))
+    assert len(voices) == 2 and vocoder.speakers == [*voices, "any"] and vocoder.default_speaker == "any"
 
     # a run killed after its step-2 checkpoint, restarted: the same weights as the uninterrupted run
     resumed = tiny_config(units_data, tmp_path / "resumed", splits=["train", "test"])
@@ -127,5 +141,5 @@ def test_hifigan_route_mel_warmup_then_discriminator(units_data: Path, tmp_path:
     state = torch.load(cfg.out / "checkpoints" / "step0000002" / "state.pt", weights_only=False)
     assert {"discriminator", "optim_d", "sched_d", "optim_g", "duration"} <= set(state)
     generator = UnitVocoder.from_pretrained(folder)
-    assert generator.n_units == N_UNITS and generator.speakers == ["flite-slt"]
+    assert generator.n_units == N_UNITS and generator.speakers == ["flite-slt", "any"]
     assert load_vocoder(folder).route == "hifigan"
