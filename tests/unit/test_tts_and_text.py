@@ -64,5 +64,5 @@ def test_qa_jsonl_gives_questions_and_answers(tmp_path: Path) -> None:
     got = load_sentences(str(path), max_sentences=None, seed=0, min_words=3, max_words=8)
     assert got == ["what is two plus two", "what does alfresco mean", "in the open air"]
     path.write_text('{"instruction": "fine"}\n[1, 2]\n', encoding="utf-8")
-    with pytest.raises(ValueError, match="train.jsonl:2: expected an object"):
+    with pytest.raises(ValueError, match=r"train\.jsonl:2: expected an object"):
         load_sentences(str(path), max_sentences=None, seed=0, min_words=1, max_words=8)
