@@ -74,7 +74,8 @@ class ResidualConv(nn.Module):
 
 
 class MelNet(nn.Module, PyTorchModelHubMixin):
-    """Frame units (B, T) and speaker indices (B,) -> log-mel (B, n_mels, T). About 2.3M parameters by default."""
+    """Frame units (B, T) and speaker indices (B,) -> log-mel (B, n_mels, T). 1.4M parameters by default (500 units),
+    each output frame reads 30 frames (0.6 s) on each side."""
 
     def __init__(
         self,
@@ -83,9 +84,9 @@ class MelNet(nn.Module, PyTorchModelHubMixin):
         n_speakers: int = 0,
         embedding_dim: int = 128,
         speaker_dim: int = 64,
-        channels: int = 256,
+        channels: int = 192,
         kernel_size: int = 5,
-        dilations: tuple[int, ...] | list[int] = (1, 1, 1, 1, 1, 1),
+        dilations: tuple[int, ...] | list[int] = (1, 2, 4, 1, 2, 4),
         n_mels: int = 80,
     ) -> None:
         super().__init__()

@@ -72,11 +72,11 @@ class Config:
     """Unit embedding width (also the duration predictor's input)."""
     speaker_dim: int = 64
     """Speaker embedding width (mel route; the hifigan route uses embedding_dim, as UnitVocoder does)."""
-    channels: int = 256
-    """Mel route: conv channels."""
+    channels: int = 192
+    """Mel route: conv channels (192 beat 256 and 128 at equal CPU time, docs/benchmarks.md)."""
     kernel_size: int = 5
     """Mel route: conv kernel size (odd)."""
-    dilations: list[int] = field(default_factory=lambda: [1, 1, 1, 1, 1, 1])
+    dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 1, 2, 4])
     """Mel route: one residual conv block per entry, with that dilation (the receptive field sets stream latency)."""
     mel: MelSettings = field(default_factory=MelSettings)
     """Mel route: spectrogram analysis and Griffin-Lim settings."""
