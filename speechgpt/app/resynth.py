@@ -22,6 +22,7 @@ from speechgpt.config import save_config
 from speechgpt.data.audio import read_audio, write_audio
 from speechgpt.data.io import atomic_write_text
 from speechgpt.eval.judge import DEFAULT_MODEL, character_error_rate, load_judge, word_error_rate
+from speechgpt.eval.mcd import mel_cepstral_distortion
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +62,6 @@ def select_rows(dataset: Any, splits: list[str], max_clips: int) -> list[dict[st
         raise ValueError(f"no rows in splits {splits}")
     step = max(1, len(indices) // max_clips)
     return [dataset[i] for i in indices[::step][:max_clips]]
-
-
-def mel_cepstral_distortion(reference: np.ndarray, generated: np.ndarray) -> float:
-    """MCD in dB (23 mel cepstra without c0, DTW-aligned) between two 16 kHz clips."""
-    from unit_hifigan.mcd import MelCepstrum, distortion
-
-    cepstrum = MelCepstrum()
-    with torch.inference_mode():
-        ref = cepstrum(torch.from_numpy(np.ascontiguousarray(reference)).float())
-        gen = cepstrum(torch.from_numpy(np.ascontiguousarray(generated)).float())
-    return distortion(ref, gen)[0]
 
 
 def run(cfg: Config) -> Path:
