@@ -1,8 +1,10 @@
 """The "mel" route: frame-level units (+ speaker) -> log-mel spectrogram with a small conv net, then back to audio
 with torchaudio's InverseMelScale and Griffin-Lim. Trains in minutes on a CPU; the embedded default.
 
-The net is position-wise normalized and purely convolutional, so a mel frame depends on `context_frames` frames on
-each side and no more: streaming can compute exactly the frames offline synthesis computes. Griffin-Lim is
+The net is position-wise normalized and purely convolutional, so a mel frame depends on `left_context` past and
+`right_context` future frames and no more: streaming can compute exactly the frames offline synthesis computes. The
+future reach (`lookahead_frames`) sets how many frames a stream must wait for before a frame is final; by default
+the convolutions are centered (0.6 s of look-ahead), a smaller budget shifts their windows to the past. Griffin-Lim is
 iterative over the whole signal; `griffin_lim` takes a known prefix of samples so a stream can continue audio it
 already emitted (RTISI-LA style) instead of stitching independent phase estimates.
 """
@@ -62,10 +64,25 @@ class LogMel(nn.Module):
         return torch.clamp(self.mel(audio), min=LOG_FLOOR).log()
 
 
+class ShiftedConv(nn.Conv1d):
+    """A length-preserving Conv1d that reads `right` positions ahead and the rest of its span behind (its parameters
+    are a plain Conv1d's, so centered checkpoints load unchanged)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int, right: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, dilation=dilation)
+        span = dilation * (kernel_size - 1)
+        if not 0 <= right <= span:
+            raise ValueError(f"look-ahead {right} outside 0..{span}")
+        self.left, self.right = span - right, right
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(F.pad(x, (self.left, self.right)))
+
+
 class ResidualConv(nn.Module):
-    def __init__(self, channels: int, kernel_size: int, dilation: int) -> None:
+    def __init__(self, channels: int, kernel_size: int, dilation: int, right: int) -> None:
         super().__init__()
-        self.conv = nn.Conv1d(channels, channels, kernel_size, padding=dilation * (kernel_size // 2), dilation=dilation)
+        self.conv = ShiftedConv(channels, channels, kernel_size, dilation, right)
         self.norm = nn.LayerNorm(channels)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -73,9 +90,23 @@ class ResidualConv(nn.Module):
         return x + self.norm(y.transpose(1, 2)).transpose(1, 2)
 
 
+def split_lookahead(spans: list[int], lookahead: int | None) -> list[int]:
+    """Look-ahead per conv layer: half of each span (centered) when `lookahead` is None, else the budget spent
+    centered from the first layer on, and the layers after it causal."""
+    if lookahead is None:
+        return [span // 2 for span in spans]
+    if lookahead < 0:
+        raise ValueError("lookahead_frames must be >= 0")
+    rights = []
+    for span in spans:
+        rights.append(min(span // 2, lookahead))
+        lookahead -= rights[-1]
+    return rights
+
+
 class MelNet(nn.Module, PyTorchModelHubMixin):
-    """Frame units (B, T) and speaker indices (B,) -> log-mel (B, n_mels, T). 1.4M parameters by default (500 units),
-    each output frame reads 30 frames (0.6 s) on each side."""
+    """Frame units (B, T) and speaker indices (B,) -> log-mel (B, n_mels, T). 1.4M parameters by default (500 units);
+    each output frame reads 30 frames (0.6 s) on each side, or `lookahead_frames` ahead and the rest behind."""
 
     def __init__(
         self,
@@ -88,6 +119,7 @@ class MelNet(nn.Module, PyTorchModelHubMixin):
         kernel_size: int = 5,
         dilations: tuple[int, ...] | list[int] = (1, 2, 4, 1, 2, 4),
         n_mels: int = 80,
+        lookahead_frames: int | None = None,
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
@@ -95,12 +127,18 @@ class MelNet(nn.Module, PyTorchModelHubMixin):
         self.unit_embedding = nn.Embedding(n_units, embedding_dim)
         self.speaker_embedding = nn.Embedding(n_speakers, speaker_dim) if n_speakers else None
         in_dim = embedding_dim + (speaker_dim if n_speakers else 0)
-        self.pre = nn.Conv1d(in_dim, channels, kernel_size, padding=kernel_size // 2)
-        self.blocks = nn.ModuleList(ResidualConv(channels, kernel_size, d) for d in dilations)
+        spans = [(kernel_size - 1) * d for d in (1, *dilations)]
+        rights = split_lookahead(spans, lookahead_frames)
+        self.pre = ShiftedConv(in_dim, channels, kernel_size, 1, rights[0])
+        self.blocks = nn.ModuleList(
+            ResidualConv(channels, kernel_size, d, right) for d, right in zip(dilations, rights[1:], strict=True)
+        )
         self.post = nn.Conv1d(channels, n_mels, 1)
         self.n_mels = n_mels
-        self.context_frames = (kernel_size // 2) * (1 + sum(dilations))
-        """Frames on each side that an output frame depends on."""
+        self.right_context = sum(rights)
+        """Future frames an output frame depends on (the look-ahead a stream waits for)."""
+        self.left_context = sum(spans) - self.right_context
+        """Past frames an output frame depends on."""
 
     @property
     def n_units(self) -> int:

@@ -22,8 +22,10 @@ from vocoder.streaming import AudioTail, GriffinLimStream, PassThrough, VocoderS
 class FrameRenderer(Protocol):
     """A route's frame-level model: frame units -> output with `steps_per_frame` time steps per frame."""
 
-    context: int
-    """Frames on each side an output frame depends on."""
+    left_context: int
+    """Past frames an output frame depends on."""
+    right_context: int
+    """Future frames an output frame depends on (what a stream waits for)."""
     steps_per_frame: int
     unit_embedding: nn.Embedding
 
@@ -42,7 +44,7 @@ class MelRenderer:
     def __init__(self, net: MelNet, settings: MelSettings) -> None:
         self.net = net.eval()
         self.inverter = MelInverter(settings).to(next(net.parameters()).device)
-        self.context = net.context_frames
+        self.left_context, self.right_context = net.left_context, net.right_context
         self.unit_embedding = net.unit_embedding
 
     @torch.inference_mode()
@@ -66,7 +68,7 @@ class HifiganRenderer:
 
     def __init__(self, generator: UnitVocoder) -> None:
         self.generator = generator.eval()
-        self.context = context_frames(generator)
+        self.left_context = self.right_context = context_frames(generator)
         self.unit_embedding = generator.unit_embedding
 
     @torch.inference_mode()

@@ -3,8 +3,8 @@
 Three stages, each holding back only what its receptive field requires:
 1. durations: the duration predictor is convolutional, so a unit's duration is final once `right` more units are
    known; it is recomputed over a window with `left` units of past context, which gives exactly the offline value.
-2. frames -> renderer output (log-mel for the mel route, samples for hifigan): final `context` frames behind the
-   newest frame, computed over a window with `context` frames of past; again exactly the offline values.
+2. frames -> renderer output (log-mel for the mel route, samples for hifigan): final `right_context` frames behind
+   the newest frame, computed over a window with `left_context` frames of past; again exactly the offline values.
 3. mel route only, log-mel -> audio by Griffin-Lim: each chunk's window starts `GL_LEFT` frames before the first
    unemitted frame and ends `GL_LOOKAHEAD` frames after the last emitted one; the already emitted samples are
    re-imposed at every iteration, so new audio continues the old (no crossfade needed). Phases differ from offline
@@ -99,7 +99,7 @@ class VocoderStream:
         self.vocoder = vocoder
         self.speaker = vocoder.speaker_index(speaker)
         renderer = vocoder.renderer
-        self.context = renderer.context
+        self.left_context, self.right_context = renderer.left_context, renderer.right_context
         self.steps = renderer.steps_per_frame
         self.tail: AudioTail = renderer.audio_stream()
         self.units: list[int] = []
@@ -134,11 +134,11 @@ class VocoderStream:
 
     def _advance(self, final: bool) -> np.ndarray:
         self._extend_frames(final)
-        ready = len(self.frames) if final else len(self.frames) - self.context
+        ready = len(self.frames) if final else len(self.frames) - self.right_context
         if ready <= self.rendered and not (final and self.frames):
             return np.zeros(0, dtype=np.float32)
-        start = max(0, self.rendered - self.context)
-        stop = len(self.frames) if final else min(len(self.frames), ready + self.context)
+        start = max(0, self.rendered - self.left_context)
+        stop = len(self.frames) if final else min(len(self.frames), ready + self.right_context)
         window = torch.tensor(self.frames[start:stop], dtype=torch.long)
         output = self.vocoder.renderer.render(window, self.speaker)
         chunk = output[..., (self.rendered - start) * self.steps : (max(ready, self.rendered) - start) * self.steps]

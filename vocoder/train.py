@@ -77,7 +77,10 @@ class Config:
     kernel_size: int = 5
     """Mel route: conv kernel size (odd)."""
     dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 1, 2, 4])
-    """Mel route: one residual conv block per entry, with that dilation (the receptive field sets stream latency)."""
+    """Mel route: one residual conv block per entry, with that dilation (its span is the receptive field)."""
+    lookahead_frames: int | None = None
+    """Mel route: future frames an output frame may read (the latency a stream adds before its first audio, 20 ms
+    each); None: centered convolutions, half the receptive field (30 frames with the default dilations)."""
     mel: MelSettings = field(default_factory=MelSettings)
     """Mel route: spectrogram analysis and Griffin-Lim settings."""
     discriminator_start: int | None = None

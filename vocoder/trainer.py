@@ -145,6 +145,7 @@ def build_model(cfg: Config, n_units: int, speakers: list[str]) -> nn.Module:
         kernel_size=cfg.kernel_size,
         dilations=list(cfg.dilations),
         n_mels=cfg.mel.n_mels,
+        lookahead_frames=cfg.lookahead_frames,
     )
 
 

@@ -74,6 +74,9 @@ class SessionConfig:
     """Vocode while generating when the vocoder can stream; off: one synthesis of the whole answer at the end."""
     chunk_units: int = 20
     """Units per push to a streaming vocoder (50 Hz units merged: about 0.5-0.8 s of speech)."""
+    first_chunk_units: int = 4
+    """Units per push until the first audio comes out: a streaming vocoder emits audio once its look-ahead is
+    known, so small first pushes make the first audio wait for that look-ahead and not for a whole chunk."""
     max_prompt_tokens: int | None = None
     """Prompt budget in tokens; None: the model's max positions minus max_new_tokens."""
     speaker: str | None = None
@@ -273,7 +276,13 @@ class ChatSession:
             return None
         stream = self.config.stream_audio if stream_audio is None else stream_audio
         cfg = self.config
-        return AnswerVoice(self.vocoder, stream=stream, chunk_units=cfg.chunk_units, speaker=cfg.speaker)
+        return AnswerVoice(
+            self.vocoder,
+            stream=stream,
+            chunk_units=cfg.chunk_units,
+            first_chunk_units=cfg.first_chunk_units,
+            speaker=cfg.speaker,
+        )
 
     def _generate(self, prompt_ids: list[int], shape: AnswerShape, sampling: Sampling) -> Iterator[int]:
         input_ids = torch.tensor([prompt_ids], device=self.model.device)

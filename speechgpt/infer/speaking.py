@@ -14,10 +14,20 @@ from speechgpt.infer.vocoding import StreamingVocoder, UnitAudioStream, UnitsToA
 class AnswerVoice:
     """Collects the audio of one answer and the time spent in the vocoder."""
 
-    def __init__(self, vocoder: UnitsToAudio, *, stream: bool, chunk_units: int, speaker: str | None) -> None:
-        if chunk_units < 1:
-            raise ValueError("chunk_units must be >= 1")
-        self.vocoder, self.speaker, self.chunk_units = vocoder, speaker, chunk_units
+    def __init__(
+        self,
+        vocoder: UnitsToAudio,
+        *,
+        stream: bool,
+        chunk_units: int,
+        first_chunk_units: int | None = None,
+        speaker: str | None,
+    ) -> None:
+        first_chunk_units = first_chunk_units or chunk_units
+        if chunk_units < 1 or first_chunk_units < 1:
+            raise ValueError("chunk_units and first_chunk_units must be >= 1")
+        self.vocoder, self.speaker = vocoder, speaker
+        self.chunk_units, self.first_chunk_units = chunk_units, first_chunk_units
         self.streaming = stream and isinstance(vocoder, StreamingVocoder)
         self.sample_rate = int(vocoder.sample_rate)
         self.chunks: list[np.ndarray] = []
@@ -26,11 +36,13 @@ class AnswerVoice:
         self._pending: list[int] = []
 
     def add(self, units: Sequence[int]) -> np.ndarray | None:
-        """New units of the answer; when streaming and a chunk is full, returns the audio that became final."""
+        """New units of the answer; when streaming and a chunk is full, returns the audio that became final.
+        Chunks hold `first_chunk_units` until audio has come out (the vocoder's look-ahead decides when), then
+        `chunk_units`."""
         if not self.streaming:
             return None
         self._pending.extend(units)
-        if len(self._pending) < self.chunk_units:
+        if len(self._pending) < (self.chunk_units if self.chunks else self.first_chunk_units):
             return None
         return self._push()
 

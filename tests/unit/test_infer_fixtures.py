@@ -56,7 +56,8 @@ class _FakeStream:
     def push(self, units: Sequence[int]) -> np.ndarray:
         self.vocoder.pushes.append(list(units))
         self.held.extend(units)
-        ready, self.held = self.held[:-1], self.held[-1:]  # one unit of look-ahead, like a real streaming vocoder
+        cut = max(0, len(self.held) - self.vocoder.lookahead)  # audio waits for the look-ahead, as a real one does
+        ready, self.held = self.held[:cut], self.held[cut:]
         return FakeVocoder.__call__(self.vocoder, ready)
 
     def finish(self) -> np.ndarray:
@@ -65,8 +66,9 @@ class _FakeStream:
 
 
 class FakeStreamingVocoder(FakeVocoder):
-    def __init__(self, per_unit: int = 4) -> None:
+    def __init__(self, per_unit: int = 4, lookahead: int = 1) -> None:
         super().__init__(per_unit)
+        self.lookahead = lookahead
         self.pushes: list[list[int]] = []
 
     def stream(self, speaker: str | None = None) -> _FakeStream:

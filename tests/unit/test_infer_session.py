@@ -24,9 +24,8 @@ def lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_streamed_audio_comes_before_generation_ends_and_matches_whole_synthesis(lm: Path) -> None:
     vocoder = FakeStreamingVocoder(per_unit=4)
-    session = ChatSession.from_pretrained(
-        lm, device="cpu", vocoder=vocoder, config=noisy_config(min_units=30, chunk_units=5)
-    )
+    config = noisy_config(min_units=30, chunk_units=5, first_chunk_units=5)
+    session = ChatSession.from_pretrained(lm, device="cpu", vocoder=vocoder, config=config)
     events = list(session.stream(text="two plus two", reply="speech", sampling=SPEECH))
     kinds = [e.kind for e in events]
     result = events[-1].result
@@ -48,6 +47,15 @@ def test_streamed_audio_comes_before_generation_ends_and_matches_whole_synthesis
     audio_at = [i for i, e in enumerate(whole_events) if e.kind == "audio"]
     assert len(audio_at) == 1 and audio_at[0] > max(i for i, e in enumerate(whole_events) if e.kind == "units")
     assert np.array_equal(whole.audio, streamed) and not whole.audio_streamed
+
+
+def test_small_first_pushes_until_the_vocoder_look_ahead_is_met(lm: Path) -> None:
+    vocoder = FakeStreamingVocoder(per_unit=4, lookahead=7)
+    config = noisy_config(min_units=30, chunk_units=6, first_chunk_units=3)
+    session = ChatSession.from_pretrained(lm, device="cpu", vocoder=vocoder, config=config)
+    result = session.respond(text="two plus two", reply="speech", sampling=SPEECH)
+    assert [len(p) for p in vocoder.pushes[:5]] == [3, 3, 3, 6, 6]  # audio first comes out at 9 > 7 units
+    assert result.audio is not None and np.array_equal(result.audio, FakeVocoder(per_unit=4)(result.answer.units))
 
 
 def test_plain_vocoder_gets_one_whole_answer(lm: Path) -> None:

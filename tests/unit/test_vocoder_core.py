@@ -23,9 +23,11 @@ SPEAKERS = ["a", "b"]
 UNITS = [int(u) for u in np.random.default_rng(0).integers(0, 20, 40)]
 
 
-def tiny_mel_vocoder(duration: bool = True) -> Vocoder:
+def tiny_mel_vocoder(duration: bool = True, lookahead: int | None = None) -> Vocoder:
     torch.manual_seed(0)
-    net = MelNet(20, n_speakers=2, embedding_dim=16, speaker_dim=8, channels=32, dilations=[1, 2])
+    net = MelNet(
+        20, n_speakers=2, embedding_dim=16, speaker_dim=8, channels=32, dilations=[1, 2], lookahead_frames=lookahead
+    )
     predictor = DurationPredictor(16, 16) if duration else None
     return Vocoder(MelRenderer(net, MelSettings(griffin_lim_iters=8)), predictor, SPEAKERS, route="mel")
 
@@ -87,8 +89,22 @@ def test_stream_with_given_durations() -> None:
         vocoder.stream().push([1, 2], [1])
 
 
-def test_mel_stream_computes_the_offline_mel_frames() -> None:
-    vocoder = tiny_mel_vocoder()
+@pytest.mark.parametrize("lookahead", [None, 0, 3])
+def test_mel_net_reads_exactly_its_context(lookahead: int | None) -> None:
+    net = tiny_mel_vocoder(lookahead=lookahead).renderer.net  # type: ignore[attr-defined]
+    assert (net.left_context, net.right_context) == {None: (8, 8), 0: (16, 0), 3: (13, 3)}[lookahead]
+    frames = torch.randint(0, 20, (1, 60))
+    changed = frames.clone()
+    changed[0, 30] = (frames[0, 30] + 1) % 20
+    with torch.no_grad():
+        differs = (net(frames, torch.tensor([0])) - net(changed, torch.tensor([0]))).abs().amax(dim=1)[0] > 0
+    touched = differs.nonzero()[:, 0]
+    assert (int(touched.min()), int(touched.max())) == (30 - net.right_context, 30 + net.left_context)
+
+
+@pytest.mark.parametrize("lookahead", [None, 2])
+def test_mel_stream_computes_the_offline_mel_frames(lookahead: int | None) -> None:
+    vocoder = tiny_mel_vocoder(lookahead=lookahead)
     whole = vocoder.renderer.render(vocoder.frame_units(UNITS), 0)
 
     class Capture:
