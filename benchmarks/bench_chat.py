@@ -2,8 +2,11 @@
 
 Uses the demo's stage-3 model, k-means and vocoder (configs/tiny/chat.yaml; `make demo` makes them). Greedy decoding,
 so both ways generate the same tokens; they differ only in when the vocoder runs: while units are generated, in
-chunks of `chunk_units` (streamed), or once after the last unit (whole). Runs alternate, `--repeats` each, and the
-medians are compared. Prints per-way timings, then `speedup X.XX` (whole / streamed time to first audio) last.
+chunks (streamed), or once after the last unit (whole). Runs alternate, `--repeats` each, and the medians are
+compared. The spoken answer is held at `--answer-units` units (~3 s of speech, a typical spoken answer) by the
+structure constraint: the tiny demo model's own spoken answers are often under a second, too short for the way of
+vocoding to matter; `--answer-units 0` leaves the length to the model. Prints per-way timings, then
+`speedup X.XX` (whole / streamed time to first audio) last.
 """
 
 from __future__ import annotations
@@ -35,10 +38,19 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=Path("configs/tiny/chat.yaml"), help="chat config (model etc.)")
     parser.add_argument("--text", help="question (default: the first definition question of out/demo/qa)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each way")
+    parser.add_argument(
+        "--answer-units", type=int, default=120, help="spoken answer length in units (0: the model's own choice)"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="key=value settings of the chat config (vocoder=..., session.chunk_units=...)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
-    setup = load_config(ChatSetup, args.config)
+    overrides = list(args.overrides)
+    if args.answer_units:
+        overrides += [f"session.min_units={args.answer_units}", f"session.max_units={args.answer_units}"]
+    setup = load_config(ChatSetup, args.config, overrides)
     for key in ("model", "kmeans", "vocoder"):
         if not Path(getattr(setup, key)).exists():
             raise SystemExit(f"{getattr(setup, key)} not found: run `make demo` first (bench-chat uses its model)")
@@ -57,6 +69,11 @@ def main() -> None:
     first = runs["streamed"][0]
     audio_s = len(first.audio) / first.sample_rate if first.audio is not None and first.sample_rate else 0.0
     print(f"question {question!r}: answer {first.answer.text!r}, {len(first.answer.units)} units, {audio_s:.2f} s")
+    session = app.session.config
+    print(
+        f"vocoder {setup.vocoder}; streamed pushes: {session.first_chunk_units} units until audio, then "
+        f"{session.chunk_units}"
+    )
     ttfa = {}
     for way, results in runs.items():
         ttfa[way] = statistics.median(r.timings.first_audio_s or float("nan") for r in results)

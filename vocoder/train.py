@@ -103,9 +103,11 @@ class Config:
     """Continue from <out>/checkpoints/latest when there is one."""
     seed: int = 0
     """Seeds model init and (plus the rank) the segment sampler."""
-    dtype: Literal["float32", "bfloat16"] = "float32"
-    """Compute precision of the vocoder (autocast; losses, optimizer and weights stay float32). bfloat16 is ~1.6x
-    faster on CPUs with bf16 instructions (avx512_bf16, AMX) and on GPUs; slower where it is emulated."""
+    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
+    """Compute precision of the vocoder (autocast; losses, optimizer and weights stay float32). bfloat16 was ~1.6x
+    faster on an AMD EPYC with avx512_bf16 and ~1.3x slower on an Intel Xeon with the same flags; auto times a few
+    passes of each before training and keeps the faster (bfloat16 on GPUs that have it); a resumed run keeps the
+    precision its checkpoint was trained in."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto: the GPU of this rank when there is one."""
     num_threads: int = 1
@@ -138,6 +140,9 @@ def run(cfg: Config) -> Path:
     sampler = SegmentSampler(clips, cfg.batch_size, cfg.segment_frames, cfg.seed + rank, any_index, cfg.speaker_dropout)
     checkpoints = cfg.out / "checkpoints"
     step = load_latest(checkpoints, trainer, sampler, rank, device) if cfg.resume else 0
+    if step == 0:  # a probe batch of its own, so the training batches are the same whatever the choice
+        probe = SegmentSampler(clips, cfg.batch_size, cfg.segment_frames, cfg.seed + 7919 + rank, any_index)
+        trainer.choose_precision(probe.next_batch().to(device))
     metrics = MetricsLog(cfg.out, enabled=rank == 0)
     started, first = time.perf_counter(), step
     with tqdm(total=cfg.steps, initial=step, desc=f"vocoder {cfg.route}", unit="step", disable=rank != 0) as bar:

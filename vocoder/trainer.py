@@ -7,7 +7,10 @@ alone. Both: + the duration predictor's MSE on log(1 + frames), in the generator
 
 from __future__ import annotations
 
+import logging
 import math
+import statistics
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +25,14 @@ from vocoder.mel_vocoder import LogMel, MelNet, mel_loss
 if TYPE_CHECKING:
     from vocoder.train import Config
 
+log = logging.getLogger(__name__)
+
 
 class Trainer:
     def __init__(self, cfg: Config, n_units: int, speakers: list[str], device: torch.device, world: int) -> None:
         self.cfg, self.world, self.device = cfg, world, device
+        self.bfloat16 = cfg.dtype == "bfloat16"
+        """Compute under bfloat16 autocast (`dtype: auto` settles it in `choose_precision`)."""
         self.model = build_model(cfg, n_units, speakers).to(device).train()
         self.duration = (
             DurationPredictor(cfg.embedding_dim, cfg.duration_hidden).to(device).train() if cfg.duration else None
@@ -47,8 +54,42 @@ class Trainer:
                 self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.optim_d, lr_factor(cfg))
 
     def autocast(self) -> torch.autocast:
-        enabled = self.cfg.dtype == "bfloat16"
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bfloat16)
+
+    def choose_precision(self, batch: Batch, trials: int = 4) -> None:
+        """`dtype: auto`: bfloat16 on a GPU that has it; on a CPU, whichever of float32 and bfloat16 runs this
+        route's forward and backward passes faster here (bf16 instructions help on some CPUs and are emulated, or
+        slower, on others). Weights, optimizers and RNG are left as they were; ranks agree by majority."""
+        if self.cfg.dtype != "auto":
+            return
+        if self.device.type == "cuda":
+            self.bfloat16 = torch.cuda.is_bf16_supported()
+            return
+        seconds, rng = {}, torch.get_rng_state()
+        for bfloat16 in (False, True):
+            self.bfloat16, times = bfloat16, []
+            for _ in range(trials):
+                started = time.perf_counter()
+                self._forward_backward(batch)
+                times.append(time.perf_counter() - started)
+            seconds[bfloat16] = statistics.median(times[1:])
+        self.optim_g.zero_grad(set_to_none=False)
+        torch.set_rng_state(rng)
+        self.bfloat16 = reduce_mean(float(seconds[True] < seconds[False]), self.world) >= 0.5
+        log.info(
+            "dtype auto: float32 %.1f ms, bfloat16 %.1f ms per forward+backward -> %s",
+            seconds[False] * 1e3,
+            seconds[True] * 1e3,
+            "bfloat16" if self.bfloat16 else "float32",
+        )
+
+    def _forward_backward(self, batch: Batch) -> None:
+        with self.autocast():
+            if self.cfg.route == "mel":
+                out = self.model(batch.frames, batch.speaker)
+            else:
+                out = self.model(batch.frames, speaker=hifigan.speaker_input(self.model, batch.speaker))
+        out.float().square().mean().backward()
 
     def step(self, batch: Batch, step: int) -> dict[str, float]:
         """One optimizer step at 0-based `step`; returns the losses (this rank's) and the learning rate."""
@@ -108,6 +149,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optim_g": self.optim_g.state_dict(),
             "sched_g": self.sched_g.state_dict(),
+            "bfloat16": self.bfloat16,
         }
         if self.duration is not None:
             state["duration"] = self.duration.state_dict()
@@ -123,6 +165,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optim_g.load_state_dict(state["optim_g"])
         self.sched_g.load_state_dict(state["sched_g"])
+        self.bfloat16 = bool(state.get("bfloat16", self.bfloat16))
         if self.duration is not None:
             self.duration.load_state_dict(state["duration"])
         if self.discriminator is not None and self.optim_d is not None and self.sched_d is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -118,6 +119,21 @@ def test_mel_route_trains_saves_and_resumes_exactly(units_data: Path, tmp_path: 
     for name in ("model.safetensors", "duration.safetensors"):
         mine, theirs = load_file(str(folder / name)), load_file(str(resumed.out / "vocoder" / name))
         assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_dtype_auto_picks_a_precision_and_changes_nothing_else(
+    units_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="vocoder.trainer"):
+        train.run(tiny_config(units_data, tmp_path / "auto", dtype="auto", steps=2))
+    assert "dtype auto: float32" in caplog.text
+    state = torch.load(tmp_path / "auto" / "checkpoints" / "step0000002" / "state.pt", weights_only=False)
+    fixed = tiny_config(units_data, tmp_path / "fixed", dtype="bfloat16" if state["bfloat16"] else "float32", steps=2)
+    train.run(fixed)
+    # the timing passes touched no weight, batch or random state: the same losses as the chosen precision alone
+    assert [r["mel"] for r in records(tmp_path / "auto") if "mel" in r] == [
+        r["mel"] for r in records(fixed.out) if "mel" in r
+    ]
 
 
 def test_hifigan_route_mel_warmup_then_discriminator(units_data: Path, tmp_path: Path) -> None:
