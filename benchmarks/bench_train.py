@@ -2,8 +2,12 @@
 
 Data: a TTS corpus (WordNet sentences, several voices) -> MFCC units (k=100) -> `build stage2` with one turn per
 example, so the engine does all the packing. Model: a 4-layer, 256-wide Llama with a tokenizer trained on the data.
-Packed: rows of `--seq-len` tokens, examples isolated. Padded: `--padded-batch` examples per micro-batch, right-padded
-to the longest (DataCollatorForSeq2Seq-style). Prints useful (non-pad) tokens/s for both and, last, the speedup.
+Two runs of the same engine, steps and initial weights:
+- packed: rows of `--seq-len` tokens, examples isolated by per-example causal attention (the default);
+- padded, SpeechGPT-style: `--padded-batch` examples per micro-batch, right-padded to the longest rounded up to 8
+  (SpeechGPT's cm_sft.py: DataCollatorForSeq2Seq, 6 per device), and transformers' SDPA attention reading the
+  padding mask, as SpeechGPT's trainer runs the model (the engine's `packing: false`).
+Prints useful (non-pad) tokens/s of each and, last, the speedup of packed over padded.
 """
 
 from __future__ import annotations
@@ -74,7 +78,6 @@ def main() -> None:
         data = load_instruct_dataset(build_data(root, args.sentences, args.max_words))["train"]
         tokenizer = train_tokenizer([*data["text"], SPEECHGPT_SYSTEM], vocab_size=2000)
         model = build_tiny_lm("llama", tokenizer, hidden_size=256, num_layers=4, num_heads=4)
-        prepare_attention(model)
         add_speech_tokens(model, tokenizer, UnitFormat("default", 100))
         examples, _ = tokenize_rows(data, tokenizer, args.seq_len)
         state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -82,6 +85,7 @@ def main() -> None:
         results = {}
         for name, packing, micro in (("packed", True, 1), ("padded", False, args.padded_batch)):
             model.load_state_dict(state)
+            prepare_attention(model, packing=packing)
             cfg = TrainConfig(
                 max_steps=args.steps,
                 seq_len=args.seq_len,
@@ -99,8 +103,12 @@ def main() -> None:
         f"data: {len(examples)} stage-2 examples, {min(lengths)}-{max(lengths)} tokens "
         f"(mean {sum(lengths) / len(lengths):.0f}); model: Llama 4x256; {args.steps} steps each, first 2 not timed"
     )
-    print(f"packed (rows of {args.seq_len}):          {results['packed'][0]:9.0f} useful tokens/s")
-    print(f"padded ({args.padded_batch} examples, longest, x8):  {results['padded'][0]:9.0f} useful tokens/s")
+    labels = {
+        "packed": f"packed (rows of {args.seq_len})",
+        "padded": f"padded ({args.padded_batch} examples, longest, x8; SDPA + padding mask)",
+    }
+    for name, label in labels.items():
+        print(f"{label + ':':<58}{results[name][0]:7.0f} useful tokens/s")
     flops_per_token = 6 * sum(p.numel() for p in model.parameters())  # forward + backward, attention left out
     peak = matmul_peak()
     for name in ("packed", "padded"):

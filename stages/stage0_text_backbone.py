@@ -88,7 +88,7 @@ def run(cfg: Config) -> Path:
         num_heads=cfg.num_heads,
         seed=cfg.train.seed,
     )
-    prepare_attention(model)
+    prepare_attention(model, packing=cfg.train.packing)
     examples, _ = tokenize_rows(train_rows, tokenizer, cfg.train.seq_len)
     evals = {"dev": tokenize_rows(dev_rows, tokenizer, cfg.train.seq_len)[0]}
     log.info("backbone: %d parameters, %d training texts", sum(p.numel() for p in model.parameters()), len(examples))

@@ -8,7 +8,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from speechgpt.data.instruct import load_instruct_dataset
 from speechgpt.model.vocab import add_speech_tokens
-from speechgpt.training.data import IGNORE, BatchPlan, collate_packed, tokenize_rows
+from speechgpt.training.data import IGNORE, BatchPlan, collate_packed, collate_padded, tokenize_rows
+from speechgpt.training.lm_stage import prepare_attention
+from speechgpt.training.packed_attention import PACKED_SDPA, restore_attention
 from tests.lm_fixtures import UNITS, make_instruct_dataset, make_tiny_lm
 
 
@@ -90,3 +92,20 @@ def test_batch_plan_is_deterministic_and_covers_every_example(lm, rows) -> None:
     padded = BatchPlan(examples, seq_len=512, micro_batch=4, packing=False, seed=3, pad_id=0)
     assert sum(len(b) for b in padded.epoch(0)) == len(examples)
     assert plan.real_tokens(plan.epoch(0)[0]) == sum(len(examples[i].input_ids) for i in plan.epoch(0)[0][0])
+
+
+def test_padded_batches_match_separate_examples_under_either_attention(lm, rows) -> None:
+    model, tokenizer = lm
+    examples = tokenize_rows(rows[:3], tokenizer, max_len=2048)[0]
+    batch = collate_padded(examples, tokenizer.pad_token_id)
+    try:
+        for packing, implementation in ((False, "sdpa"), (True, PACKED_SDPA)):
+            prepare_attention(model, packing=packing)  # padded mode: transformers' SDPA reading the padding mask
+            assert model.config._attn_implementation == implementation
+            with torch.no_grad():
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                for row, example in enumerate(examples):
+                    alone = model(input_ids=torch.tensor([example.input_ids])).logits[0]
+                    torch.testing.assert_close(logits[row, : len(example.input_ids)], alone, atol=1e-5, rtol=1e-4)
+    finally:
+        restore_attention(model)
