@@ -16,6 +16,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from data_builders.festival import festival_session
 from speechgpt.data.audio import Audio16k, AudioError, to_16k_mono
 from speechgpt.data.corpus import SourceItem, safe_name
 
@@ -74,6 +75,13 @@ def check_voice(voice: Voice) -> None:
 def synthesize(voice_key: str, text: str) -> Audio16k:
     """Speak `text` with a voice and return 16 kHz mono audio. Raises AudioError when the engine fails."""
     voice = parse_voice(voice_key)
+    if voice.engine == "festival":  # a kept process per voice: text2wave would load festival and the voice per clip
+        wav = festival_session(voice.name, _TIMEOUT_S).synthesize(text)
+        try:
+            data, rate = sf.read(str(wav), dtype="float32", always_2d=True)
+        finally:
+            wav.unlink(missing_ok=True)
+        return to_16k_mono(data, rate)
     with tempfile.TemporaryDirectory(prefix="speechgpt-tts-") as tmp:
         text_file, wav = Path(tmp) / "text.txt", Path(tmp) / "out.wav"
         text_file.write_text(text + "\n", encoding="utf-8")
@@ -102,8 +110,6 @@ def tts_item(item_id: str, voice: Voice, text: str, split: str, origin: str) -> 
 def _command(voice: Voice, text_file: Path, wav: Path) -> list[str]:
     if voice.engine == "flite":
         return ["flite", "-voice", voice.name, "-f", str(text_file), "-o", str(wav)]
-    if voice.engine == "festival":
-        return ["text2wave", "-eval", f"(voice_{voice.name})", str(text_file), "-o", str(wav)]
     if voice.engine == "espeak-ng":
         return ["espeak-ng", "-v", voice.name, "-f", str(text_file), "-w", str(wav)]
     model = _piper_dir() / f"{voice.name}.onnx"

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
+from data_builders.festival import festival_session
 from data_builders.text_sources import load_sentences, wordnet_examples
 from data_builders.tts import check_voice, installed_voices, parse_voice, synthesize
+from speechgpt.data.audio import AudioError
 
 
 def test_installed_voices_cover_the_three_engines() -> None:
@@ -23,6 +27,23 @@ def test_synthesize_gives_16k_speech_deterministically(key: str) -> None:
     assert 0.5 < first.duration_s < 5
     assert np.array_equal(first.samples, second.samples)
     assert np.abs(first.samples).max() > 0.05
+
+
+def test_kept_festival_process_says_what_text2wave_says(tmp_path: Path) -> None:
+    text = 'She said "two \\ three" twice.'
+    (tmp_path / "text.txt").write_text(text + "\n")
+    wav = tmp_path / "text2wave.wav"
+    subprocess.run(
+        ["text2wave", "-eval", "(voice_kal_diphone)", str(tmp_path / "text.txt"), "-o", str(wav)], check=True
+    )
+    reference, rate = sf.read(str(wav), dtype="float32")
+    kept = festival_session("kal_diphone", timeout_s=60)
+    spoken = synthesize("festival:kal_diphone", text)
+    assert rate == 16_000 and np.abs(spoken.samples - reference).max() < 1e-4  # quotes and backslash escaped
+    synthesize("festival:kal_diphone", "Again.")
+    assert festival_session("kal_diphone", timeout_s=60) is kept and kept.count >= 2  # one process, reused
+    with pytest.raises(AudioError, match="no voice 'nobody'"):
+        festival_session("nobody", timeout_s=60)
 
 
 def test_bad_voice_names_are_clear() -> None:
