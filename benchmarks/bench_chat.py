@@ -3,7 +3,7 @@
 Uses the demo's stage-3 model, k-means and vocoder (configs/tiny/chat.yaml; `make demo` makes them). Greedy decoding,
 so both ways generate the same tokens; they differ only in when the vocoder runs: while units are generated, in
 chunks (streamed), or once after the last unit (whole). Runs alternate, `--repeats` each, and the medians are
-compared. The spoken answer is held at `--answer-units` units (~3 s of speech, a typical spoken answer) by the
+compared. The spoken answer is held at `--answer-units` units (120: 4.3 s of speech with the demo model) by the
 structure constraint: the tiny demo model's own spoken answers are often under a second, too short for the way of
 vocoding to matter; `--answer-units 0` leaves the length to the model. Prints per-way timings, then
 `speedup X.XX` (whole / streamed time to first audio) last.

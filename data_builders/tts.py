@@ -78,10 +78,9 @@ def synthesize(voice_key: str, text: str) -> Audio16k:
     if voice.engine == "festival":  # a kept process per voice: text2wave would load festival and the voice per clip
         wav = festival_session(voice.name, _TIMEOUT_S).synthesize(text)
         try:
-            data, rate = sf.read(str(wav), dtype="float32", always_2d=True)
+            return _read_16k(wav)
         finally:
             wav.unlink(missing_ok=True)
-        return to_16k_mono(data, rate)
     with tempfile.TemporaryDirectory(prefix="speechgpt-tts-") as tmp:
         text_file, wav = Path(tmp) / "text.txt", Path(tmp) / "out.wav"
         text_file.write_text(text + "\n", encoding="utf-8")
@@ -90,7 +89,11 @@ def synthesize(voice_key: str, text: str) -> Audio16k:
         if result.returncode != 0 or not wav.exists():
             detail = result.stderr.decode(errors="replace").strip()[-300:]
             raise AudioError(f"tts failed: {voice.key} exited {result.returncode}: {detail}")
-        data, rate = sf.read(str(wav), dtype="float32", always_2d=True)
+        return _read_16k(wav)
+
+
+def _read_16k(wav: Path) -> Audio16k:
+    data, rate = sf.read(str(wav), dtype="float32", always_2d=True)
     return to_16k_mono(data, rate)
 
 

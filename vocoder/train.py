@@ -140,7 +140,7 @@ def run(cfg: Config) -> Path:
     sampler = SegmentSampler(clips, cfg.batch_size, cfg.segment_frames, cfg.seed + rank, any_index, cfg.speaker_dropout)
     checkpoints = cfg.out / "checkpoints"
     step = load_latest(checkpoints, trainer, sampler, rank, device) if cfg.resume else 0
-    if step == 0:  # a probe batch of its own, so the training batches are the same whatever the choice
+    if step == 0 and cfg.dtype == "auto":  # a probe batch of its own: the training batches stay the same
         probe = SegmentSampler(clips, cfg.batch_size, cfg.segment_frames, cfg.seed + 7919 + rank, any_index)
         trainer.choose_precision(probe.next_batch().to(device))
     metrics = MetricsLog(cfg.out, enabled=rank == 0)

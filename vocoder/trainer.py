@@ -84,20 +84,22 @@ class Trainer:
         )
 
     def _forward_backward(self, batch: Batch) -> None:
+        self._render(batch).float().square().mean().backward()
+
+    def _render(self, batch: Batch) -> Tensor:
+        """The route's model on the batch's frames, under autocast: log-mel (mel) or audio (hifigan)."""
+        if self.cfg.route == "mel":
+            with self.autocast():
+                return self.model(batch.frames, batch.speaker)
+        speaker = hifigan.speaker_input(self.model, batch.speaker)  # type: ignore[arg-type]
         with self.autocast():
-            if self.cfg.route == "mel":
-                out = self.model(batch.frames, batch.speaker)
-            else:
-                out = self.model(batch.frames, speaker=hifigan.speaker_input(self.model, batch.speaker))
-        out.float().square().mean().backward()
+            return self.model(batch.frames, speaker=speaker)
 
     def step(self, batch: Batch, step: int) -> dict[str, float]:
         """One optimizer step at 0-based `step`; returns the losses (this rank's) and the learning rate."""
         logs: dict[str, float] = {"lr": float(self.sched_g.get_last_lr()[0])}
         if self.cfg.route == "mel":
-            with self.autocast():
-                predicted = self.model(batch.frames, batch.speaker)
-            loss = mel_loss(predicted, self.log_mel, batch.audio)  # type: ignore[arg-type]
+            loss = mel_loss(self._render(batch), self.log_mel, batch.audio)  # type: ignore[arg-type]
             logs["mel"] = float(loss.detach())
         else:
             loss = self._hifigan_loss(batch, step, logs)
@@ -120,9 +122,7 @@ class Trainer:
 
     def _hifigan_loss(self, batch: Batch, step: int, logs: dict[str, float]) -> Tensor:
         """As unit_hifigan: forward passes and losses under autocast, backward passes outside it."""
-        speaker = hifigan.speaker_input(self.model, batch.speaker)  # type: ignore[arg-type]
-        with self.autocast():
-            fake = self.model(batch.frames, speaker=speaker)
+        fake = self._render(batch)
         start = self.cfg.discriminator_start
         if self.discriminator is None or self.optim_d is None or start is None or step < start:
             loss = hifigan.mel_only_loss(self.log_mel, fake.float(), batch.audio)  # type: ignore[arg-type]
