@@ -171,6 +171,8 @@ class SslLayerEncoder:
         default = fairseq_flag if fairseq_flag is not None else config.feat_extract_norm == "layer"
         self.normalize = bool(default if normalize is None else normalize)
         _bake_weight_norm(model)
+        if hasattr(self.model.encoder, "pos_conv_embed"):
+            self.model.encoder.pos_conv_embed = Float32(self.model.encoder.pos_conv_embed)
         if getattr(config, "do_stable_layer_norm", False):
             # Pre-LN encoders apply their final norm after the last layer only; layer L's output comes without it.
             self.model.encoder.layer_norm = nn.Identity()
@@ -191,6 +193,20 @@ class SslLayerEncoder:
         if self.normalize:
             wave = (wave - wave.mean()) / (wave.std() + 1e-7)
         return self.model.feature_extractor(wave[None]).transpose(1, 2)[0]
+
+
+class Float32(nn.Module):
+    """Runs a module in float32 under CPU bfloat16 autocast. HuBERT's positional convolution (grouped, even
+    kernel) comes out of oneDNN's bfloat16 kernel as noise on CPUs with AMX (cosine 0.01 to float32, PyTorch 2.11);
+    it is a few percent of the encoder's work."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):
+            return self.inner(hidden.float())
 
 
 def _bake_weight_norm(model: nn.Module) -> None:

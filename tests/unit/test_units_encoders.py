@@ -17,7 +17,7 @@ from transformers import (
     WhisperModel,
 )
 
-from speechgpt.units.encoders import EncoderConfig, build_encoder
+from speechgpt.units.encoders import EncoderConfig, Float32, build_encoder
 from tests.unit.test_fairseq_hubert import fairseq_reference, fairseq_state, write_checkpoint
 
 TINY_CONV = {
@@ -128,3 +128,13 @@ def test_bad_encoder_settings_are_clear(tmp_path: Path) -> None:
     HubertModel(HubertConfig(**TINY, **TINY_CONV)).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="has 3 layers; layer 5 does not exist"):
         build_encoder(EncoderConfig(kind="hubert", path=str(tmp_path), layer=5))
+
+
+def test_float32_islands_ignore_bfloat16_autocast() -> None:
+    # HuBERT's grouped, even-kernel positional convolution gives noise in bfloat16 on CPUs with AMX
+    conv = torch.nn.Conv1d(32, 32, 16, padding=8, groups=4)
+    hidden = torch.randn(1, 32, 49)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        kept = Float32(conv)(hidden.to(torch.bfloat16))
+    assert kept.dtype == torch.float32
+    torch.testing.assert_close(kept, conv(hidden.to(torch.bfloat16).float()).detach())
