@@ -20,6 +20,11 @@ class TrainConfig:
     packing: bool = True
     """Pack several examples per row with per-example isolation (positions restart, no attention across
     examples); false: SpeechGPT-style batches padded to their longest example."""
+    logits_at: Literal["trained", "all"] = "trained"
+    """Where the LM head and the loss run. trained: only at positions whose next token is trained, through
+    transformers' `logits_to_keep` (the same loss and gradients with less compute and memory, most for large
+    vocabularies and for ASR rows, whose units are not trained); models without `logits_to_keep` use their own
+    `.loss`. all: every position, as transformers' loss and SpeechGPT's trainer do."""
     lr: float = 3e-4
     """Peak learning rate."""
     min_lr_ratio: float = 0.1

@@ -8,6 +8,7 @@ an export function. Nothing here knows which stage is running.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -24,12 +25,13 @@ import torch
 from tqdm import tqdm
 
 from speechgpt.training.config import TrainConfig
-from speechgpt.training.data import BatchPlan, Tokenized, collate_padded
+from speechgpt.training.data import IGNORE, BatchPlan, Tokenized, collate_padded
 from speechgpt.training.distributed import Dist, setup_process
 from speechgpt.training.metrics import MetricsLog
 
 log = logging.getLogger(__name__)
 Exporter = Callable[[Any, Path], None]
+LossFn = Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]
 
 
 @dataclass
@@ -89,6 +91,7 @@ def train(
     dist = dist or setup_process(cfg.num_threads)
     seed_everything(cfg.seed + dist.rank)
     bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and dist.device != "cpu")
+    loss_of = batch_loss(model, cfg.logits_at)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameter")
@@ -118,7 +121,7 @@ def train(
             index = (step * cfg.grad_accum + micro) * dist.world + dist.rank
             epoch, rows = plan.micro_batch_at(index)
             batch = {k: v.to(engine.device) for k, v in plan.collate(rows).items()}
-            loss = engine(**batch).loss
+            loss = loss_of(engine, batch)
             engine.backward(loss)
             engine.step()
             loss_sum += float(loss.detach())
@@ -143,7 +146,7 @@ def train(
         bar.update()
         bar.set_postfix(loss=f"{mean_loss:.4f}")
         if eval_sets and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-            metrics.write(step=step, **evaluate(engine, eval_sets, cfg, pad_id, dist))
+            metrics.write(step=step, **evaluate(engine, eval_sets, cfg, pad_id, dist, loss_of))
         if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.max_steps:
             save_checkpoint(engine, checkpoints, step, cfg.keep_checkpoints, dist)
     bar.close()
@@ -153,9 +156,32 @@ def train(
     return RunResult(out, step, losses)
 
 
+def batch_loss(model: Any, logits_at: str) -> LossFn:
+    """The loss of a batch: the model's own `.loss`, or (logits_at='trained', models that take transformers'
+    `logits_to_keep`) the mean cross-entropy of the trained tokens with the LM head run only where they are
+    predicted, which is the same loss as transformers' over all positions."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model passes kwargs on
+    if logits_at == "all" or "logits_to_keep" not in inspect.signature(base.forward).parameters:
+        return lambda engine, batch: engine(**batch).loss
+
+    def trained_positions_loss(engine: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        targets = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE)  # position t predicts t+1
+        keep = targets != IGNORE
+        logits = engine(**inputs, logits_to_keep=keep).logits  # (trained tokens, vocab)
+        return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+
+    return trained_positions_loss
+
+
 @torch.no_grad()
 def evaluate(
-    engine: Any, eval_sets: Mapping[str, Sequence[Tokenized]], cfg: TrainConfig, pad_id: int, dist: Dist
+    engine: Any,
+    eval_sets: Mapping[str, Sequence[Tokenized]],
+    cfg: TrainConfig,
+    pad_id: int,
+    dist: Dist,
+    loss_of: LossFn,
 ) -> dict[str, float]:
     """Token-weighted loss and perplexity per split and task (each rank takes every world-th example)."""
     engine.eval()
@@ -164,7 +190,7 @@ def evaluate(
         sums: dict[str, list[float]] = {}
         for example in list(examples)[dist.rank :: dist.world]:
             batch = {k: v.to(engine.device) for k, v in collate_padded([example], pad_id).items()}
-            loss = float(engine(**batch).loss)
+            loss = float(loss_of(engine, batch))
             n = example.trained_tokens
             entry = sums.setdefault(example.task, [0.0, 0.0])
             entry[0] += loss * n
