@@ -32,7 +32,7 @@ bench-corpus: setup  ## corpus synthesis: 2 worker processes against 1, same cli
 bench-units: setup  ## HuBERT-base layer 6: our extractor against a naive SpeechGPT-style loop, same audio
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_units
 
-bench-train: setup  ## packed rows against SpeechGPT-style padded batches, same stage-2 data and model
+bench-train: setup  ## the engine (packed rows, head on trained tokens) against SpeechGPT-style padded batches, same data and model
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_train
 
 bench-vocoder: setup  ## default vocoder, one thread: real-time factor whole and streamed, time to first audio

@@ -1,13 +1,22 @@
-"""Training throughput: packed rows against SpeechGPT-style padded batches, same stage-2 data, same model, one run.
+"""Training throughput: the engine against SpeechGPT-style padded batches, same stage-2 data, same model, one run.
 
-Data: a TTS corpus (WordNet sentences, several voices) -> MFCC units (k=100) -> `build stage2` with one turn per
-example, so the engine does all the packing. Model: a 4-layer, 256-wide Llama with a tokenizer trained on the data.
-Two runs of the same engine, steps and initial weights:
-- packed: rows of `--seq-len` tokens, examples isolated by per-example causal attention (the default);
+Data: a TTS corpus (4 voices) -> MFCC units (k=100, 50 Hz, repeats merged) -> `build stage2` with one turn per
+example, so the engine does all the packing. What packing can gain is the padding share of the padded batches, set
+by the spread of example lengths, so the corpus is chosen with `--lengths`:
+- `utterances` (default): clips of about 1-20 s, each WordNet example sentences joined up to a word count drawn
+  log-uniformly from 3-50 (mean 7 s). SpeechInstruct's cross-modal pairs come mostly from GigaSpeech, whose 8.28M
+  XL segments in 10,000 h average 4.3 s; LibriSpeech's average 12.3 s.
+- `sentences`: one WordNet sentence of 3-16 words per clip (the demo's kind of data, a narrow spread).
+Model: a 4-layer, 256-wide Llama with a tokenizer trained on the data. Three ways, same steps and initial weights,
+run `--rounds` times alternating:
+- packed: rows of `--seq-len` tokens, examples isolated by per-example causal attention, the LM head and loss only
+  where a trained token is predicted (the engine's defaults);
+- packed_all: the same with the LM head at every position, as transformers' own loss computes it;
 - padded, SpeechGPT-style: `--padded-batch` examples per micro-batch, right-padded to the longest rounded up to 8
-  (SpeechGPT's cm_sft.py: DataCollatorForSeq2Seq, 6 per device), and transformers' SDPA attention reading the
-  padding mask, as SpeechGPT's trainer runs the model (the engine's `packing: false`).
-Prints useful (non-pad) tokens/s of each and, last, the speedup of packed over padded.
+  (SpeechGPT's cm_sft.py: DataCollatorForSeq2Seq, 6 per device), transformers' SDPA attention reading the padding
+  mask and the head at every position, as SpeechGPT's trainer runs the model (`packing: false`, `logits_at: all`).
+Prints median useful (non-pad) tokens/s of each, what packing alone gains, and last the speedup of the engine's
+defaults over SpeechGPT-style batches.
 """
 
 from __future__ import annotations
@@ -15,18 +24,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import random
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from datasets import load_from_disk
+
 from data_builders import build_stage2, synth_corpus
+from data_builders.text_sources import load_sentences
 from speechgpt.data.instruct import load_instruct_dataset
 from speechgpt.model.tiny import build_tiny_lm, train_tokenizer
 from speechgpt.model.vocab import add_speech_tokens
 from speechgpt.text.template import SPEECHGPT_SYSTEM
 from speechgpt.text.units import UnitFormat
 from speechgpt.training.config import TrainConfig
-from speechgpt.training.data import tokenize_rows
+from speechgpt.training.data import IGNORE, BatchPlan, tokenize_rows
 from speechgpt.training.engine import train
 from speechgpt.training.lm_stage import prepare_attention
 from speechgpt.units import extract, fit
@@ -35,12 +50,31 @@ from speechgpt.units.encoders import EncoderConfig
 VOICES = ["flite:slt", "flite:rms", "festival:kal_diphone", "espeak-ng:en-us+m3"]
 
 
-def build_data(root: Path, sentences: int, max_words: int) -> Path:
-    corpus = synth_corpus.run(
-        synth_corpus.Config(
-            out=root / "corpus", voices=VOICES, heldout_voices=[], max_sentences=sentences, max_words=max_words
-        )
-    )
+def utterance_texts(count: int, min_words: int, max_words: int, seed: int = 0) -> list[str]:
+    """`count` texts of WordNet example sentences joined in sampled order, each up to a word count drawn
+    log-uniformly from min_words..max_words (the last sentence may overshoot it)."""
+    rng = random.Random(seed)
+    pool = load_sentences("wordnet", max_sentences=None, seed=seed, min_words=3, max_words=16)
+    rng.shuffle(pool)
+    sentences = iter(pool)
+    texts = []
+    for _ in range(count):
+        target = round(math.exp(rng.uniform(math.log(min_words), math.log(max_words))))
+        chosen: list[str] = []
+        while sum(len(s.split()) for s in chosen) < target:
+            chosen.append(next(sentences).rstrip(".!?;:,"))
+        texts.append(". ".join(chosen) + ".")
+    return texts
+
+
+def build_data(root: Path, lengths: str, count: int) -> Path:
+    if lengths == "utterances":
+        source = root / "utterances.txt"
+        source.write_text("\n".join(utterance_texts(count, 3, 50)) + "\n")
+        text = {"text_source": str(source), "max_sentences": None, "min_words": 1, "max_words": 1000}
+    else:
+        text = {"max_sentences": count, "max_words": 16}
+    corpus = synth_corpus.run(synth_corpus.Config(out=root / "corpus", voices=VOICES, heldout_voices=[], **text))
     kmeans = fit.run(fit.Config(corpus=corpus, out=root / "km", encoder=EncoderConfig(kind="mfcc"), k=100))
     units = extract.run(extract.Config(corpus=corpus, kmeans=kmeans, out=root / "units"))
     # one turn per example, as SpeechInstruct's cross-modal records: all packing is left to the engine
@@ -64,57 +98,83 @@ def matmul_peak(n: int = 1024, reps: int = 10) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
+RUNS = {  # name: (packing, logits_at, label)
+    "packed": (True, "trained", "packed rows, LM head on trained tokens (engine default)"),
+    "packed_all": (True, "all", "packed rows, LM head everywhere"),
+    "padded": (False, "all", "padded, SpeechGPT-style (SDPA + padding mask, head everywhere)"),
+}
+
+
+def padding_share(examples: list, batch: int) -> float:
+    """Share of the padded micro-batches' tokens that are padding, over one epoch of the padded plan."""
+    plan = BatchPlan(examples, seq_len=10**9, micro_batch=batch, packing=False, seed=0, pad_id=0)
+    real = sum(plan.real_tokens(rows) for rows in plan.epoch(0))
+    total = sum(plan.collate(rows)["input_ids"].numel() for rows in plan.epoch(0))
+    return 1 - real / total
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sentences", type=int, default=120)
-    parser.add_argument("--steps", type=int, default=30)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", choices=["utterances", "sentences"], default="utterances", help="see above")
+    parser.add_argument("--texts", type=int, default=120, help="texts in the corpus, each spoken by 4 voices")
+    parser.add_argument("--steps", type=int, default=20, help="optimizer steps per run (first 2 not timed)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each way, alternating; medians are printed")
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--padded-batch", type=int, default=6, help="SpeechGPT stage 2: 6 per device")
-    parser.add_argument("--max-words", type=int, default=16, help="longest corpus sentence (length spread)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        data = load_instruct_dataset(build_data(root, args.sentences, args.max_words))["train"]
+        stage2 = build_data(root, args.lengths, args.texts)
+        seconds = sorted(load_from_disk(str(root / "corpus" / "dataset"))["duration_s"])
+        data = load_instruct_dataset(stage2)["train"]
         tokenizer = train_tokenizer([*data["text"], SPEECHGPT_SYSTEM], vocab_size=2000)
         model = build_tiny_lm("llama", tokenizer, hidden_size=256, num_layers=4, num_heads=4)
         add_speech_tokens(model, tokenizer, UnitFormat("default", 100))
         examples, _ = tokenize_rows(data, tokenizer, args.seq_len)
         state = {k: v.clone() for k, v in model.state_dict().items()}
-        lengths = [len(e.input_ids) for e in examples]
-        results = {}
-        for name, packing, micro in (("packed", True, 1), ("padded", False, args.padded_batch)):
-            model.load_state_dict(state)
-            prepare_attention(model, packing=packing)
-            cfg = TrainConfig(
-                max_steps=args.steps,
-                seq_len=args.seq_len,
-                micro_batch=micro,
-                packing=packing,
-                eval_every=0,
-                save_every=0,
-                resume=False,
-                warmup_steps=0,
-            )
-            started = time.perf_counter()
-            train(cfg, model, examples, root / name, pad_id=tokenizer.pad_token_id)
-            results[name] = (useful_tokens_per_second(root / name, skip=2), time.perf_counter() - started)
+        runs: dict[str, list[float]] = {name: [] for name in RUNS}
+        for round_ in range(args.rounds):  # alternate the ways, so that drift in machine speed hits all of them
+            for name, (packing, logits_at, _) in RUNS.items():
+                model.load_state_dict(state)
+                prepare_attention(model, packing=packing)
+                cfg = TrainConfig(
+                    max_steps=args.steps,
+                    seq_len=args.seq_len,
+                    micro_batch=1 if packing else args.padded_batch,
+                    packing=packing,
+                    logits_at=logits_at,
+                    eval_every=0,
+                    save_every=0,
+                    resume=False,
+                    warmup_steps=0,
+                    seed=round_,
+                )
+                out = root / f"{name}{round_}"
+                train(cfg, model, examples, out, pad_id=tokenizer.pad_token_id)
+                runs[name].append(useful_tokens_per_second(out, skip=2))
+        results = {name: statistics.median(values) for name, values in runs.items()}
+    lengths = sorted(len(e.input_ids) for e in examples)
+    trained = sum(label != IGNORE for e in examples for label in e.labels) / sum(lengths)
     print(
-        f"data: {len(examples)} stage-2 examples, {min(lengths)}-{max(lengths)} tokens "
-        f"(mean {sum(lengths) / len(lengths):.0f}); model: Llama 4x256; {args.steps} steps each, first 2 not timed"
+        f"data: {len(examples)} stage-2 examples (ASR and TTS) from {len(seconds)} clips of {seconds[0]:.1f}-"
+        f"{seconds[-1]:.1f} s (mean {sum(seconds) / len(seconds):.1f} s); {lengths[0]}-{lengths[-1]} tokens "
+        f"(mean {sum(lengths) / len(lengths):.0f}, median {lengths[len(lengths) // 2]}), {trained:.0%} of them trained"
     )
-    labels = {
-        "packed": f"packed (rows of {args.seq_len})",
-        "padded": f"padded ({args.padded_batch} examples, longest, x8; SDPA + padding mask)",
-    }
-    for name, label in labels.items():
-        print(f"{label + ':':<58}{results[name][0]:7.0f} useful tokens/s")
+    print(
+        f"model: Llama 4x256, vocabulary {len(tokenizer)}; medians of {args.rounds} alternating runs of {args.steps} "
+        f"steps; padded batches of {args.padded_batch} (longest, x8) are "
+        f"{padding_share(examples, args.padded_batch):.0%} padding"
+    )
+    for name, (_, _, label) in RUNS.items():
+        print(f"{label + ':':<66}{results[name]:7.0f} useful tokens/s")
     flops_per_token = 6 * sum(p.numel() for p in model.parameters())  # forward + backward, attention left out
     peak = matmul_peak()
-    for name in ("packed", "padded"):
-        achieved = results[name][0] * flops_per_token / 1e9
+    for name in RUNS:
+        achieved = results[name] * flops_per_token / 1e9
         print(f"{name}: {achieved:.1f} useful GFLOP/s = {achieved / peak:.0%} of the fp32 matmul peak measured here")
-    print(f"speedup {results['packed'][0] / results['padded'][0]:.2f}")
+    print(f"packing alone (head everywhere on both): {results['packed_all'] / results['padded']:.2f}")
+    print(f"speedup {results['packed'] / results['padded']:.2f}")
 
 
 if __name__ == "__main__":
