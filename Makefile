@@ -5,7 +5,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-vocoder bench-chat eval-units
+.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-mfu bench-vocoder bench-chat eval-units
 
 setup:
 	@bash scripts/setup.sh
@@ -34,6 +34,9 @@ bench-units: setup  ## HuBERT-base layer 6: our extractor against a naive Speech
 
 bench-train: setup  ## the engine (packed rows, head on trained tokens) against SpeechGPT-style padded batches, same data and model
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_train
+
+bench-mfu: setup  ## model FLOPs utilization of the engine: ~1.1B Llama, ZeRO-2, bf16 on GPU (a 4x256 model on CPU)
+	$(PY) -m benchmarks.bench_mfu
 
 bench-vocoder: setup  ## default vocoder, one thread: real-time factor whole and streamed, time to first audio
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_vocoder

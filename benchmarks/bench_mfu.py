@@ -1,0 +1,126 @@
+"""Model FLOPs utilization of the training engine: a Llama of ~1.1B parameters (TinyLlama-1.1B's shape with the
+speech vocabulary), packed rows, DeepSpeed ZeRO-2, bf16 on GPU.
+
+The data are random token ids in examples of 128-1024 tokens (log-uniform), every token trained, as in stage-1
+unit pre-training: the speed of a step does not depend on which ids it reads. MFU counts the model's FLOPs, not the
+hardware's:
+    FLOPs per token = 6 * (matmul parameters, LM head included, embedding lookup not) + 6 * layers * hidden * n
+where n = sum(len^2) / sum(len) over the examples (causal attention within each example; forward and backward).
+The peak is the GPU's dense bf16 figure from its datasheet (`--peak-tflops` for GPUs not in the table), or on CPU a
+matmul measured here in the training precision. `--preset tiny` runs a 4x256 model, for CPUs and for testing this
+command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.bench_train import useful_tokens_per_second
+from speechgpt.training.config import TrainConfig
+from speechgpt.training.data import IGNORE, Tokenized
+from speechgpt.training.engine import train
+from speechgpt.training.lm_stage import prepare_attention
+
+PRESETS = {  # TinyLlama-1.1B's shape; its 32,000-token vocabulary plus 1000 units and the markers, rounded to 64
+    "1b": {"hidden_size": 2048, "num_hidden_layers": 22, "num_attention_heads": 32, "num_key_value_heads": 4,
+           "intermediate_size": 5632, "vocab_size": 33_024},
+    "tiny": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4,
+             "intermediate_size": 1024, "vocab_size": 2_112},
+}  # fmt: skip
+DENSE_BF16_TFLOPS = {  # datasheet figures without sparsity; the first name that the device's name contains wins
+    "H100 PCIe": 756.0,
+    "H100": 989.4,  # SXM5 / HBM3
+    "H200": 989.4,
+    "A100": 312.0,
+    "L40S": 362.1,
+}
+
+
+def make_examples(count: int, vocab: int, seed: int = 0) -> list[Tokenized]:
+    rng = random.Random(seed)
+    examples = []
+    for i in range(count):
+        length = round(math.exp(rng.uniform(math.log(128), math.log(1024))))
+        ids = [rng.randrange(3, vocab) for _ in range(length)]
+        examples.append(Tokenized(f"ex{i}", "unit_lm", ids, [IGNORE, *ids[1:]]))
+    return examples
+
+
+def flops_per_token(model: torch.nn.Module, examples: list[Tokenized]) -> float:
+    config = model.config
+    matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    lengths = [len(e.input_ids) for e in examples]
+    attended = sum(n * n for n in lengths) / sum(lengths)
+    return 6 * matmul + 6 * config.num_hidden_layers * config.hidden_size * attended
+
+
+def peak_flops(dtype: torch.dtype, override: float | None) -> tuple[float, str]:
+    if override:
+        return override * 1e12, f"{override:g} TFLOP/s (given)"
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        for key, tflops in DENSE_BF16_TFLOPS.items():
+            if key in name:
+                return tflops * 1e12, f"{tflops:g} TFLOP/s ({name}, dense bf16 datasheet)"
+        raise SystemExit(f"no datasheet peak for {name!r}: pass --peak-tflops")
+    a, b = torch.randn(1024, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    measured = 2 * 1024**3 * 10 / (time.perf_counter() - start)
+    return measured, f"{measured / 1e9:.1f} GFLOP/s ({dtype} 1024^3 matmul measured here)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=list(PRESETS), default="1b" if torch.cuda.is_available() else "tiny")
+    parser.add_argument("--seq-len", type=int, default=2048)
+    parser.add_argument("--micro-batch", type=int, default=4, help="packed rows per micro-batch")
+    parser.add_argument("--zero", type=int, default=2, choices=[0, 1, 2, 3])
+    parser.add_argument("--steps", type=int, default=30, help="optimizer steps; the first 5 are not timed")
+    parser.add_argument("--peak-tflops", type=float, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**PRESETS[args.preset], max_position_embeddings=args.seq_len))
+    prepare_attention(model, packing=True)
+    tokens_needed = args.seq_len * args.micro_batch * (args.steps + 1)
+    examples = make_examples(tokens_needed // 400 + 8, PRESETS[args.preset]["vocab_size"])
+    cfg = TrainConfig(
+        max_steps=args.steps,
+        seq_len=args.seq_len,
+        micro_batch=args.micro_batch,
+        zero_stage=args.zero,  # type: ignore[arg-type]
+        eval_every=0,
+        save_every=0,
+        resume=False,
+        warmup_steps=0,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        train(cfg, model, examples, Path(tmp), pad_id=0)
+        rate = useful_tokens_per_second(Path(tmp), skip=5)
+    dtype = next(p for p in model.parameters()).dtype
+    peak, peak_text = peak_flops(torch.bfloat16 if torch.cuda.is_available() else dtype, args.peak_tflops)
+    per_token = flops_per_token(model, examples)
+    params = sum(p.numel() for p in model.parameters())
+    print(
+        f"model: Llama {args.preset}, {params / 1e9:.3f}B parameters; ZeRO-{args.zero}; rows of {args.seq_len} x "
+        f"{args.micro_batch} per micro-batch; {args.steps} steps, first 5 not timed"
+    )
+    print(f"throughput: {rate:.0f} tokens/s; {per_token / 1e9:.2f} GFLOP per token; peak {peak_text}")
+    print(f"MFU {rate * per_token / peak:.1%}")
+
+
+if __name__ == "__main__":
+    main()
