@@ -62,7 +62,10 @@ def utterance_texts(count: int, min_words: int, max_words: int, seed: int = 0) -
         target = round(math.exp(rng.uniform(math.log(min_words), math.log(max_words))))
         chosen: list[str] = []
         while sum(len(s.split()) for s in chosen) < target:
-            chosen.append(next(sentences).rstrip(".!?;:,"))
+            sentence = next(sentences, None)
+            if sentence is None:
+                raise SystemExit(f"WordNet has too few sentences for {count} texts: lower --texts")
+            chosen.append(sentence.rstrip(".!?;:,"))
         texts.append(". ".join(chosen) + ".")
     return texts
 
