@@ -3,7 +3,8 @@ gradient accumulation, packed or padded batches, evaluation per task, exact resu
 
 A stage hands over a model whose `forward(**batch)` returns an object with `.loss` (a HF causal LM, or any module,
 e.g. a frozen LLM fed by a speech adapter), the parameters it wants trained (`requires_grad`), tokenized data and
-an export function. Nothing here knows which stage is running.
+an export function. For models that take transformers' `logits_to_keep`, the engine computes the loss itself with
+the LM head on trained positions only (`logits_at`). Nothing here knows which stage is running.
 """
 
 from __future__ import annotations
