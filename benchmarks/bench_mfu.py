@@ -18,12 +18,12 @@ import logging
 import math
 import random
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from benchmarks.bench_train import useful_tokens_per_second
+from benchmarks.measure import matmul_peak
 from speechgpt.training.config import TrainConfig
 from speechgpt.training.data import IGNORE, Tokenized
 from speechgpt.training.engine import train
@@ -71,13 +71,8 @@ def peak_flops(dtype: torch.dtype, override: float | None) -> tuple[float, str]:
             if key in name:
                 return tflops * 1e12, f"{tflops:g} TFLOP/s ({name}, dense bf16 datasheet)"
         raise SystemExit(f"no datasheet peak for {name!r}: pass --peak-tflops")
-    a, b = torch.randn(1024, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(10):
-        a @ b
-    measured = 2 * 1024**3 * 10 / (time.perf_counter() - start)
-    return measured, f"{measured / 1e9:.1f} GFLOP/s ({dtype} 1024^3 matmul measured here)"
+    measured = matmul_peak(dtype=dtype)
+    return measured * 1e9, f"{measured:.1f} GFLOP/s ({dtype} 1024^3 matmul measured here)"
 
 
 def main() -> None:
@@ -110,8 +105,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, model, examples, Path(tmp), pad_id=0)
         rate = useful_tokens_per_second(Path(tmp), skip=5)
-    dtype = next(p for p in model.parameters()).dtype
-    peak, peak_text = peak_flops(torch.bfloat16 if torch.cuda.is_available() else dtype, args.peak_tflops)
+    peak, peak_text = peak_flops(next(model.parameters()).dtype, args.peak_tflops)
     per_token = flops_per_token(model, examples)
     params = sum(p.numel() for p in model.parameters())
     print(

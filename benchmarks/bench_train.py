@@ -28,11 +28,11 @@ import math
 import random
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 from datasets import load_from_disk
 
+from benchmarks.measure import matmul_peak
 from data_builders import build_stage2, synth_corpus
 from data_builders.text_sources import load_sentences
 from speechgpt.data.instruct import load_instruct_dataset
@@ -88,17 +88,6 @@ def useful_tokens_per_second(out: Path, skip: int) -> float:
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     timed = [r for r in records if "tokens" in r and r["step"] > skip]
     return sum(r["tokens"] for r in timed) / sum(r["seconds"] for r in timed)
-
-
-def matmul_peak(n: int = 1024, reps: int = 10) -> float:
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
 RUNS = {  # name: (packing, logits_at, label)

@@ -19,6 +19,7 @@ import soundfile as sf
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.measure import matmul_peak
 from data_builders.text_sources import load_sentences
 from data_builders.tts import synthesize
 from speechgpt.units.encoders import EncoderConfig, build_encoder
@@ -60,15 +61,6 @@ def ours_ids(extractor: UnitExtractor, paths: list[Path], batch_seconds: float) 
         for row, frame_ids in zip(batch, extractor.frame_ids(waves), strict=True):
             ids[row["id"]] = frame_ids
     return [ids[str(i)] for i in range(len(paths))]
-
-
-def matmul_peak(dtype: torch.dtype, n: int = 1024, reps: int = 10) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
 def flops_per_second_of_audio(extractor: UnitExtractor) -> float:
