@@ -3,7 +3,7 @@ speech vocabulary), packed rows, DeepSpeed ZeRO-2, bf16 on GPU.
 
 The data are random token ids in examples of 128-1024 tokens (log-uniform), every token trained, as in stage-1
 unit pre-training: the speed of a step does not depend on which ids it reads. MFU counts the model's FLOPs, not the
-hardware's:
+hardware's (`benchmarks.measure.flops_per_token`):
     FLOPs per token = 6 * (matmul parameters, LM head included, embedding lookup not) + 6 * layers * hidden * n
 where n = sum(len^2) / sum(len) over the examples (causal attention within each example; forward and backward).
 The peak is the GPU's dense bf16 figure from its datasheet (`--peak-tflops` for GPUs not in the table), or on CPU a
@@ -22,8 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.bench_train import useful_tokens_per_second
-from benchmarks.measure import matmul_peak
+from benchmarks.measure import flops_per_token, matmul_peak, useful_tokens_per_second
 from speechgpt.training.config import TrainConfig
 from speechgpt.training.data import IGNORE, Tokenized
 from speechgpt.training.engine import train
@@ -52,14 +51,6 @@ def make_examples(count: int, vocab: int, seed: int = 0) -> list[Tokenized]:
         ids = [rng.randrange(3, vocab) for _ in range(length)]
         examples.append(Tokenized(f"ex{i}", "unit_lm", ids, [IGNORE, *ids[1:]]))
     return examples
-
-
-def flops_per_token(model: torch.nn.Module, examples: list[Tokenized]) -> float:
-    config = model.config
-    matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    lengths = [len(e.input_ids) for e in examples]
-    attended = sum(n * n for n in lengths) / sum(lengths)
-    return 6 * matmul + 6 * config.num_hidden_layers * config.hidden_size * attended
 
 
 def peak_flops(dtype: torch.dtype, override: float | None) -> tuple[float, str]:

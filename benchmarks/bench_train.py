@@ -7,22 +7,26 @@ by the spread of example lengths, so the corpus is chosen with `--lengths`:
   log-uniformly from 3-50 (mean 7 s). SpeechInstruct's cross-modal pairs come mostly from GigaSpeech, whose 8.28M
   XL segments in 10,000 h average 4.3 s; LibriSpeech's average 12.3 s.
 - `sentences`: one WordNet sentence of 3-16 words per clip (the demo's kind of data, a narrow spread).
-Model: a 4-layer, 256-wide Llama with a tokenizer trained on the data. Three ways, same steps and initial weights,
-run `--rounds` times alternating:
+Model: a 4-layer, 256-wide Llama with a tokenizer trained on the data. Four ways, each from the same initial weights
+through an epoch's worth of steps of the same data, timed after 2 warm-up steps (so the timed steps end with the next
+epoch's first 2), run `--rounds` times alternating, each round with its own data order:
 - packed: rows of `--seq-len` tokens, examples isolated by per-example causal attention, the LM head and loss only
   where a trained token is predicted (the engine's defaults);
 - packed_all: the same with the LM head at every position, as transformers' own loss computes it;
 - padded, SpeechGPT-style: `--padded-batch` examples per micro-batch, right-padded to the longest rounded up to 8
   (SpeechGPT's cm_sft.py: DataCollatorForSeq2Seq, 6 per device), transformers' SDPA attention reading the padding
-  mask and the head at every position, as SpeechGPT's trainer runs the model (`packing: false`, `logits_at: all`).
-Prints median useful (non-pad) tokens/s of each, what packing alone gains, and last the speedup of the engine's
-defaults over SpeechGPT-style batches.
+  mask and the head at every position, as SpeechGPT's trainer runs the model (`packing: false`, `logits_at: all`);
+- padded_eager: the same batches with transformers' eager attention, which is what SpeechGPT's pinned versions ran
+  (transformers 4.33.1 on torch 1.13.1, which has no SDPA). Printed for reference; the speedup is taken against the
+  faster SDPA way.
+Prints median useful (non-pad) tokens/s of each and what packing alone gains. The last line is the speedup of the
+engine's defaults over SpeechGPT-style batches: the median over rounds of each round's ratio (the two runs of a
+round are back to back, so a drift in machine speed between rounds cancels), with its range.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import random
@@ -32,7 +36,7 @@ from pathlib import Path
 
 from datasets import load_from_disk
 
-from benchmarks.measure import matmul_peak
+from benchmarks.measure import flops_per_token, matmul_peak, useful_tokens_per_second
 from data_builders import build_stage2, synth_corpus
 from data_builders.text_sources import load_sentences
 from speechgpt.data.instruct import load_instruct_dataset
@@ -84,16 +88,12 @@ def build_data(root: Path, lengths: str, count: int) -> Path:
     return build_stage2.run(build_stage2.Config(units=units, out=root / "stage2", turns_per_example=1, k=100))
 
 
-def useful_tokens_per_second(out: Path, skip: int) -> float:
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    timed = [r for r in records if "tokens" in r and r["step"] > skip]
-    return sum(r["tokens"] for r in timed) / sum(r["seconds"] for r in timed)
-
-
-RUNS = {  # name: (packing, logits_at, label)
-    "packed": (True, "trained", "packed rows, LM head on trained tokens (engine default)"),
-    "packed_all": (True, "all", "packed rows, LM head everywhere"),
-    "padded": (False, "all", "padded, SpeechGPT-style (SDPA + padding mask, head everywhere)"),
+WARMUP_STEPS = 2  # not timed: the first steps allocate and warm caches
+RUNS = {  # name: (packing, logits_at, attention or None for the engine's choice, label)
+    "packed": (True, "trained", None, "packed rows, LM head on trained tokens (engine default)"),
+    "packed_all": (True, "all", None, "packed rows, LM head everywhere"),
+    "padded": (False, "all", None, "padded, SpeechGPT-style (SDPA + padding mask, head everywhere)"),
+    "padded_eager": (False, "all", "eager", "padded, eager attention (SpeechGPT's pinned transformers)"),
 }
 
 
@@ -108,8 +108,7 @@ def padding_share(examples: list, batch: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", choices=["utterances", "sentences"], default="utterances", help="see above")
-    parser.add_argument("--texts", type=int, default=120, help="texts in the corpus, each spoken by 4 voices")
-    parser.add_argument("--steps", type=int, default=20, help="optimizer steps per run (first 2 not timed)")
+    parser.add_argument("--texts", type=int, default=60, help="texts in the corpus, each spoken by 4 voices")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each way, alternating; medians are printed")
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--padded-batch", type=int, default=6, help="SpeechGPT stage 2: 6 per device")
@@ -127,13 +126,19 @@ def main() -> None:
         state = {k: v.clone() for k, v in model.state_dict().items()}
         runs: dict[str, list[float]] = {name: [] for name in RUNS}
         for round_ in range(args.rounds):  # alternate the ways, so that drift in machine speed hits all of them
-            for name, (packing, logits_at, _) in RUNS.items():
+            for name, (packing, logits_at, attention, _) in RUNS.items():
                 model.load_state_dict(state)
                 prepare_attention(model, packing=packing)
+                if attention:
+                    model.set_attn_implementation(attention)
+                micro_batch = 1 if packing else args.padded_batch
+                plan = BatchPlan(
+                    examples, seq_len=args.seq_len, micro_batch=micro_batch, packing=packing, seed=round_, pad_id=0
+                )
                 cfg = TrainConfig(
-                    max_steps=args.steps,
+                    max_steps=len(plan.epoch(0)) + WARMUP_STEPS,
                     seq_len=args.seq_len,
-                    micro_batch=1 if packing else args.padded_batch,
+                    micro_batch=micro_batch,
                     packing=packing,
                     logits_at=logits_at,
                     eval_every=0,
@@ -144,7 +149,7 @@ def main() -> None:
                 )
                 out = root / f"{name}{round_}"
                 train(cfg, model, examples, out, pad_id=tokenizer.pad_token_id)
-                runs[name].append(useful_tokens_per_second(out, skip=2))
+                runs[name].append(useful_tokens_per_second(out, skip=WARMUP_STEPS))
         results = {name: statistics.median(values) for name, values in runs.items()}
     lengths = sorted(len(e.input_ids) for e in examples)
     trained = sum(label != IGNORE for e in examples for label in e.labels) / sum(lengths)
@@ -154,19 +159,28 @@ def main() -> None:
         f"(mean {sum(lengths) / len(lengths):.0f}, median {lengths[len(lengths) // 2]}), {trained:.0%} of them trained"
     )
     print(
-        f"model: Llama 4x256, vocabulary {len(tokenizer)}; medians of {args.rounds} alternating runs of {args.steps} "
-        f"steps; padded batches of {args.padded_batch} (longest, x8) are "
+        f"model: Llama 4x256, vocabulary {len(tokenizer)}; medians of {args.rounds} alternating runs of an epoch "
+        f"each; padded batches of {args.padded_batch} (longest, x8) are "
         f"{padding_share(examples, args.padded_batch):.0%} padding"
     )
-    for name, (_, _, label) in RUNS.items():
+    for name, (*_, label) in RUNS.items():
         print(f"{label + ':':<66}{results[name]:7.0f} useful tokens/s")
-    flops_per_token = 6 * sum(p.numel() for p in model.parameters())  # forward + backward, attention left out
+    per_token = flops_per_token(model, examples)
     peak = matmul_peak()
     for name in RUNS:
-        achieved = results[name] * flops_per_token / 1e9
+        achieved = results[name] * per_token / 1e9
         print(f"{name}: {achieved:.1f} useful GFLOP/s = {achieved / peak:.0%} of the fp32 matmul peak measured here")
-    print(f"packing alone (head everywhere on both): {results['packed_all'] / results['padded']:.2f}")
-    print(f"speedup {results['packed'] / results['padded']:.2f}")
+    print(f"packing alone (head everywhere on both): {round_ratio(runs, 'packed_all', 'padded')[0]:.2f}")
+    print(f"against eager attention, as SpeechGPT ran: {round_ratio(runs, 'packed', 'padded_eager')[0]:.2f}")
+    speedup, low, high = round_ratio(runs, "packed", "padded")
+    print(f"per-round speedups {low:.2f}-{high:.2f}")
+    print(f"speedup {speedup:.2f}")
+
+
+def round_ratio(runs: dict[str, list[float]], fast: str, slow: str) -> tuple[float, float, float]:
+    """Median, lowest and highest over rounds of fast/slow within each round."""
+    ratios = [a / b for a, b in zip(runs[fast], runs[slow], strict=True)]
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Sequence
+from pathlib import Path
 
 import torch
+
+from speechgpt.training.data import Tokenized
 
 
 def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 1024, reps: int = 10) -> float:
@@ -15,3 +20,21 @@ def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 1024, reps: int = 1
     for _ in range(reps):
         a @ b
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def useful_tokens_per_second(out: Path, skip: int) -> float:
+    """Non-pad tokens per second of a training run's steps after the first `skip`, from its metrics.jsonl."""
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    timed = [r for r in records if "tokens" in r and r["step"] > skip]
+    return sum(r["tokens"] for r in timed) / sum(r["seconds"] for r in timed)
+
+
+def flops_per_token(model: torch.nn.Module, examples: Sequence[Tokenized]) -> float:
+    """Model FLOPs per trained-on token (forward and backward) of a decoder LM on these examples:
+    6 * matmul parameters (LM head included, embedding lookup not) + 6 * layers * hidden * n, where
+    n = sum(len^2) / sum(len) (causal attention within each example)."""
+    config = model.config
+    matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    lengths = [len(e.input_ids) for e in examples]
+    attended = sum(n * n for n in lengths) / sum(lengths)
+    return 6 * matmul + 6 * config.num_hidden_layers * config.hidden_size * attended

@@ -7,7 +7,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from benchmarks.bench_mfu import PRESETS, flops_per_token, make_examples
+from benchmarks.bench_mfu import PRESETS, make_examples
+from benchmarks.measure import flops_per_token
 
 
 def test_flops_per_token_match_torch_flop_counter() -> None:
