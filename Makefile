@@ -5,7 +5,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-mfu bench-vocoder bench-chat eval-units
+.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-precision bench-mfu bench-vocoder bench-chat eval-units
 
 setup:
 	@bash scripts/setup.sh
@@ -24,7 +24,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: bench-corpus bench-units bench-train bench-vocoder bench-chat
+bench: bench-corpus bench-units bench-train bench-precision bench-vocoder bench-chat
 
 bench-corpus: setup  ## corpus synthesis: 2 worker processes against 1, same clips
 	$(PY) -m benchmarks.bench_corpus
@@ -34,6 +34,9 @@ bench-units: setup  ## HuBERT-base layer 6: our extractor against a naive Speech
 
 bench-train: setup  ## the engine (packed rows, head on trained tokens) against SpeechGPT-style padded batches, same data and model
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_train
+
+bench-precision: setup  ## the engine in float32 against bfloat16 autocast, same models and rows
+	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_precision
 
 bench-mfu: setup  ## model FLOPs utilization of the engine: ~1.1B Llama, ZeRO-2, bf16 on GPU (a 4x256 model on CPU)
 	$(PY) -m benchmarks.bench_mfu

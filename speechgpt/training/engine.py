@@ -92,7 +92,7 @@ def train(
     dist = dist or setup_process(cfg.num_threads)
     seed_everything(cfg.seed + dist.rank)
     bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and dist.device != "cpu")
-    loss_of = batch_loss(model, cfg.logits_at)
+    loss_of = batch_loss(model, cfg.logits_at, autocast=cfg.dtype == "bfloat16-autocast")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameter")
@@ -157,22 +157,38 @@ def train(
     return RunResult(out, step, losses)
 
 
-def batch_loss(model: Any, logits_at: str) -> LossFn:
+def batch_loss(model: Any, logits_at: str, autocast: bool = False) -> LossFn:
     """The loss of a batch: the model's own `.loss`, or (logits_at='trained', models that take transformers'
     `logits_to_keep`) the mean cross-entropy of the trained tokens with the LM head run only where they are
-    predicted, which is the same loss as transformers' over all positions."""
+    predicted, which is the same loss as transformers' over all positions. `autocast`: the forward pass runs
+    under bfloat16 autocast (its backward follows the same casts)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model passes kwargs on
     if logits_at == "all" or "logits_to_keep" not in inspect.signature(base.forward).parameters:
-        return lambda engine, batch: engine(**batch).loss
+        loss_of: LossFn = model_loss
+    else:
+        loss_of = trained_positions_loss
+    if not autocast:
+        return loss_of
 
-    def trained_positions_loss(engine: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        targets = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE)  # position t predicts t+1
-        keep = targets != IGNORE
-        logits = engine(**inputs, logits_to_keep=keep).logits  # (trained tokens, vocab)
-        return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+    def autocast_loss(engine: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        device = next(iter(batch.values())).device.type
+        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+            return loss_of(engine, batch).float()
 
-    return trained_positions_loss
+    return autocast_loss
+
+
+def model_loss(engine: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return engine(**batch).loss
+
+
+def trained_positions_loss(engine: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy of the trained tokens, with the LM head only where one is predicted."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    targets = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE)  # position t predicts t+1
+    keep = targets != IGNORE
+    logits = engine(**inputs, logits_to_keep=keep).logits  # (trained tokens, vocab)
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
 
 
 @torch.no_grad()

@@ -84,3 +84,35 @@ def test_lora_model_and_models_without_logits_to_keep(tmp_path, rows) -> None:
 
     own = OwnLoss()
     torch.testing.assert_close(batch_loss(own, "trained")(own, batch), 2 * batch["input_ids"].float().mean())
+
+
+def test_bfloat16_autocast_runs_matmuls_in_bf16_and_keeps_float32_weights(tmp_path, rows) -> None:
+    model, tokenizer = load(make_tiny_lm(tmp_path / "lm"), packing=True)
+    batch = collate_packed(tokenize_rows(rows, tokenizer, 2048)[0], [[0, 1, 2]], tokenizer.pad_token_id)
+    full, full_grads, _ = head_rows(model, batch_loss(model, "trained"), batch)
+    matmul_dtypes = []
+    hook = model.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, i, o: matmul_dtypes.append(o.dtype))
+    mixed, mixed_grads, _ = head_rows(model, batch_loss(model, "trained", autocast=True), batch)
+    hook.remove()
+    assert matmul_dtypes == [torch.bfloat16] and mixed.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(g.dtype == torch.float32 for g in mixed_grads.values()) and mixed_grads.keys() == full_grads.keys()
+    torch.testing.assert_close(mixed, full, rtol=2e-2, atol=0)
+    assert mixed != full  # bf16 rounding is visible: the casts did happen
+
+
+def test_engine_trains_under_bfloat16_autocast(tmp_path, rows) -> None:
+    from speechgpt.training.config import TrainConfig
+    from speechgpt.training.engine import train
+
+    model, tokenizer = load(make_tiny_lm(tmp_path / "lm"), packing=True)
+    examples = tokenize_rows(rows, tokenizer, 2048)[0][:3]
+    cfg = TrainConfig(
+        max_steps=8, seq_len=2048, lr=3e-3, warmup_steps=0, dtype="bfloat16-autocast", eval_every=0, save_every=0
+    )
+    matmul_dtypes = set()
+    model.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, i, o: matmul_dtypes.add(o.dtype))
+    result = train(cfg, model, examples, tmp_path / "run", pad_id=tokenizer.pad_token_id)
+    assert matmul_dtypes == {torch.bfloat16}
+    assert result.losses[-1] < result.losses[0] - 0.1
+    assert all(p.dtype == torch.float32 for p in model.parameters())
