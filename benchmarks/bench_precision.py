@@ -14,6 +14,7 @@ import logging
 import statistics
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -24,10 +25,11 @@ from speechgpt.training.engine import train
 from speechgpt.training.lm_stage import prepare_attention
 
 VOCAB = 2560
-DTYPES = ("float32", "bfloat16-autocast")
+Precision = Literal["float32", "bfloat16-autocast"]
+DTYPES: tuple[Precision, ...] = ("float32", "bfloat16-autocast")
 
 
-def tokens_per_second(layers: int, width: int, dtype: str, steps: int) -> float:
+def tokens_per_second(layers: int, width: int, dtype: Precision, steps: int) -> float:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -42,8 +44,9 @@ def tokens_per_second(layers: int, width: int, dtype: str, steps: int) -> float:
     )
     model = LlamaForCausalLM(config)
     prepare_attention(model, packing=True)
-    cfg = TrainConfig(max_steps=steps, seq_len=2048, eval_every=0, save_every=0, resume=False, warmup_steps=0)
-    cfg.dtype = dtype  # type: ignore[assignment]
+    cfg = TrainConfig(
+        max_steps=steps, seq_len=2048, eval_every=0, save_every=0, resume=False, warmup_steps=0, dtype=dtype
+    )
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, model, make_examples(6 * (steps + 1), VOCAB), Path(tmp), pad_id=0)
         return useful_tokens_per_second(Path(tmp), skip=2)
@@ -59,7 +62,7 @@ def main() -> None:
     lines = []
     for size in args.sizes:
         layers, width = (int(x) for x in size.split("x"))
-        runs: dict[str, list[float]] = {dtype: [] for dtype in DTYPES}
+        runs: dict[Precision, list[float]] = {dtype: [] for dtype in DTYPES}
         for _ in range(args.rounds):
             for dtype in DTYPES:
                 runs[dtype].append(tokens_per_second(layers, width, dtype, args.steps))
