@@ -131,10 +131,6 @@ def write_instruct_dataset(
     return summary
 
 
-def _task_counts(rows: Any) -> dict[str, int]:
-    return dict(sorted(Counter(r["task"] for r in rows).items()))
-
-
 def plot_token_lengths(rows: Sequence[dict[str, Any]], path: Path) -> None:
     import matplotlib
 

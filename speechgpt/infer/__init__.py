@@ -22,7 +22,6 @@ from speechgpt.infer.session import (
     PromptTooLongError,
     SessionConfig,
     SpeechToUnits,
-    merge_repeats,
     speech_to_units_from_kmeans,
 )
 from speechgpt.infer.vocoding import StreamingVocoder, UnitAudioStream, UnitsToAudio
@@ -48,6 +47,5 @@ __all__ = [
     "UnitsToAudio",
     "detect_unit_format",
     "load_chat_model",
-    "merge_repeats",
     "speech_to_units_from_kmeans",
 ]

@@ -39,6 +39,7 @@ from speechgpt.infer.speaking import AnswerVoice
 from speechgpt.infer.vocoding import UnitsToAudio
 from speechgpt.model.load import DType
 from speechgpt.text.template import SPEECHGPT_SYSTEM, AssistantTurn, ChatTemplate, ParsedAnswer, UserTurn
+from speechgpt.units.runs import merge_repeats
 
 log = logging.getLogger(__name__)
 SpeechToUnits = Callable[[np.ndarray], Sequence[int]]
@@ -255,7 +256,7 @@ class ChatSession:
             started = time.perf_counter()
             units = list(self.speech_to_units(_samples(audio)))
             timings.units_time_s = time.perf_counter() - started
-        merged = merge_repeats(units or [])
+        merged, _ = merge_repeats(units or [])  # the language model reads merged units
         if not merged:
             raise ValueError("the spoken question has no units")
         bad = [u for u in merged if not 0 <= u < self.units.k]
@@ -314,11 +315,6 @@ class ChatSession:
             return
         transcript = answer.transcript if shape.transcript else None
         self._history.append((user, AssistantTurn(text=text, units=speech, transcript=transcript, chain=True)))
-
-
-def merge_repeats(units: Sequence[int]) -> list[int]:
-    """Consecutive repeats collapsed (the language model reads merged units)."""
-    return [int(u) for i, u in enumerate(units) if i == 0 or u != units[i - 1]]
 
 
 def _samples(audio: np.ndarray | str | Path) -> np.ndarray:
