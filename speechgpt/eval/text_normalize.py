@@ -7,50 +7,18 @@ Rules (applied to references and hypotheses alike): unicode apostrophes become '
 thousand, ...) and a following number word is dropped so "one hundred and five" == "105"; every other character that
 is not a letter, digit or in-word apostrophe becomes a space (hyphens split words: "twenty-one" == "twenty one");
 whitespace is collapsed. Numbers with leading zeros ("007") and digits glued to letters ("a5") are read as
-integers or digit by digit.
+integers or digit by digit. Number words come from num2words, without its "and"s, hyphens and commas.
 """
 
 from __future__ import annotations
 
 import re
 
-_ONES = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-]
-_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-_SCALES = ((10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (10**3, "thousand"))
-_ORDINAL_EXCEPTIONS = {
-    "one": "first",
-    "two": "second",
-    "three": "third",
-    "five": "fifth",
-    "eight": "eighth",
-    "nine": "ninth",
-    "twelve": "twelfth",
-}
-_NUMBER_WORDS = frozenset(
-    [*_ONES, *_TENS[2:], "hundred", *(name for _, name in _SCALES), *_ORDINAL_EXCEPTIONS.values()]
-)
-_SCALE_WORDS = frozenset(["hundred", *(name for _, name in _SCALES)])
+from num2words import num2words
+
+_DIGIT_READING_FROM = 10**15
+"""Integers this large are read digit by digit ("one two three ..."), as people read long codes."""
+
 _NUMBER = re.compile(
     r"(?<![\w.])(?P<currency>\$)?(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.(?P<frac>\d+))?"
     r"(?P<suffix>st|nd|rd|th|s|'s)?(?![\w])(?P<percent>\s*%)?",
@@ -65,38 +33,40 @@ def number_to_words(number: int) -> str:
     numbers of 10**15 and above are read digit by digit."""
     if number < 0:
         raise ValueError(f"number_to_words takes non-negative integers, got {number}")
-    if number >= 10**15:
-        return " ".join(_ONES[int(digit)] for digit in str(number))
-    if number < 20:
-        return _ONES[number]
-    if number < 100:
-        tens, ones = divmod(number, 10)
-        return _TENS[tens] + (f" {_ONES[ones]}" if ones else "")
-    if number < 1000:
-        hundreds, rest = divmod(number, 100)
-        return f"{_ONES[hundreds]} hundred" + (f" {number_to_words(rest)}" if rest else "")
-    for value, name in _SCALES:
-        if number >= value:
-            head, rest = divmod(number, value)
-            return f"{number_to_words(head)} {name}" + (f" {number_to_words(rest)}" if rest else "")
-    raise AssertionError("unreachable")
+    if number >= _DIGIT_READING_FROM:
+        return " ".join(number_to_words(int(digit)) for digit in str(number))
+    return _plain_words(num2words(number))
 
 
 def ordinal_words(number: int) -> str:
     """English ordinal words: 21 -> "twenty first", 12 -> "twelfth", 40 -> "fortieth"."""
-    *head, last = number_to_words(number).split()
-    if last in _ORDINAL_EXCEPTIONS:
-        last = _ORDINAL_EXCEPTIONS[last]
-    elif last.endswith("y"):
-        last = last[:-1] + "ieth"
-    else:
-        last += "th"
-    return " ".join([*head, last])
+    if number < 0:
+        raise ValueError(f"ordinal_words takes non-negative integers, got {number}")
+    if number >= _DIGIT_READING_FROM:
+        digits = str(number)
+        return " ".join([*(number_to_words(int(digit)) for digit in digits[:-1]), ordinal_words(int(digits[-1]))])
+    return _plain_words(num2words(number, to="ordinal"))
+
+
+def _plain_words(words: str) -> str:
+    """num2words' British style ("one hundred and twenty-one, ...") as bare words: "one hundred twenty one"."""
+    return " ".join(word for word in words.replace("-", " ").replace(",", " ").split() if word != "and")
+
+
+_SCALE_WORDS = frozenset(["hundred", "thousand", "million", "billion", "trillion"])
+_NUMBER_WORDS = frozenset(
+    [
+        *(number_to_words(n) for n in [*range(20), *range(20, 100, 10)]),
+        *_SCALE_WORDS,
+        *(ordinal_words(n) for n in (1, 2, 3, 5, 8, 9, 12)),  # ordinals not made by adding "th"
+    ]
+)
+"""Words that may follow "and" after a scale word in a spoken number ("one hundred and five")."""
 
 
 def _digits_to_words(digits: str) -> str:
     if len(digits) > 1 and digits.startswith("0"):
-        return " ".join(_ONES[int(digit)] for digit in digits)
+        return " ".join(number_to_words(int(digit)) for digit in digits)
     return number_to_words(int(digits))
 
 
@@ -108,7 +78,7 @@ def _spell_number(match: re.Match[str]) -> str:
     else:
         words = _digits_to_words(digits)
         if match["frac"]:
-            words += " point " + " ".join(_ONES[int(digit)] for digit in match["frac"])
+            words += " point " + " ".join(number_to_words(int(digit)) for digit in match["frac"])
         if suffix in ("s", "'s"):
             words = words[:-1] + "ies" if words.endswith("y") else words + "s"
     if match["percent"]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from rapidfuzz.distance import Levenshtein
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -38,26 +39,18 @@ def normalize_text(text: str) -> str:
 
 def edit_distance(a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray) -> int:
     """Levenshtein distance (unit-cost insertions, deletions, substitutions) between two id sequences."""
-    x, y = np.asarray(a).reshape(-1), np.asarray(b).reshape(-1)
-    if len(x) < len(y):
-        x, y = y, x
-    if len(y) == 0:
-        return len(x)
-    offsets = np.arange(len(y) + 1)
-    row = offsets.copy()
-    for i, item in enumerate(x, start=1):
-        # Substitution and deletion are elementwise; insertion chains along the row: d[j] = min_k<=j (c[k] + j - k).
-        candidates = np.empty_like(row)
-        candidates[0] = i
-        candidates[1:] = np.minimum(row[:-1] + (y != item), row[1:] + 1)
-        row = np.minimum.accumulate(candidates - offsets) + offsets
-    return int(row[-1])
+    return int(Levenshtein.distance(_id_list(a), _id_list(b)))
 
 
 def normalized_edit_distance(a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray) -> float:
     """Edit distance divided by the longer length: 0 for equal sequences, 1 for nothing in common; 0 if both empty."""
     longest = max(len(a), len(b))
     return edit_distance(a, b) / longest if longest else 0.0
+
+
+def _id_list(ids: Sequence[int] | np.ndarray) -> list[int]:
+    """The ids as a flat list of Python ints, which rapidfuzz compares by value."""
+    return np.asarray(ids).reshape(-1).tolist()
 
 
 @dataclass(frozen=True)
