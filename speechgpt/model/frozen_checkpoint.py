@@ -1,0 +1,69 @@
+"""Save and load the frozen-LLM variant's trainable modules. The LLM itself is never written: a folder holds
+`speech_modules.safetensors` (encoder with its CMVN, adapter, prompt embeddings, state head) and
+`speech_modules.json` (the builders' arguments, the variant, and the LLM's weights fingerprint, checked on load).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from speechgpt.model.frozen_lm import (
+    FrozenSpeechLM,
+    build_frozen_speech_lm,
+    speech_modules_state_dict,
+    weights_fingerprint,
+)
+from speechgpt.model.speech_encoder import build_speech_encoder
+
+VARIANT = "frozen"
+WEIGHTS, META = "speech_modules.safetensors", "speech_modules.json"
+
+
+def save_speech_modules(model: FrozenSpeechLM, out: str | Path, **extra: Any) -> Path:
+    """Write the trainable modules and how to rebuild them into `out`; `extra` (JSON values) is stored alongside,
+    e.g. the feature kind and the CTC vocabulary."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in speech_modules_state_dict(model).items()}
+    save_file(state, str(out / WEIGHTS))
+    meta = {
+        "variant": VARIANT,
+        "encoder": model.encoder.spec,
+        "adapter": {k: model.adapter.spec[k] for k in ("kernel_size", "stride")},
+        "num_prompts": int(model.prompt.num_embeddings),
+        "lm_fingerprint": weights_fingerprint(model.lm),
+        **extra,
+    }
+    (out / META).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def read_speech_meta(folder: str | Path) -> dict[str, Any]:
+    return dict(json.loads((Path(folder) / META).read_text()))
+
+
+def load_speech_modules(lm: Any, folder: str | Path, check_fingerprint: bool = True) -> FrozenSpeechLM:
+    """Rebuild a FrozenSpeechLM around `lm` from `folder`; the LLM must be the one the modules were trained with
+    (its fingerprint is compared unless `check_fingerprint` is False)."""
+    from safetensors.torch import load_file
+
+    meta = read_speech_meta(folder)
+    if check_fingerprint and weights_fingerprint(lm) != meta["lm_fingerprint"]:
+        raise ValueError(f"{folder}: these speech modules were trained on another LLM (weights fingerprint differs)")
+    encoder = build_speech_encoder(**meta["encoder"])
+    model = build_frozen_speech_lm(
+        lm,
+        encoder,
+        adapter_kernel=meta["adapter"]["kernel_size"],
+        adapter_stride=meta["adapter"]["stride"],
+        num_prompts=meta["num_prompts"],
+    )
+    missing, unexpected = model.load_state_dict(load_file(str(Path(folder) / WEIGHTS)), strict=False)
+    missing = [k for k in missing if not k.startswith("lm.")]
+    if missing or unexpected:
+        raise ValueError(f"{folder}: speech modules do not fit (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return model
