@@ -20,9 +20,10 @@ import torch
 
 from benchmarks.bench_mfu import make_examples
 from benchmarks.measure import useful_tokens_per_second
+from speechgpt.training.batches import TokenBatches
 from speechgpt.training.config import TrainConfig
 from speechgpt.training.engine import train
-from speechgpt.training.lm_stage import prepare_attention
+from speechgpt.training.packed_attention import prepare_attention
 
 VOCAB = 2560
 Precision = Literal["float32", "bfloat16-autocast"]
@@ -48,7 +49,7 @@ def tokens_per_second(layers: int, width: int, dtype: Precision, steps: int) -> 
         max_steps=steps, seq_len=2048, eval_every=0, save_every=0, resume=False, warmup_steps=0, dtype=dtype
     )
     with tempfile.TemporaryDirectory() as tmp:
-        train(cfg, model, make_examples(6 * (steps + 1), VOCAB), Path(tmp), pad_id=0)
+        train(cfg, model, TokenBatches.for_config(cfg, make_examples(6 * (steps + 1), VOCAB), 0), Path(tmp))
         return useful_tokens_per_second(Path(tmp), skip=2)
 
 

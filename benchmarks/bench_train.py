@@ -36,7 +36,7 @@ from pathlib import Path
 
 from datasets import load_from_disk
 
-from benchmarks.measure import flops_per_token, matmul_peak, useful_tokens_per_second
+from benchmarks.measure import flops_per_token, matmul_peak, padding_share, useful_tokens_per_second
 from data_builders import build_stage2, synth_corpus
 from data_builders.text_sources import load_sentences
 from speechgpt.data.instruct import load_instruct_dataset
@@ -44,10 +44,11 @@ from speechgpt.model.tiny import build_tiny_lm, train_tokenizer
 from speechgpt.model.vocab import add_speech_tokens
 from speechgpt.text.template import SPEECHGPT_SYSTEM
 from speechgpt.text.units import UnitFormat
+from speechgpt.training.batches import TokenBatches
 from speechgpt.training.config import TrainConfig
 from speechgpt.training.data import IGNORE, BatchPlan, tokenize_rows
 from speechgpt.training.engine import train
-from speechgpt.training.lm_stage import prepare_attention
+from speechgpt.training.packed_attention import prepare_attention
 from speechgpt.units import extract, fit
 from speechgpt.units.encoders import EncoderConfig
 
@@ -97,14 +98,6 @@ RUNS = {  # name: (packing, logits_at, attention or None for the engine's choice
 }
 
 
-def padding_share(examples: list, batch: int) -> float:
-    """Share of the padded micro-batches' tokens that are padding, over one epoch of the padded plan."""
-    plan = BatchPlan(examples, seq_len=10**9, micro_batch=batch, packing=False, seed=0, pad_id=0)
-    real = sum(plan.real_tokens(rows) for rows in plan.epoch(0))
-    total = sum(plan.collate(rows)["input_ids"].numel() for rows in plan.epoch(0))
-    return 1 - real / total
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", choices=["utterances", "sentences"], default="utterances", help="see above")
@@ -148,7 +141,7 @@ def main() -> None:
                     seed=round_,
                 )
                 out = root / f"{name}{round_}"
-                train(cfg, model, examples, out, pad_id=tokenizer.pad_token_id)
+                train(cfg, model, TokenBatches.for_config(cfg, examples, tokenizer.pad_token_id), out)
                 runs[name].append(useful_tokens_per_second(out, skip=WARMUP_STEPS))
         results = {name: statistics.median(values) for name, values in runs.items()}
     lengths = sorted(len(e.input_ids) for e in examples)

@@ -18,11 +18,14 @@ from speechgpt.config import save_config
 from speechgpt.data.corpus import load_corpus
 from speechgpt.model.tiny import build_tiny_lm, train_tokenizer
 from speechgpt.text.template import SPEECHGPT_SYSTEM, marker_tokens
+from speechgpt.training.batches import TokenBatches
+from speechgpt.training.checkpoint import seed_everything
 from speechgpt.training.config import TrainConfig
 from speechgpt.training.data import tokenize_rows
 from speechgpt.training.distributed import setup_process
-from speechgpt.training.engine import seed_everything, train
-from speechgpt.training.lm_stage import FINAL, export_full, prepare_attention
+from speechgpt.training.engine import train
+from speechgpt.training.export import FINAL, export_full
+from speechgpt.training.packed_attention import prepare_attention
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +99,8 @@ def run(cfg: Config) -> Path:
     train(
         cfg.train,
         model,
-        examples,
+        TokenBatches.for_config(cfg.train, examples, tokenizer.pad_token_id, evals),
         cfg.out,
-        pad_id=tokenizer.pad_token_id,
-        eval_sets=evals,
         export=lambda engine, out: export_full(engine, tokenizer, out),
         dist=dist,
     )

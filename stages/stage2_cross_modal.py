@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from speechgpt.training.lm_stage import FINAL, LMStageConfig, run_lm_stage
+from speechgpt.training.export import FINAL
+from speechgpt.training.lm_stage import LMStageConfig, run_lm_stage
 
 
 @dataclass(kw_only=True)

@@ -11,7 +11,8 @@ from typing import Any
 from speechgpt.model.load import load_lm
 from speechgpt.model.vocab import add_speech_tokens
 from speechgpt.training.config import LoraSettings
-from speechgpt.training.lm_stage import FINAL, LMStageConfig, Prepared, gathered_state_dict, run_lm_stage
+from speechgpt.training.export import FINAL, gathered_state_dict
+from speechgpt.training.lm_stage import LMStageConfig, Prepared, run_lm_stage
 
 log = logging.getLogger(__name__)
 ADAPTER = "adapter"

@@ -1,38 +1,44 @@
 """The training engine every stage uses: DeepSpeed (ZeRO 0-3, CPU/gloo or GPU/bf16), warmup + decay, clipping,
-gradient accumulation, packed or padded batches, evaluation per task, exact resume, metrics and export.
+gradient accumulation, evaluation per group, exact resume, metrics and export.
 
-A stage hands over a model whose `forward(**batch)` returns an object with `.loss` (a HF causal LM, or any module,
-e.g. a frozen LLM fed by a speech adapter), the parameters it wants trained (`requires_grad`), tokenized data and
-an export function. For models that take transformers' `logits_to_keep`, the engine computes the loss itself with
-the LM head on trained positions only (`logits_at`). Nothing here knows which stage is running.
+A stage hands over a model (any module; a HF causal LM, or a frozen LLM fed by speech modules) whose parameters to
+train have `requires_grad`, a batch source (`speechgpt.training.batches`: token rows, audio features, ...), a loss
+function that returns named parts (`speechgpt.training.losses`) and an export function. Nothing here knows which
+stage is running or what a batch holds.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
-import random
-import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
+from speechgpt.training.batches import BatchSource, MicroBatch
+from speechgpt.training.checkpoint import (
+    load_deepspeed_shards_safely,
+    load_rank_state,
+    prune,
+    save_rank_state,
+    seed_everything,
+    step_folder,
+)
+from speechgpt.training.collectives import all_gather_objects, all_reduce_mean, all_reduce_sum
 from speechgpt.training.config import TrainConfig
-from speechgpt.training.data import IGNORE, BatchPlan, Tokenized, collate_padded
 from speechgpt.training.distributed import Dist, setup_process
+from speechgpt.training.losses import LossFn, token_loss, under_autocast
 from speechgpt.training.metrics import MetricsLog
+from speechgpt.training.schedule import lr_lambda
 
 log = logging.getLogger(__name__)
 Exporter = Callable[[Any, Path], None]
-LossFn = Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]
 
 
 @dataclass
@@ -41,6 +47,80 @@ class RunResult:
     final_step: int
     losses: list[float]
     """Training loss of each optimizer step run in this process (for tests and benchmarks)."""
+
+
+@dataclass
+class StepRecord:
+    """One optimizer step, averaged over its micro-batches and the ranks."""
+
+    parts: dict[str, float]
+    count: int
+    epoch: int
+    ids: list[str]
+    seconds: float
+
+
+def train(
+    cfg: TrainConfig,
+    model: Any,
+    batches: BatchSource,
+    out: Path,
+    *,
+    loss: LossFn | None = None,
+    export: Exporter | None = None,
+    dist: Dist | None = None,
+) -> RunResult:
+    """Train `model` for cfg.max_steps optimizer steps on `batches`; resume from <out>/checkpoints when asked.
+    `loss` defaults to the LM loss of token batches (`token_loss`)."""
+    dist = dist or setup_process(cfg.num_threads)
+    seed_everything(cfg.seed + dist.rank)
+    loss_of = loss or token_loss(model, cfg.logits_at)
+    if cfg.dtype == "bfloat16-autocast":
+        loss_of = under_autocast(loss_of)
+    engine, scheduler = build_engine(cfg, model, dist)
+    checkpoints = out / "checkpoints"
+    step = load_latest(engine, checkpoints, dist) if cfg.resume else 0
+    metrics = MetricsLog(out, enabled=dist.is_main)
+    data_log = MetricsLog(out, enabled=cfg.log_data_ids, name=f"data_rank{dist.rank}.jsonl")
+    losses: list[float] = []
+    with tqdm(total=cfg.max_steps, initial=step, desc="train", unit="step", disable=not dist.is_main) as bar:
+        while step < cfg.max_steps:
+            record = train_step(engine, batches, loss_of, cfg, dist, step)
+            step += 1
+            data_log.write(step=step, ids=record.ids)
+            losses.append(record.parts["loss"])
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                metrics.write(**step_metrics(engine, batches, record, step, scheduler.get_last_lr()[0]))
+            bar.update()
+            bar.set_postfix(loss=f"{record.parts['loss']:.4f}")
+            if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+                evals = evaluate(engine, batches, loss_of, dist)
+                if evals:
+                    metrics.write(step=step, **evals)
+            if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.max_steps:
+                save_checkpoint(engine, checkpoints, step, cfg.keep_checkpoints, dist)
+    metrics.plot()
+    if export is not None:
+        export(engine, out)
+    return RunResult(out, step, losses)
+
+
+def build_engine(cfg: TrainConfig, model: Any, dist: Dist) -> tuple[Any, Any]:
+    """AdamW over the trainable parameters (only those: a frozen LLM gets no optimizer state), the LR schedule,
+    and the DeepSpeed engine around them."""
+    import deepspeed
+
+    bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and dist.device != "cpu")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameter")
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    schedule = lr_lambda(total=cfg.max_steps, warmup=cfg.warmup_steps, shape=cfg.schedule, min_ratio=cfg.min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, bf16)
+    )
+    return engine, scheduler
 
 
 def deepspeed_config(cfg: TrainConfig, bf16: bool) -> dict[str, Any]:
@@ -62,220 +142,96 @@ def deepspeed_config(cfg: TrainConfig, bf16: bool) -> dict[str, Any]:
     }
 
 
-def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / (cfg.warmup_steps + 1)
-        if cfg.schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-        shape = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
-
-    return factor
-
-
-def train(
-    cfg: TrainConfig,
-    model: Any,
-    train_examples: Sequence[Tokenized],
-    out: Path,
-    *,
-    pad_id: int,
-    eval_sets: Mapping[str, Sequence[Tokenized]] | None = None,
-    export: Exporter | None = None,
-    dist: Dist | None = None,
-) -> RunResult:
-    """Train `model` for cfg.max_steps optimizer steps; resume from <out>/checkpoints when asked. Returns losses."""
-    import deepspeed
-
-    dist = dist or setup_process(cfg.num_threads)
-    seed_everything(cfg.seed + dist.rank)
-    bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and dist.device != "cpu")
-    loss_of = batch_loss(model, cfg.logits_at, autocast=cfg.dtype == "bfloat16-autocast")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameter")
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, bf16)
-    )
-    plan = BatchPlan(
-        train_examples,
-        seq_len=cfg.seq_len,
-        micro_batch=cfg.micro_batch,
-        packing=cfg.packing,
-        seed=cfg.seed,
-        pad_id=pad_id,
-    )
-    checkpoints = out / "checkpoints"
-    step = load_latest(engine, checkpoints, dist) if cfg.resume else 0
-    metrics = MetricsLog(out, enabled=dist.is_main)
-    data_log = MetricsLog(out, enabled=cfg.log_data_ids, name=f"data_rank{dist.rank}.jsonl")
-    losses: list[float] = []
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="train", unit="step", disable=not dist.is_main)
-    while step < cfg.max_steps:
-        started = time.perf_counter()
-        loss_sum, tokens, ids = 0.0, 0, []
-        for micro in range(cfg.grad_accum):
-            index = (step * cfg.grad_accum + micro) * dist.world + dist.rank
-            epoch, rows = plan.micro_batch_at(index)
-            batch = {k: v.to(engine.device) for k, v in plan.collate(rows).items()}
-            loss = loss_of(engine, batch)
-            engine.backward(loss)
-            engine.step()
-            loss_sum += float(loss.detach())
-            tokens += plan.real_tokens(rows)
-            ids += [train_examples[i].id for row in rows for i in row]
-        step += 1
-        data_log.write(step=step, ids=ids)
-        mean_loss = all_reduce_mean(loss_sum / cfg.grad_accum, dist)
-        losses.append(mean_loss)
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            elapsed = time.perf_counter() - started
-            metrics.write(
-                **_grad_norm(engine),
-                step=step,
-                epoch=epoch,
-                loss=mean_loss,
-                lr=scheduler.get_last_lr()[0],
-                tokens=int(all_reduce_sum(tokens, dist)),
-                seconds=round(elapsed, 4),
-                tokens_per_s=round(all_reduce_sum(tokens, dist) / elapsed, 1),
-            )
-        bar.update()
-        bar.set_postfix(loss=f"{mean_loss:.4f}")
-        if eval_sets and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-            metrics.write(step=step, **evaluate(engine, eval_sets, cfg, pad_id, dist, loss_of))
-        if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.max_steps:
-            save_checkpoint(engine, checkpoints, step, cfg.keep_checkpoints, dist)
-    bar.close()
-    metrics.plot()
-    if export is not None:
-        export(engine, out)
-    return RunResult(out, step, losses)
+def train_step(
+    engine: Any, batches: BatchSource, loss_of: LossFn, cfg: TrainConfig, dist: Dist, step: int
+) -> StepRecord:
+    """The grad_accum micro-batches of optimizer step `step` (0-based) on this rank; DeepSpeed steps the optimizer
+    at the accumulation boundary."""
+    started = time.perf_counter()
+    sums: dict[str, float] = {}
+    count, ids, epoch = 0, [], 0
+    for micro in range(cfg.grad_accum):
+        batch: MicroBatch = batches.micro_batch((step * cfg.grad_accum + micro) * dist.world + dist.rank)
+        parts = loss_of(engine, to_device(batch.tensors, engine.device))
+        engine.backward(parts["loss"])
+        engine.step()
+        for name, value in parts.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach())
+        count, epoch = count + batch.count, batch.epoch
+        ids += batch.ids
+    names = sorted(sums, key=lambda name: name != "loss")  # the same order on every rank: "loss" first
+    means = all_reduce_mean([sums[name] / cfg.grad_accum for name in names])
+    total_count = int(all_reduce_sum([count])[0])
+    return StepRecord(dict(zip(names, means, strict=True)), total_count, epoch, ids, time.perf_counter() - started)
 
 
-def batch_loss(model: Any, logits_at: str, autocast: bool = False) -> LossFn:
-    """The loss of a batch: the model's own `.loss`, or (logits_at='trained', models that take transformers'
-    `logits_to_keep`) the mean cross-entropy of the trained tokens with the LM head run only where they are
-    predicted, which is the same loss as transformers' over all positions. `autocast`: the forward pass runs
-    under bfloat16 autocast (its backward follows the same casts)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model passes kwargs on
-    if logits_at == "all" or "logits_to_keep" not in inspect.signature(base.forward).parameters:
-        loss_of: LossFn = model_loss
-    else:
-        loss_of = trained_positions_loss
-    if not autocast:
-        return loss_of
-
-    def autocast_loss(engine: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        device = next(iter(batch.values())).device.type
-        with torch.autocast(device_type=device, dtype=torch.bfloat16):
-            return loss_of(engine, batch).float()
-
-    return autocast_loss
+def step_metrics(engine: Any, batches: BatchSource, record: StepRecord, step: int, lr: float) -> dict[str, Any]:
+    """The metrics.jsonl line of a step: total loss, each named part as `loss/<part>`, throughput, LR, grad norm."""
+    name = batches.count_name
+    fields: dict[str, Any] = {"step": step, "epoch": record.epoch, "loss": record.parts["loss"], "lr": lr}
+    fields |= {f"loss/{part}": value for part, value in record.parts.items() if part != "loss"}
+    fields |= {name: record.count, "seconds": round(record.seconds, 4)}
+    fields[f"{name}_per_s"] = round(record.count / record.seconds, 1)
+    return {**_grad_norm(engine), **fields}
 
 
-def model_loss(engine: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return engine(**batch).loss
-
-
-def trained_positions_loss(engine: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy of the trained tokens, with the LM head only where one is predicted."""
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    targets = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE)  # position t predicts t+1
-    keep = targets != IGNORE
-    logits = engine(**inputs, logits_to_keep=keep).logits  # (trained tokens, vocab)
-    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+def to_device(tensors: dict[str, torch.Tensor], device: Any) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in tensors.items()}
 
 
 @torch.no_grad()
-def evaluate(
-    engine: Any,
-    eval_sets: Mapping[str, Sequence[Tokenized]],
-    cfg: TrainConfig,
-    pad_id: int,
-    dist: Dist,
-    loss_of: LossFn,
-) -> dict[str, float]:
-    """Token-weighted loss and perplexity per split and task (each rank takes every world-th example)."""
+def evaluate(engine: Any, batches: BatchSource, loss_of: LossFn, dist: Dist) -> dict[str, float]:
+    """Weighted mean of every loss part per split and group (each rank evaluates its share), and the perplexity
+    of the total where the source's loss is a per-token cross-entropy."""
     engine.eval()
-    results: dict[str, float] = {}
-    for split, examples in eval_sets.items():
-        sums: dict[str, list[float]] = {}
-        for example in list(examples)[dist.rank :: dist.world]:
-            batch = {k: v.to(engine.device) for k, v in collate_padded([example], pad_id).items()}
-            loss = float(loss_of(engine, batch))
-            n = example.trained_tokens
-            entry = sums.setdefault(example.task, [0.0, 0.0])
-            entry[0] += loss * n
-            entry[1] += n
-        for task in sorted(sums):
-            total, count = (all_reduce_sum(v, dist) for v in sums[task])
-            results[f"eval/{split}/{task}/loss"] = round(total / count, 5)
-            results[f"eval/{split}/{task}/ppl"] = round(math.exp(min(50.0, total / count)), 3)
+    sums: dict[tuple[str, str, str], list[float]] = {}
+    for split, stream in batches.eval_batches(dist.rank, dist.world).items():
+        for batch in stream:
+            parts = loss_of(engine, to_device(batch.tensors, engine.device))
+            for name, value in parts.items():
+                entry = sums.setdefault((split, batch.group, name), [0.0, 0.0])
+                entry[0] += float(value) * batch.weight
+                entry[1] += batch.weight
     engine.train()
+    merged: dict[tuple[str, str, str], list[float]] = {}
+    for rank_sums in all_gather_objects(sums):
+        for key, (total, weight) in rank_sums.items():
+            entry = merged.setdefault(key, [0.0, 0.0])
+            entry[0] += total
+            entry[1] += weight
+    results: dict[str, float] = {}
+    for split, group, name in sorted(merged):
+        total, weight = merged[(split, group, name)]
+        results[f"eval/{split}/{group}/{name}"] = round(total / weight, 5)
+        if name == "loss" and batches.perplexity:
+            results[f"eval/{split}/{group}/ppl"] = round(math.exp(min(50.0, total / weight)), 3)
     return results
 
 
 def save_checkpoint(engine: Any, folder: Path, step: int, keep: int, dist: Dist) -> None:
-    """A DeepSpeed checkpoint (model, optimizer, scheduler) plus the step and every RNG, for exact resume."""
-    tag = f"step{step:07d}"
-    # each rank's own generators, written before DeepSpeed moves `latest` to this tag, so `latest` never names
-    # a checkpoint whose RNG file a kill cut short
-    (folder / tag).mkdir(parents=True, exist_ok=True)
-    tmp = folder / tag / f".rng_rank{dist.rank}.pt"
-    torch.save(rng_state(), tmp)
-    tmp.rename(folder / tag / f"rng_rank{dist.rank}.pt")
-    engine.save_checkpoint(str(folder), tag=tag, client_state={"step": step})
+    """A DeepSpeed checkpoint (model, optimizer, scheduler) plus the step and every RNG, for exact resume.
+    Each rank's RNG file is written before DeepSpeed moves `latest` to this step, so `latest` never names a
+    checkpoint whose RNG file a kill cut short."""
+    tag = step_folder(folder, step)
+    save_rank_state(tag, dist.rank)
+    engine.save_checkpoint(str(folder), tag=tag.name, client_state={"step": step})
     if dist.is_main:
-        tags = sorted(p for p in folder.glob("step*") if p.is_dir())
-        for old in tags[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        prune(folder, keep)
 
 
 def load_latest(engine: Any, folder: Path, dist: Dist) -> int:
+    """Resume from the step `latest` names; 0 when the run has no checkpoint yet. Every file loads with
+    `weights_only=True`."""
     if not (folder / "latest").exists():
         return 0
+    load_deepspeed_shards_safely(engine)
     path, state = engine.load_checkpoint(str(folder))
     if path is None:
         raise RuntimeError(f"{folder}: could not load the latest checkpoint")
-    tag = (folder / "latest").read_text().strip()
-    set_rng_state(torch.load(folder / tag / f"rng_rank{dist.rank}.pt", weights_only=False))
+    tag = folder / (folder / "latest").read_text().strip()
+    load_rank_state(tag, dist.rank)
     log.info("rank %d resumed from %s at step %d", dist.rank, path, state["step"])
     return int(state["step"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-
-
-def all_reduce_sum(value: float, dist: Dist) -> float:
-    if dist.world == 1:
-        return float(value)
-    import torch.distributed as tdist
-
-    tensor = torch.tensor([float(value)], dtype=torch.float64, device=dist.device)
-    tdist.all_reduce(tensor)
-    return float(tensor[0])
-
-
-def all_reduce_mean(value: float, dist: Dist) -> float:
-    return all_reduce_sum(value, dist) / dist.world
 
 
 def _grad_norm(engine: Any) -> dict[str, float]:

@@ -14,14 +14,17 @@ from speechgpt.data.instruct import load_instruct_dataset
 from speechgpt.model.load import load_lm
 from speechgpt.model.vocab import SpeechVocab, add_speech_tokens
 from speechgpt.text.units import UnitFormat
+from speechgpt.training.batches import TokenBatches
+from speechgpt.training.checkpoint import seed_everything
 from speechgpt.training.config import TrainConfig
 from speechgpt.training.data import Tokenized, tokenize_rows
 from speechgpt.training.distributed import Dist, setup_process
-from speechgpt.training.engine import RunResult, seed_everything, train
-from speechgpt.training.packed_attention import restore_attention, use_packed_attention
+from speechgpt.training.engine import RunResult, train
+from speechgpt.training.export import FINAL, export_full
+from speechgpt.training.packed_attention import prepare_attention
 
 log = logging.getLogger(__name__)
-FINAL = "final"
+__all__ = ["FINAL", "LMStageConfig", "Prepared", "prepare", "run_lm_stage"]
 
 
 @dataclass(kw_only=True)
@@ -97,51 +100,12 @@ def run_lm_stage(
     if dist.is_main:
         log.info("trainable parameters: %d of %d", trainable, sum(p.numel() for p in prepared.model.parameters()))
     exporter = export or (lambda engine, prepared, out: export_full(engine, prepared.tokenizer, out))
+    batches = TokenBatches.for_config(cfg.train, prepared.train, prepared.tokenizer.pad_token_id, prepared.evals)
     return train(
         cfg.train,
         prepared.model,
-        prepared.train,
+        batches,
         cfg.out,
-        pad_id=prepared.tokenizer.pad_token_id,
-        eval_sets=prepared.evals,
         export=lambda engine, out: exporter(engine, prepared, out),
         dist=dist,
     )
-
-
-def prepare_attention(model: Any, packing: bool = True) -> None:
-    """Attention that keeps packed examples apart without computing across them: flash-attention's varlen kernel
-    on GPU when installed, per-example SDPA otherwise. Padded batches (`packing=False`) keep transformers' SDPA
-    with the padding mask, which batches the rows and measured faster than one causal call per row on CPU
-    (`make bench-train`). The KV cache is off for training (with it, transformers would not read restarting
-    position ids as packed examples)."""
-    import importlib.util
-
-    import torch
-
-    model.config.use_cache = False
-    if not packing:
-        model.set_attn_implementation("sdpa")
-    elif torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
-        model.set_attn_implementation("flash_attention_2")
-    else:
-        use_packed_attention(model)
-
-
-def export_full(engine: Any, tokenizer: Any, out: Path) -> None:
-    """HF `save_pretrained` of the trained model into <out>/final (ZeRO-3 shards gathered first)."""
-    state = gathered_state_dict(engine)
-    if engine.global_rank == 0:
-        model = engine.module
-        model.config.use_cache = True  # turned off for packed training only
-        restore_attention(model)
-        model.save_pretrained(out / FINAL, state_dict=state, safe_serialization=True)
-        tokenizer.save_pretrained(out / FINAL)
-        log.info("exported %s", out / FINAL)
-
-
-def gathered_state_dict(engine: Any) -> dict[str, Any] | None:
-    """The full state dict on rank 0: under ZeRO-3 every rank must take part in gathering; else None (use module's)."""
-    if engine.zero_optimization_stage() == 3:
-        return engine._zero3_consolidated_16bit_state_dict()
-    return None

@@ -25,7 +25,7 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
     def plot(self) -> Path | None:
-        """loss_curve.png: training loss per step and every evaluation loss."""
+        """loss_curve.png: the training loss and its named parts per step, and every evaluation loss."""
         if not self.enabled:
             return None
         import matplotlib
@@ -38,7 +38,10 @@ class MetricsLog:
         train = [(r["step"], r["loss"]) for r in records if "loss" in r]
         if train:
             ax.plot(*zip(*train, strict=True), label="train", lw=1)
-        for key in sorted({k for r in records for k in r if k.startswith("eval/") and k.endswith("/loss")}):
+        for key in sorted({k for r in records for k in r if k.startswith("loss/")}):  # named parts of the loss
+            points = [(r["step"], r[key]) for r in records if key in r]
+            ax.plot(*zip(*points, strict=True), label="train " + key.removeprefix("loss/"), lw=1, alpha=0.7)
+        for key in sorted({k for r in records for k in r if k.startswith("eval/") and not k.endswith("/ppl")}):
             points = [(r["step"], r[key]) for r in records if key in r]
             ax.plot(*zip(*points, strict=True), marker="o", ms=3, label=key.removeprefix("eval/"))
         ax.set_xlabel("step")

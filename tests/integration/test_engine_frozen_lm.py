@@ -12,10 +12,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from speechgpt.data.instruct import load_instruct_dataset
 from speechgpt.model.vocab import add_speech_tokens
+from speechgpt.training.batches import TokenBatches
 from speechgpt.training.config import TrainConfig
 from speechgpt.training.data import collate_packed, tokenize_rows
 from speechgpt.training.engine import train
-from speechgpt.training.lm_stage import prepare_attention
+from speechgpt.training.packed_attention import prepare_attention
 from tests.lm_fixtures import UNITS, make_instruct_dataset, make_tiny_lm
 
 
@@ -75,7 +76,7 @@ def test_only_the_adapter_learns_and_resume_is_exact(setup) -> None:
     fixed = collate_packed(examples, [list(range(16))], tokenizer.pad_token_id)
     with torch.no_grad():
         loss_before = float(model(**fixed).loss)
-    straight = train(cfg(), model, examples, root / "straight", pad_id=tokenizer.pad_token_id)
+    straight = train(cfg(), model, TokenBatches.for_config(cfg(), examples, tokenizer.pad_token_id), root / "straight")
     assert all(torch.equal(v, frozen_before[k]) for k, v in model.lm.state_dict().items())
     assert not all(torch.equal(v, adapter_before[k]) for k, v in model.adapter.state_dict().items())
     with torch.no_grad():  # the frozen LLM is random, so the adapter can only move its loss a little
@@ -84,7 +85,12 @@ def test_only_the_adapter_learns_and_resume_is_exact(setup) -> None:
     resumed = root / "resumed" / "checkpoints"  # as if the run had been killed after its step-8 checkpoint
     shutil.copytree(root / "straight" / "checkpoints" / "step0000008", resumed / "step0000008")
     (resumed / "latest").write_text("step0000008")
-    second = train(cfg(), build(lm_dir, tokenizer), examples, root / "resumed", pad_id=tokenizer.pad_token_id)
+    second = train(
+        cfg(),
+        build(lm_dir, tokenizer),
+        TokenBatches.for_config(cfg(), examples, tokenizer.pad_token_id),
+        root / "resumed",
+    )
     assert len(second.losses) == 4
     for got, want in zip(second.losses, straight.losses[8:], strict=True):
         assert abs(got - want) < 1e-5, (second.losses, straight.losses)

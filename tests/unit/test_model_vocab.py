@@ -14,8 +14,7 @@ from speechgpt.model.tiny import build_tiny_lm, train_tokenizer
 from speechgpt.model.vocab import add_speech_tokens, speech_vocab
 from speechgpt.text.template import marker_tokens
 from speechgpt.text.units import UnitFormat
-from speechgpt.training.config import TrainConfig
-from speechgpt.training.engine import lr_lambda
+from speechgpt.training.schedule import lr_lambda
 
 UNITS = UnitFormat("default", 30)
 TEXT = ["what is two plus two", "four is the answer", "the cat sat on the mat"] * 20
@@ -61,10 +60,10 @@ def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_schedule_warms_up_then_decays_to_the_floor() -> None:
-    cosine = lr_lambda(TrainConfig(max_steps=100, warmup_steps=10, min_lr_ratio=0.1))
+    cosine = lr_lambda(total=100, warmup=10, min_ratio=0.1)
     values = [cosine(s) for s in range(101)]
     assert values[0] < values[5] < values[9] <= 1.0
     assert values[10] == pytest.approx(1.0) and values[100] == pytest.approx(0.1)
     assert all(a >= b for a, b in itertools.pairwise(values[10:]))
-    linear = lr_lambda(TrainConfig(max_steps=100, warmup_steps=0, schedule="linear", min_lr_ratio=0.0))
+    linear = lr_lambda(total=100, warmup=0, shape="linear", min_ratio=0.0)
     assert linear(50) == pytest.approx(0.5)

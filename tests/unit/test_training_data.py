@@ -9,8 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from speechgpt.data.instruct import load_instruct_dataset
 from speechgpt.model.vocab import add_speech_tokens
 from speechgpt.training.data import IGNORE, BatchPlan, collate_packed, collate_padded, tokenize_rows
-from speechgpt.training.lm_stage import prepare_attention
-from speechgpt.training.packed_attention import PACKED_SDPA, restore_attention
+from speechgpt.training.packed_attention import PACKED_SDPA, prepare_attention, restore_attention
 from tests.lm_fixtures import UNITS, make_instruct_dataset, make_tiny_lm
 
 

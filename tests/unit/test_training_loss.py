@@ -10,8 +10,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from speechgpt.data.instruct import load_instruct_dataset
 from speechgpt.model.vocab import add_speech_tokens
 from speechgpt.training.data import IGNORE, collate_packed, collate_padded, tokenize_rows
-from speechgpt.training.engine import batch_loss
-from speechgpt.training.lm_stage import prepare_attention
+from speechgpt.training.losses import token_loss, under_autocast
+from speechgpt.training.packed_attention import prepare_attention
 from tests.lm_fixtures import UNITS, make_instruct_dataset, make_tiny_lm
 
 
@@ -34,7 +34,7 @@ def head_rows(model, loss_fn, batch) -> tuple[torch.Tensor, dict[str, torch.Tens
     seen = []
     hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: seen.append(i[0].shape[:-1].numel()))
     model.zero_grad()
-    loss = loss_fn(model, batch)
+    loss = loss_fn(model, batch)["loss"]
     loss.backward()
     hook.remove()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -53,8 +53,8 @@ def test_trained_positions_loss_equals_the_full_loss(tmp_path, rows, family: str
         if packing
         else collate_padded(examples[:4], tokenizer.pad_token_id)
     )
-    full, full_grads, full_rows = head_rows(model, batch_loss(model, "all"), batch)
-    trained, trained_grads, trained_rows = head_rows(model, batch_loss(model, "trained"), batch)
+    full, full_grads, full_rows = head_rows(model, token_loss(model, "all"), batch)
+    trained, trained_grads, trained_rows = head_rows(model, token_loss(model, "trained"), batch)
     torch.testing.assert_close(trained, full, atol=1e-6, rtol=1e-6)
     assert full_grads.keys() == trained_grads.keys()
     for name, grad in full_grads.items():
@@ -68,9 +68,9 @@ def test_lora_model_and_models_without_logits_to_keep(tmp_path, rows) -> None:
 
     model, tokenizer = load(make_tiny_lm(tmp_path / "lm"), packing=True)
     batch = collate_packed(tokenize_rows(rows, tokenizer, 2048)[0], [[0, 1]], tokenizer.pad_token_id)
-    full = head_rows(model, batch_loss(model, "all"), batch)[0]
+    full = head_rows(model, token_loss(model, "all"), batch)[0]
     lora = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    loss, _, head = head_rows(lora, batch_loss(lora, "trained"), batch)
+    loss, _, head = head_rows(lora, token_loss(lora, "trained"), batch)
     torch.testing.assert_close(loss, full, atol=1e-6, rtol=1e-6)
     assert head == int((batch["labels"][:, 1:] != IGNORE).sum())
 
@@ -83,16 +83,16 @@ def test_lora_model_and_models_without_logits_to_keep(tmp_path, rows) -> None:
             return type("Out", (), {"loss": self.scale * input_ids.float().mean()})()
 
     own = OwnLoss()
-    torch.testing.assert_close(batch_loss(own, "trained")(own, batch), 2 * batch["input_ids"].float().mean())
+    torch.testing.assert_close(token_loss(own, "trained")(own, batch)["loss"], 2 * batch["input_ids"].float().mean())
 
 
 def test_bfloat16_autocast_runs_matmuls_in_bf16_and_keeps_float32_weights(tmp_path, rows) -> None:
     model, tokenizer = load(make_tiny_lm(tmp_path / "lm"), packing=True)
     batch = collate_packed(tokenize_rows(rows, tokenizer, 2048)[0], [[0, 1, 2]], tokenizer.pad_token_id)
-    full, full_grads, _ = head_rows(model, batch_loss(model, "trained"), batch)
+    full, full_grads, _ = head_rows(model, token_loss(model, "trained"), batch)
     matmul_dtypes = []
     hook = model.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, i, o: matmul_dtypes.append(o.dtype))
-    mixed, mixed_grads, _ = head_rows(model, batch_loss(model, "trained", autocast=True), batch)
+    mixed, mixed_grads, _ = head_rows(model, under_autocast(token_loss(model, "trained")), batch)
     hook.remove()
     assert matmul_dtypes == [torch.bfloat16] and mixed.dtype == torch.float32
     assert all(p.dtype == torch.float32 for p in model.parameters())
@@ -102,6 +102,7 @@ def test_bfloat16_autocast_runs_matmuls_in_bf16_and_keeps_float32_weights(tmp_pa
 
 
 def test_engine_trains_under_bfloat16_autocast(tmp_path, rows) -> None:
+    from speechgpt.training.batches import TokenBatches
     from speechgpt.training.config import TrainConfig
     from speechgpt.training.engine import train
 
@@ -112,7 +113,7 @@ def test_engine_trains_under_bfloat16_autocast(tmp_path, rows) -> None:
     )
     matmul_dtypes = set()
     model.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, i, o: matmul_dtypes.add(o.dtype))
-    result = train(cfg, model, examples, tmp_path / "run", pad_id=tokenizer.pad_token_id)
+    result = train(cfg, model, TokenBatches.for_config(cfg, examples, tokenizer.pad_token_id), tmp_path / "run")
     assert matmul_dtypes == {torch.bfloat16}
     assert result.losses[-1] < result.losses[0] - 0.1
     assert all(p.dtype == torch.float32 for p in model.parameters())
