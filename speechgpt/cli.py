@@ -8,11 +8,13 @@ import dataclasses
 import importlib
 import logging
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 from speechgpt.config import ConfigError, describe_fields, dump_config, load_config
+from speechgpt.training.launch import LaunchConfig, relaunch
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,7 @@ class Command:
     """Module exposing `Config` and `run(cfg) -> Path`."""
     summary: str
     launches: bool = False
-    """Takes --nproc / --hostfile and starts the processes itself (torchrun or the DeepSpeed launcher)."""
+    """Takes --nproc, --nnodes ... / --hostfile and starts the processes itself (torchrun or DeepSpeed's launcher)."""
     prints_path: bool = True
     """Print the path `run` returns (False for commands that print their own output, e.g. JSON)."""
 
@@ -84,26 +86,42 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ("demo",): Command("speechgpt.app.demo", "run the pipeline on the embedded offline default"),
 }
 VOICES_HELP = "list the TTS voices installed on this machine"
+GROUPS = {
+    "corpus": "Speech corpora: synthesize one with TTS voices, import one, describe one",
+    "units": "Discrete speech units: fit k-means on encoder features, extract merged units",
+    "build": "SpeechInstruct data for the three stages, question/answer data, JSONL export and import",
+    "train": "Training under DeepSpeed: the text backbone and stages 1-3, on one machine or several",
+    "eval": "Scores: ASR word error rate, resynthesis, spoken question answering",
+    "vocoder": "Unit vocoder: train one, synthesize speech from units",
+}
+"""Command groups and what their commands do together (`speechgpt GROUP --help`)."""
+LAUNCH_FLAGS = ("--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port", "--hostfile")
+"""Flags of commands that start their own processes; the launcher consumes them, the ranks never see them."""
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _run_command(args)
+    except BrokenPipeError:
+        # The reader left early (`speechgpt --help | head`): stop quietly, as a pipe's writer killed by SIGPIPE would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail again
+        return 128 + signal.SIGPIPE
+
+
+def _run_command(args: list[str]) -> int:
     if args[:2] == ["corpus", "voices"]:
-        return _list_voices()
+        return _list_voices(args[2:])
     words = next((w for w in COMMANDS if tuple(args[: len(w)]) == w), None)
     if words is None:
-        print(_usage(), file=sys.stderr if args and args[0] not in ("-h", "--help") else sys.stdout)
-        return 0 if args[:1] in (["-h"], ["--help"]) else 2
+        return _print_usage(args)
     command = COMMANDS[words]
     module = importlib.import_module(command.module)
     parser = _command_parser(f"speechgpt {' '.join(words)}", command, module.Config)
     flags = _add_module_flags(parser, module)
     ns = parser.parse_args(args[len(words) :])
-    if command.launches and (ns.nproc > 1 or ns.hostfile) and "RANK" not in os.environ:
-        from speechgpt.training.distributed import relaunch
-
-        return relaunch(_without_launch_flags(args), ns.nproc, ns.hostfile)
     try:
         cfg = _apply_flags(load_config(module.Config, ns.config, ns.overrides), ns, flags)
     except ConfigError as err:
@@ -111,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     if ns.dump_config:
         sys.stdout.write(dump_config(cfg))
         return 0
+    launch = _launch_config(parser, ns) if command.launches and "RANK" not in os.environ else None
+    if launch is not None and launch.is_distributed:  # checked above, so a bad key fails once, not in every rank
+        try:
+            return relaunch(_without_launch_flags(args), launch)
+        except FileNotFoundError as err:
+            parser.exit(1, f"error: {err}\n")
     try:
         out = module.run(cfg)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
@@ -121,16 +145,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _usage() -> str:
+def _print_usage(args: list[str]) -> int:
+    """Usage of everything, or of one group (`speechgpt corpus --help`); to stdout and 0 when help was asked for."""
+    group = args[0] if args and args[0] in GROUPS else None
+    rest = args[1:] if group else args
+    asked = rest[:1] in (["-h"], ["--help"])
+    text = _usage(group)
+    if rest and not asked:
+        text = f"speechgpt: unknown command {' '.join(args[: 2 if group else 1])!r}\n\n{text}"
+    print(text, file=sys.stdout if asked else sys.stderr)
+    return 0 if asked else 2
+
+
+def _usage(group: str | None = None) -> str:
     rows = [("corpus voices", VOICES_HELP)] + [(" ".join(w), c.summary) for w, c in COMMANDS.items()]
-    return "\n".join(
-        [
+    if group is not None:
+        rows = [(name, summary) for name, summary in rows if name.split()[0] == group]
+        head = [f"usage: speechgpt {group} COMMAND [--config FILE.yaml] [--dump-config] [key=value ...]", ""]
+        head += [f"{GROUPS[group]}.", "", f"{group} commands:"]
+    else:
+        head = [
             "usage: speechgpt COMMAND [--config FILE.yaml] [--dump-config] [key=value ...]",
             "",
             "SpeechGPT-style discrete-unit speech language models: corpora, units, SpeechInstruct data,",
             "three-stage training, unit vocoder, chat.",
             "",
             "commands:",
+        ]
+    return "\n".join(
+        [
+            *head,
             *(f"  {name:<16} {summary}" for name, summary in rows),
             "",
             "Each command maps a YAML file and key=value overrides (dotted for nested keys) onto its config;",
@@ -151,9 +195,41 @@ def _command_parser(prog: str, command: Command, config_cls: Any) -> argparse.Ar
     parser.add_argument("--dump-config", action="store_true", help="print the resolved config as YAML and exit")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied after --config")
     if command.launches:
-        parser.add_argument("--nproc", type=int, default=1, help="processes per node (torchrun / DeepSpeed launcher)")
-        parser.add_argument("--hostfile", help="DeepSpeed hostfile for several machines ('host slots=N' per line)")
+        _add_launch_flags(parser)
     return parser
+
+
+def _add_launch_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "several processes",
+        "one machine:  --nproc N  (torchrun)\n"
+        "several machines, the same command on each (SLURM, Kubernetes; no ssh):\n"
+        "  --nproc N --nnodes M --node-rank R --master-addr NODE0 [--master-port P]\n"
+        "several machines started from this one over passwordless ssh (DeepSpeed's launcher):\n"
+        "  --nproc N --hostfile FILE",
+    )
+    group.add_argument("--nproc", type=int, default=1, metavar="N", help="processes per machine")
+    group.add_argument("--nnodes", type=int, default=1, metavar="M", help="machines in the job (torchrun on each)")
+    group.add_argument("--node-rank", type=int, default=0, metavar="R", help="this machine's index, 0..M-1")
+    group.add_argument("--master-addr", metavar="HOST", help="address of node 0, reachable from every machine")
+    group.add_argument(
+        "--master-port", type=int, metavar="P", help="rendezvous port on node 0 (default 29500 for several nodes)"
+    )
+    group.add_argument("--hostfile", metavar="FILE", help="DeepSpeed hostfile, 'host slots=N' per line")
+
+
+def _launch_config(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> LaunchConfig:
+    try:
+        return LaunchConfig(
+            nproc=ns.nproc,
+            nnodes=ns.nnodes,
+            node_rank=ns.node_rank,
+            master_addr=ns.master_addr,
+            master_port=ns.master_port,
+            hostfile=ns.hostfile,
+        )
+    except ValueError as err:
+        parser.error(str(err))
 
 
 def _add_module_flags(parser: argparse.ArgumentParser, module: Any) -> list[str]:
@@ -185,19 +261,26 @@ def _replace_key(cfg: Any, keys: list[str], value: Any) -> Any:
 
 
 def _without_launch_flags(args: list[str]) -> list[str]:
+    """The command line less the flags the launcher takes over (both `--flag value` and `--flag=value`)."""
     kept: list[str] = []
     skip = False
     for arg in args:
         if skip:
             skip = False
-        elif arg in ("--nproc", "--hostfile"):
+        elif arg in LAUNCH_FLAGS:
             skip = True
-        elif not arg.startswith(("--nproc=", "--hostfile=")):
+        elif not arg.startswith(tuple(f"{flag}=" for flag in LAUNCH_FLAGS)):
             kept.append(arg)
     return kept
 
 
-def _list_voices() -> int:
+def _list_voices(args: list[str]) -> int:
+    if args[:1] in (["-h"], ["--help"]):
+        print(f"usage: speechgpt corpus voices\n\n{VOICES_HELP[0].upper()}{VOICES_HELP[1:]}.")
+        return 0
+    if args:
+        print(f"speechgpt corpus voices takes no arguments, got {' '.join(args)}", file=sys.stderr)
+        return 2
     from data_builders.tts import espeak_variants, installed_voices
 
     voices = installed_voices()
