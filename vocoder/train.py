@@ -9,9 +9,6 @@ step and each rank's data and torch RNG, so a resumed run continues exactly; `<o
 from __future__ import annotations
 
 import logging
-import os
-import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +18,22 @@ import torch
 from tqdm import tqdm
 
 from speechgpt.config import save_config
-from speechgpt.data.io import atomic_write_text
+from speechgpt.training.checkpoint import (
+    atomic_save,
+    latest_step_folder,
+    load_rank_state,
+    mark_latest,
+    safe_load,
+    save_rank_state,
+    step_folder,
+)
+from speechgpt.training.collectives import all_reduce_mean, barrier
+from speechgpt.training.distributed import Dist, setup_torch_process
 from speechgpt.training.metrics import MetricsLog
 from vocoder.data import SegmentSampler, load_clips, load_units_dataset
 from vocoder.load import save_vocoder
 from vocoder.mel_vocoder import MelSettings
-from vocoder.trainer import Trainer, barrier, reduce_mean
+from vocoder.step import VocoderStep
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +130,8 @@ class Config:
 
 
 def run(cfg: Config) -> Path:
-    rank, world, device = _setup_process(cfg)
+    dist = setup_torch_process(cfg.num_threads, cfg.device)
+    rank, world, device = dist.rank, dist.world, torch.device(dist.device)
     if rank == 0:
         save_config(cfg, cfg.out)
     dataset = load_units_dataset(cfg.data)
@@ -135,11 +143,11 @@ def run(cfg: Config) -> Path:
     n_units = cfg.n_units or infer_n_units(dataset)
     log.info("rank %d/%d: %d clips, %d speakers, %d units, %s", rank, world, len(clips), len(speakers), n_units, device)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    trainer = Trainer(cfg, n_units, speakers, device, world)
+    trainer = VocoderStep(cfg, n_units, speakers, device)
     any_index = speakers.index(cfg.any_speaker) if cfg.any_speaker is not None else None
     sampler = SegmentSampler(clips, cfg.batch_size, cfg.segment_frames, cfg.seed + rank, any_index, cfg.speaker_dropout)
     checkpoints = cfg.out / "checkpoints"
-    step = load_latest(checkpoints, trainer, sampler, rank, device) if cfg.resume else 0
+    step = load_latest(checkpoints, trainer, sampler, dist) if cfg.resume else 0
     if step == 0 and cfg.dtype == "auto":  # a probe batch of its own: the training batches stay the same
         probe = SegmentSampler(clips, cfg.batch_size, cfg.segment_frames, cfg.seed + 7919 + rank, any_index)
         trainer.choose_precision(probe.next_batch().to(device))
@@ -151,12 +159,12 @@ def run(cfg: Config) -> Path:
             logs = trainer.step(sampler.next_batch().to(device), step)
             step += 1
             if step % cfg.log_every == 0 or step == cfg.steps:
-                logs = {k: reduce_mean(v, world) for k, v in logs.items()}
+                logs = dict(zip(logs, all_reduce_mean(list(logs.values())), strict=True))
                 metrics.write(step=step, **logs, seconds=round(time.perf_counter() - tick, 4))
                 bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k != "lr"})
             bar.update()
             if step % cfg.save_every == 0 or step == cfg.steps:
-                save_checkpoint(checkpoints, trainer, sampler, step, rank, world, cfg.keep_checkpoints)
+                save_checkpoint(checkpoints, trainer, sampler, step, dist, cfg.keep_checkpoints)
     elapsed = time.perf_counter() - started
     if rank == 0:
         metrics.write(step=step, train_seconds=round(elapsed, 1), steps_per_s=round((step - first) / elapsed, 4))
@@ -175,77 +183,39 @@ def run(cfg: Config) -> Path:
 
 
 def infer_n_units(dataset: object) -> int:
-    """k of the dataset's k-means (`...+km500:...` in its encoder column), else the largest unit id + 1."""
-    match = re.search(r"\+km(\d+)", _encoder_name(dataset) or "")
-    if match:
-        return int(match.group(1))
-    return max(max(units) for units in dataset["units"] if units) + 1  # type: ignore[index]
+    """k of the dataset's k-means, read from its encoder tag (`<encoder name>+km<k>:<fingerprint>`)."""
+    from speechgpt.data.units import encoder_tag
+
+    return encoder_tag(dataset).k
 
 
-def _encoder_name(dataset: object) -> str | None:
-    names = dataset.column_names  # type: ignore[attr-defined]
-    return str(dataset[0]["encoder"]) if "encoder" in names and len(dataset) else None  # type: ignore[arg-type, index]
+def _encoder_name(dataset: object) -> str:
+    from speechgpt.data.units import encoder_tag
+
+    return str(encoder_tag(dataset))
 
 
 def save_checkpoint(
-    folder: Path, trainer: Trainer, sampler: SegmentSampler, step: int, rank: int, world: int, keep: int
+    folder: Path, trainer: VocoderStep, sampler: SegmentSampler, step: int, dist: Dist, keep: int
 ) -> None:
-    """Each rank's RNG file, then rank 0's state, then `latest` names the step: a kill never leaves `latest`
-    pointing at a half-written checkpoint."""
-    tag = folder / f"step{step:07d}"
-    tag.mkdir(parents=True, exist_ok=True)
-    _atomic_save({"sampler": sampler.state_dict(), "torch": torch.get_rng_state(), **_cuda_rng()}, tag, rank)
-    if rank == 0:
-        _atomic_save({"step": step, **trainer.state_dict()}, tag, None)
-    barrier(world)
-    if rank == 0:
-        atomic_write_text(folder / "latest", tag.name + "\n")
-        for old in sorted(p for p in folder.glob("step*") if p.is_dir())[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+    """Each rank's RNG and sampler file, then rank 0's state, then `latest` names the step: a kill never leaves
+    `latest` pointing at a half-written checkpoint."""
+    tag = step_folder(folder, step)
+    save_rank_state(tag, dist.rank, extra={"sampler": sampler.state_dict()})
+    if dist.is_main:
+        atomic_save({"step": step, **trainer.state_dict()}, tag / "state.pt")
+    barrier()
+    if dist.is_main:
+        mark_latest(folder, tag, keep)
 
 
-def load_latest(folder: Path, trainer: Trainer, sampler: SegmentSampler, rank: int, device: torch.device) -> int:
-    if not (folder / "latest").is_file():
+def load_latest(folder: Path, trainer: VocoderStep, sampler: SegmentSampler, dist: Dist) -> int:
+    """Resume from the step `latest` names (every file loads with weights_only=True); 0 without a checkpoint."""
+    tag = latest_step_folder(folder)
+    if tag is None:
         return 0
-    tag = folder / (folder / "latest").read_text().strip()
-    state = torch.load(tag / "state.pt", map_location=device, weights_only=False)
+    state = safe_load(tag / "state.pt", map_location=dist.device)
     trainer.load_state_dict(state)
-    rng_path = tag / f"rng_rank{rank}.pt"
-    if not rng_path.is_file():
-        raise RuntimeError(f"{rng_path} missing: resume with the world size the checkpoint was written with")
-    rng = torch.load(rng_path, weights_only=False)
-    sampler.load_state_dict(rng["sampler"])
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"], device)
-    log.info("rank %d resumed from %s at step %d", rank, tag, state["step"])
+    sampler.load_state_dict(load_rank_state(tag, dist.rank)["sampler"])
+    log.info("rank %d resumed from %s at step %d", dist.rank, tag, state["step"])
     return int(state["step"])
-
-
-def _atomic_save(obj: dict, tag: Path, rank: int | None) -> None:
-    name = "state.pt" if rank is None else f"rng_rank{rank}.pt"
-    tmp = tag / f".{name}.tmp"
-    torch.save(obj, tmp)
-    tmp.rename(tag / name)
-
-
-def _cuda_rng() -> dict[str, torch.Tensor]:
-    return {"cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {}
-
-
-def _setup_process(cfg: Config) -> tuple[int, int, torch.device]:
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    cuda = torch.cuda.is_available() and cfg.device != "cpu"
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but no GPU is visible")
-    if not cuda:
-        torch.set_num_threads(cfg.num_threads)
-    if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if cuda else "gloo")
-    if cuda:
-        torch.cuda.set_device(local)
-    return rank, world, torch.device(f"cuda:{local}" if cuda else "cpu")

@@ -25,6 +25,8 @@ import torch
 from rapidfuzz.distance import Levenshtein
 from torch import nn
 
+from speechgpt.training.schedule import lr_factor
+
 log = logging.getLogger(__name__)
 
 ALPHABET = " abcdefghijklmnopqrstuvwxyz'"
@@ -194,12 +196,6 @@ def _encode_text(text: str) -> list[int]:
     return [ALPHABET.index(c) + 1 for c in normalize_text(text)]
 
 
-def _lr_factor(progress: float) -> float:
-    if progress < 0.03:
-        return max(progress / 0.03, 0.01)
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - 0.03) / 0.97)))
-
-
 def train_unit_ctc(
     rows: Sequence[tuple[Sequence[int], str]],
     *,
@@ -232,7 +228,7 @@ def train_unit_ctc(
     while (elapsed := time.perf_counter() - started) < budget_s and (max_steps is None or model.steps_done < max_steps):
         progress = model.steps_done / max_steps if max_steps is not None else elapsed / budget_s
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * _lr_factor(progress)
+            group["lr"] = cfg.lr * lr_factor(1000 * progress, total=1000, warmup=30, min_ratio=0.05)
         units, lengths, targets, target_lengths = next(batches)
         log_probs, out_lengths = model(units, lengths)
         loss = loss_fn(log_probs.transpose(0, 1), targets, out_lengths, target_lengths)

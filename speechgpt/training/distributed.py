@@ -32,18 +32,47 @@ def setup_process(num_threads: int) -> Dist:
     cuda = torch.cuda.is_available()
     if not cuda:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        torch.set_num_threads(num_threads)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO_CACHE / "torch_extensions"))
-    if "RANK" not in os.environ:  # a plain `python` start: one process
-        os.environ.update(
-            RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())
-        )
+    _single_process_environment()
     import deepspeed
 
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+    return _this_rank(cuda, num_threads)
+
+
+def setup_torch_process(num_threads: int, device: str = "auto") -> Dist:
+    """The same for trainers that run without DeepSpeed (the vocoder): a torch process group (gloo on CPU, nccl on
+    GPU) only when launched as several processes. `device`: auto (this rank's GPU when there is one), cpu, cuda."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but no GPU is visible")
+    cuda = torch.cuda.is_available() and device != "cpu"
+    _single_process_environment()
+    if int(os.environ["WORLD_SIZE"]) > 1:
+        import torch.distributed as tdist
+
+        if not tdist.is_initialized():
+            tdist.init_process_group("nccl" if cuda else "gloo")
+    return _this_rank(cuda, num_threads)
+
+
+def _single_process_environment() -> None:
+    """A plain `python` start (no torchrun/deepspeed launcher): the environment of a one-process group."""
+    if "RANK" not in os.environ:
+        os.environ.update(
+            RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())
+        )
+
+
+def _this_rank(cuda: bool, num_threads: int) -> Dist:
+    import torch
+
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if cuda:
         torch.cuda.set_device(local_rank)
+    else:
+        torch.set_num_threads(num_threads)
     return Dist(
         int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), local_rank, f"cuda:{local_rank}" if cuda else "cpu"
     )

@@ -124,7 +124,7 @@ def test_mel_route_trains_saves_and_resumes_exactly(units_data: Path, tmp_path: 
 def test_dtype_auto_picks_a_precision_and_changes_nothing_else(
     units_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="vocoder.trainer"):
+    with caplog.at_level(logging.INFO, logger="vocoder.step"):
         train.run(tiny_config(units_data, tmp_path / "auto", dtype="auto", steps=2))
     assert "dtype auto: float32" in caplog.text
     state = torch.load(tmp_path / "auto" / "checkpoints" / "step0000002" / "state.pt", weights_only=False)

@@ -1,4 +1,4 @@
-"""One optimizer step of either route, the optimizers and schedules behind it, and the data-parallel helpers.
+"""The models of a route, their optimizers and schedules, and one optimizer step (data-parallel over ranks).
 
 mel: L1 between the net's log-mel and the audio's. hifigan: with the discriminator active, unit_hifigan's
 discriminator step then generator step (mel x45 + feature matching x2 + least-squares GAN); before it, the mel term
@@ -8,15 +8,15 @@ alone. Both: + the duration predictor's MSE on log(1 + frames), in the generator
 from __future__ import annotations
 
 import logging
-import math
 import statistics
 import time
-from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
+from speechgpt.training.collectives import all_reduce_mean, average_gradients
+from speechgpt.training.schedule import lr_lambda
 from vocoder import hifigan
 from vocoder.data import Batch
 from vocoder.duration import DurationPredictor, duration_loss
@@ -28,18 +28,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Trainer:
-    def __init__(self, cfg: Config, n_units: int, speakers: list[str], device: torch.device, world: int) -> None:
-        self.cfg, self.world, self.device = cfg, world, device
+class VocoderStep:
+    """The models of a route (vocoder, duration predictor, discriminator), their optimizers and schedules, and
+    one optimizer step over a batch; `speechgpt vocoder train` (vocoder/train.py) runs the loop around it."""
+
+    def __init__(self, cfg: Config, n_units: int, speakers: list[str], device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
         self.bfloat16 = cfg.dtype == "bfloat16"
         """Compute under bfloat16 autocast (`dtype: auto` settles it in `choose_precision`)."""
         self.model = build_model(cfg, n_units, speakers).to(device).train()
         self.duration = (
             DurationPredictor(cfg.embedding_dim, cfg.duration_hidden).to(device).train() if cfg.duration else None
         )
+        schedule = lr_lambda(total=cfg.steps, warmup=cfg.warmup_steps, min_ratio=cfg.min_lr_ratio)
         params = [*self.model.parameters(), *(self.duration.parameters() if self.duration else [])]
         self.optim_g = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas)
-        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.optim_g, lr_factor(cfg))
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.optim_g, schedule)
         self.discriminator: nn.Module | None = None
         self.optim_d: torch.optim.Optimizer | None = None
         self.sched_d: torch.optim.lr_scheduler.LRScheduler | None = None
@@ -51,7 +55,7 @@ class Trainer:
             if cfg.discriminator_start is not None:
                 self.discriminator = hifigan.build_discriminator().to(device).train()
                 self.optim_d = torch.optim.AdamW(self.discriminator.parameters(), lr=cfg.lr, betas=cfg.betas)
-                self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.optim_d, lr_factor(cfg))
+                self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.optim_d, schedule)
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bfloat16)
@@ -75,7 +79,7 @@ class Trainer:
             seconds[bfloat16] = statistics.median(times[1:])
         self.optim_g.zero_grad(set_to_none=False)
         torch.set_rng_state(rng)
-        self.bfloat16 = reduce_mean(float(seconds[True] < seconds[False]), self.world) >= 0.5
+        self.bfloat16 = all_reduce_mean([float(seconds[True] < seconds[False])])[0] >= 0.5
         log.info(
             "dtype auto: float32 %.1f ms, bfloat16 %.1f ms per forward+backward -> %s",
             seconds[False] * 1e3,
@@ -113,7 +117,7 @@ class Trainer:
         self.optim_g.zero_grad(set_to_none=False)
         loss.backward()
         params = [p for group in self.optim_g.param_groups for p in group["params"]]
-        average_gradients(params, self.world)
+        average_gradients(params)
         if self.cfg.clip_grad > 0:
             logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad))
         self.optim_g.step()
@@ -133,7 +137,7 @@ class Trainer:
             loss_d, _ = self.disc_loss(self.discriminator(real), self.discriminator(fake.detach()))
         self.optim_d.zero_grad(set_to_none=False)
         loss_d.backward()
-        average_gradients(list(self.discriminator.parameters()), self.world)
+        average_gradients(self.discriminator.parameters())
         self.optim_d.step()
         if self.sched_d is not None:  # the discriminator's schedule (warmup included) starts when it joins
             self.sched_d.step()
@@ -190,52 +194,3 @@ def build_model(cfg: Config, n_units: int, speakers: list[str]) -> nn.Module:
         n_mels=cfg.mel.n_mels,
         lookahead_frames=cfg.lookahead_frames,
     )
-
-
-def lr_factor(cfg: Config) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / (cfg.warmup_steps + 1)
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def average_gradients(params: Iterable[nn.Parameter], world: int) -> None:
-    """Data parallelism: every rank's gradients replaced by their mean, in one all_reduce (DDP's effect, without
-    its hooks, which would not fit the two-optimizer GAN step; these models are small enough for one bucket)."""
-    if world == 1:
-        return
-    import torch.distributed as dist
-    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
-
-    grads = []
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        grads.append(p.grad)
-    flat = _flatten_dense_tensors(grads)
-    dist.all_reduce(flat)
-    flat /= world
-    for grad, averaged in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
-        grad.copy_(averaged)
-
-
-def reduce_mean(value: float, world: int) -> float:
-    if world == 1:
-        return value
-    import torch.distributed as dist
-
-    tensor = torch.tensor([value], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        tensor = tensor.cuda()
-    dist.all_reduce(tensor)
-    return float(tensor[0]) / world
-
-
-def barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
