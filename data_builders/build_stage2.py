@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_builders.build_stage1 import load_units_rows, resolve_k
 from data_builders.instruct_common import Example, TokenCounter, to_row, write_instruct_dataset
 from data_builders.instructions import sample_instruction
 from speechgpt.config import save_config
 from speechgpt.data.instruct import Task
+from speechgpt.data.units import codebook_size, load_units_rows
 from speechgpt.text.conversation import Turn
 from speechgpt.text.template import INPUT_JOIN, TQ, AssistantTurn, ChatTemplate, LossOn, UserTurn, marker_tokens
 from speechgpt.text.units import UnitFormat, UnitFormatName
@@ -35,6 +35,7 @@ from speechgpt.text.units import UnitFormat, UnitFormatName
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test", "dev_seen_voices")
+COLUMNS = ["id", "text", "speaker", "split", "units"]
 HELDOUT_TRAIN_SENTENCE = "held-out voice with a training sentence"
 OVER_BUDGET = "over max_tokens"
 
@@ -48,7 +49,7 @@ class Config:
     unit_format: UnitFormatName = "default"
     """How units are written: 'default' (`<|u12|>`) or 'legacy' (SpeechGPT's `<12>`)."""
     k: int | None = None
-    """Codebook size; null: `km<k>` of the units' encoder, else the highest unit id + 1."""
+    """Codebook size; null: the `km<k>` of the units' encoder tag."""
     train_splits: list[str] = field(default_factory=lambda: ["train"])
     """Corpus splits of training voices; speakers found only in other corpus splits are held-out voices."""
     splits: list[str] = field(default_factory=lambda: list(SPLITS))
@@ -214,8 +215,8 @@ def build_examples(
 def run(cfg: Config) -> Path:
     """Write the stage-2 dataset to cfg.out and return it."""
     save_config(cfg, cfg.out)
-    rows = load_units_rows(cfg.units)
-    units = UnitFormat(cfg.unit_format, resolve_k(rows, cfg.k))
+    tag, rows = load_units_rows(cfg.units, COLUMNS)
+    units = UnitFormat(cfg.unit_format, codebook_size(tag, rows, cfg.k))
     template = ChatTemplate(units, loss_on=cfg.loss_on)
     count = TokenCounter(units, cfg.tokenizer)
     skipped: Counter[str] = Counter()
@@ -227,7 +228,7 @@ def run(cfg: Config) -> Path:
     extra = {
         "unit_format": units.name,
         "k": units.k,
-        "encoder": rows[0]["encoder"] if rows else None,
+        "encoder": str(tag),
         "sentences_per_bucket": dict(sorted(buckets.items())),
         "turns": len(singles) - skipped[OVER_BUDGET],
     }

@@ -1,12 +1,22 @@
-"""`speechgpt corpus synth`: a multi-speaker ASR/TTS corpus spoken by the TTS engines installed on this machine."""
+"""`speechgpt corpus synth`: a multi-speaker ASR/TTS corpus spoken by the TTS engines installed on this machine.
+
+Two kinds: sentences (WordNet or a text file) each spoken by every voice or by a drawn few; or, with `qa`, the
+questions and answers of an instruction file, each question and its answer spoken as clips `q-<id>` and `a-<id>` by
+voices drawn for the question (training voices for train questions, held-out voices for dev/test ones). The second is
+the speech that `speechgpt build stage3` joins with its questions, once `speechgpt units extract` has made its units.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from data_builders.text_instructions import qa_clip_ids, read_text_instructions
 from data_builders.text_sources import load_sentences
 from data_builders.tts import Voice, check_voice, parse_voice, tts_item
 from speechgpt.config import config_to_dict, save_config
@@ -26,6 +36,8 @@ DEFAULT_VOICES = [
 ]
 DEFAULT_HELDOUT_VOICES = ["flite:kal16", "festival:ked_diphone"]
 _RUN_CONTROL = {"out", "num_workers", "limit"}  # fields that do not change the result
+_QA_FIELDS = {"qa", "qa_all_pairs"}  # a sentence corpus' settings stay as they were before the qa kind existed
+HELDOUT_SPLITS = ("dev", "test")
 
 
 @dataclass(kw_only=True)
@@ -58,6 +70,11 @@ class Config:
     """Synthesis processes."""
     limit: int | None = None
     """Stop after this many new clips; a rerun without it finishes the corpus (resume)."""
+    qa: Path | None = None
+    """Speak questions and answers instead of sentences: a `speechgpt build qa` folder or Alpaca/ShareGPT JSON(L);
+    train questions get a training voice, dev/test ones a held-out voice (the sentence options do not apply)."""
+    qa_all_pairs: bool = False
+    """ShareGPT `qa`: every human -> gpt pair of a conversation is a question (default: the first pair only)."""
 
     def __post_init__(self) -> None:
         for key in [*self.voices, *self.heldout_voices]:
@@ -69,14 +86,29 @@ class Config:
             raise ValueError(f"voices_per_sentence must be in 1..{len(self.voices)}")
         if self.min_words < 1 or self.max_words < self.min_words:
             raise ValueError("need 1 <= min_words <= max_words")
+        if self.qa is not None:
+            if self.domain_text is not None or self.voices_per_sentence is not None:
+                raise ValueError("domain_text and voices_per_sentence are for sentences; they do not apply with qa")
+            if not self.heldout_voices or not set(self.voices) - set(self.heldout_voices):
+                raise ValueError("qa needs heldout_voices and at least one other (training) voice among voices")
 
 
 def run(cfg: Config) -> Path:
-    """Synthesize every (sentence, voice) pair not yet done, then write the corpus dataset. Returns cfg.out."""
+    """Synthesize every clip not yet done, then write the corpus dataset. Returns cfg.out."""
     save_config(cfg, cfg.out)
     voices = [parse_voice(key) for key in cfg.voices]
     for voice in voices:
         check_voice(voice)
+    items = qa_items(cfg, cfg.qa) if cfg.qa is not None else synth_items(cfg, voices, corpus_sentences(cfg))
+    settings = build_settings(cfg, items)
+    build = CorpusBuild(cfg.out, settings, cfg.max_duration_s, num_workers=cfg.num_workers, max_items=cfg.limit)
+    summary = build.run(items, desc="synthesize")
+    log.info("corpus %s: %s", cfg.out, summary)
+    return cfg.out
+
+
+def corpus_sentences(cfg: Config) -> list[str]:
+    """The text source's sampled sentences, then every sentence of `domain_text` not among them."""
     sentences = load_sentences(
         cfg.text_source,
         max_sentences=cfg.max_sentences,
@@ -90,11 +122,17 @@ def run(cfg: Config) -> Path:
         )
         seen = set(sentences)
         sentences += [s for s in domain if s not in seen]
-    settings = {k: v for k, v in config_to_dict(cfg).items() if k not in _RUN_CONTROL}
-    build = CorpusBuild(cfg.out, settings, cfg.max_duration_s, num_workers=cfg.num_workers, max_items=cfg.limit)
-    summary = build.run(synth_items(cfg, voices, sentences), desc="synthesize")
-    log.info("corpus %s: %s", cfg.out, summary)
-    return cfg.out
+    return sentences
+
+
+def build_settings(cfg: Config, items: list[SourceItem]) -> dict[str, Any]:
+    """What defines the result (a resume under other settings is refused). A qa corpus names its items by content,
+    so that speech of an edited question file is never reused under the same ids."""
+    if cfg.qa is None:
+        return {k: v for k, v in config_to_dict(cfg).items() if k not in _RUN_CONTROL | _QA_FIELDS}
+    spoken = [[i.id, i.source, i.split, i.text] for i in items]
+    digest = hashlib.sha256(json.dumps(spoken, ensure_ascii=False).encode()).hexdigest()
+    return {"qa_items_sha256": digest, "max_duration_s": cfg.max_duration_s}
 
 
 def synth_items(cfg: Config, voices: list[Voice], sentences: list[str]) -> list[SourceItem]:
@@ -108,4 +146,22 @@ def synth_items(cfg: Config, voices: list[Voice], sentences: list[str]) -> list[
             items.append(
                 tts_item(f"{voice.speaker}-s{index:05d}", voice, sentence, split, f"{voice.key} sentence {index}")
             )
+    return items
+
+
+def qa_items(cfg: Config, qa: Path) -> list[SourceItem]:
+    """A question clip and an answer clip per pair of `qa`, each spoken by a voice drawn by the pair's seeded generator
+    (question first): from the training voices (voices not held out) for train pairs, from heldout_voices otherwise."""
+    pairs, bad = read_text_instructions(qa, all_pairs=cfg.qa_all_pairs)
+    if bad:
+        log.warning("%s: %d records are not usable, so not spoken (`speechgpt build stage3` lists them)", qa, len(bad))
+    training = [key for key in cfg.voices if key not in cfg.heldout_voices]
+    items = []
+    for pair in sorted(pairs, key=lambda p: p.id):
+        pool = cfg.heldout_voices if pair.split in HELDOUT_SPLITS else training
+        rng = random.Random(f"{cfg.seed}:voice:{pair.id}")
+        spoken = zip(qa_clip_ids(pair.id), ("question", "answer"), (pair.question, pair.answer), strict=True)
+        for clip_id, role, text in spoken:
+            voice = parse_voice(rng.choice(pool))
+            items.append(tts_item(clip_id, voice, text, pair.split, f"{voice.key} {role} of {pair.id}"))
     return items

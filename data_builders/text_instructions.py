@@ -47,6 +47,12 @@ class BadRecord:
     """`kind: detail`."""
 
 
+def qa_clip_ids(pair_id: str) -> tuple[str, str]:
+    """Corpus ids of a pair's spoken question and spoken answer (`speechgpt corpus synth qa=...` writes them,
+    `speechgpt build stage3` and `speechgpt eval chat` look them up)."""
+    return f"q-{pair_id}", f"a-{pair_id}"
+
+
 class RecordError(ValueError):
     """One record that cannot be used; its message becomes the rejection reason."""
 

@@ -19,6 +19,10 @@ import torch
 from tqdm import tqdm
 
 from speechgpt.data.audio import read_audio
+from speechgpt.data.units import load_units_dataset
+
+# the loader is the library's (the units contract); vocoder.train and the benchmarks import it from here
+__all__ = ["HOP_LENGTH", "Batch", "Clip", "SegmentSampler", "load_clips", "load_units_dataset", "make_clip"]
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +65,6 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(*(getattr(self, name).to(device) for name in self.__dataclass_fields__))
-
-
-def load_units_dataset(path: str | Path) -> Any:
-    """A units dataset (HF `save_to_disk`) from its build folder or its `dataset/` folder."""
-    import datasets
-
-    path = Path(path)
-    target = path / "dataset" if (path / "dataset").is_dir() else path
-    if not (target / "state.json").exists():
-        raise FileNotFoundError(f"{path}: no units dataset here (expected {target}/state.json)")
-    dataset = datasets.load_from_disk(str(target))
-    missing = [c for c in ("id", "audio", "speaker", "split", "units", "durations") if c not in dataset.column_names]
-    if missing:
-        raise ValueError(f"{target}: not a units dataset, missing columns {missing}")
-    return dataset
 
 
 def load_clips(

@@ -21,7 +21,7 @@ import torch
 from speechgpt.config import save_config
 from speechgpt.data.audio import write_audio
 from speechgpt.data.io import atomic_write_text
-from vocoder.data import load_units_dataset
+from speechgpt.data.units import load_units_dataset
 from vocoder.load import load_vocoder
 from vocoder.runtime import Vocoder
 

@@ -26,9 +26,11 @@ STEPS = [
     "corpus_stats",
     "units_fit",  # k-means on the training voices
     "units_extract",
+    "qa_speech",  # every question and its answer spoken (held-out voices for dev/test questions)
+    "qa_units",  # their units, with the same k-means
     "build_stage1",
     "build_stage2",
-    "build_stage3",  # question and answer speech synthesized, then units
+    "build_stage3",  # the questions joined with the units of their speech
     "backbone",  # a tiny LM trained on text: the stand-in for a pretrained LLM
     "stage1",
     "stage2",

@@ -65,7 +65,7 @@ def select_rows(dataset: Any, splits: list[str], max_clips: int) -> list[dict[st
 
 
 def run(cfg: Config) -> Path:
-    from vocoder.data import load_units_dataset
+    from speechgpt.data.units import load_units_dataset
     from vocoder.load import load_vocoder
 
     torch.set_num_threads(cfg.num_threads)

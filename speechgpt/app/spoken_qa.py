@@ -1,7 +1,7 @@
 """`speechgpt eval chat`: held-out spoken questions answered in speech, scored by a judge nobody here trained.
 
-Questions come from `speechgpt build qa` (their expected answers and families) and their audio from `speechgpt build
-stage3`, which had the held-out voices speak the dev/test questions; neither the voices nor the questions were
+Questions come from `speechgpt build qa` (their expected answers and families) and their audio from `speechgpt corpus
+synth qa=...`, which had the held-out voices speak the dev/test questions; neither the voices nor the questions were
 trained on. Each question goes through the whole chain (speech -> units -> transcript -> text answer -> answer
 units -> vocoder), and the Whisper judge transcribes the spoken answer:
 
@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 class Config(ChatSetup):
     qa: Path = Path("out/demo/qa")
     """Output of `speechgpt build qa`: <split>.jsonl with each question's family and expected answer."""
-    speech: Path = Path("out/demo/stage3_data/speech")
-    """Question audio: the speech corpus `speechgpt build stage3` wrote (ids `q-<question id>`)."""
+    speech: Path = Path("out/demo/qa_speech")
+    """Question audio: the corpus `speechgpt corpus synth qa=...` spoke (ids `q-<question id>`)."""
     split: str = "test"
     """Questions of this split (dev/test questions are held out and spoken by held-out voices)."""
     max_questions: int = 24

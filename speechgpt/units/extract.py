@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from speechgpt.config import save_config
 from speechgpt.data.audio import AudioError, read_audio
-from speechgpt.data.corpus import check_build_settings, corpus_features, load_corpus, save_dataset, write_dataset
+from speechgpt.data.corpus import check_build_settings, load_corpus, save_dataset, write_dataset
 from speechgpt.data.io import atomic_write_text
+from speechgpt.data.units import EncoderTag, units_features
 from speechgpt.units.encoders import EncoderConfig, FeatureEncoder, build_encoder
 from speechgpt.units.kmeans import KMeansModel
 from speechgpt.units.runs import merge_repeats
@@ -52,16 +53,6 @@ class Config:
             raise ValueError("batch_seconds, shard_size and num_threads must be positive")
 
 
-def units_features() -> Any:
-    import datasets
-
-    features = corpus_features()
-    features["units"] = datasets.List(datasets.Value("int32"))
-    features["durations"] = datasets.List(datasets.Value("int32"))
-    features["encoder"] = datasets.Value("string")
-    return features
-
-
 class UnitExtractor:
     """Encoder + k-means: waveforms in, merged units with run lengths out."""
 
@@ -70,7 +61,8 @@ class UnitExtractor:
             raise ValueError(f"encoder dim {encoder.dim} != k-means dim {kmeans.centroids.shape[1]}")
         self.encoder = encoder
         self.kmeans = kmeans
-        self.name = f"{encoder.name}+km{len(kmeans.centroids)}:{kmeans.meta['fingerprint']}"
+        self.tag = EncoderTag(encoder.name, len(kmeans.centroids), str(kmeans.meta["fingerprint"]))
+        self.name = str(self.tag)  # the `encoder` column of every row it makes
 
     @classmethod
     def load(cls, kmeans_dir: Path, dtype: str = "float32") -> UnitExtractor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import random
 import re
@@ -15,14 +16,15 @@ from data_builders.instructions import load_instructions
 from speechgpt.cli import main as cli_main
 from speechgpt.data.corpus import load_corpus, write_dataset
 from speechgpt.data.instruct import load_instruct_dataset
+from speechgpt.data.units import units_features
 from speechgpt.text.conversation import parse_conversation
 from speechgpt.text.template import SPEECHGPT_SYSTEM, AssistantTurn, ChatTemplate, UserTurn
 from speechgpt.text.units import UnitFormat
 from speechgpt.units import extract, fit
 from speechgpt.units.encoders import EncoderConfig
-from speechgpt.units.extract import units_features
 
 K = 20
+BUILDERS = Path(__file__).resolve().parents[2] / "data_builders"
 DEFAULT = UnitFormat("default", K)
 TEMPLATE = ChatTemplate(DEFAULT)
 TRAIN_VOICES, HELDOUT_VOICES = ("v1", "v2"), ("h1", "h2")
@@ -318,3 +320,38 @@ def test_legacy_export_skips_text_that_would_read_as_units(tmp_path: Path) -> No
     assert answers == ["I have five apples<eoa>"]
     summary = json.loads((exported / "summary.json").read_text())
     assert summary["skipped"] == {export_jsonl.NOT_LEGACY: 1} and summary["lines"] == {"train": 1}
+
+
+def test_builders_read_units_through_the_contract(synthetic_units: Path, tmp_path: Path) -> None:
+    """k comes from the units' encoder tag; a malformed tag or a k below the ids is an error naming the problem."""
+    rows = load_corpus(synthetic_units).to_list()
+    summary = json.loads(
+        (build_stage1.run(build_stage1.Config(units=synthetic_units, out=tmp_path / "s1")) / "summary.json").read_text()
+    )
+    assert summary["k"] == K and summary["encoder"] == f"mfcc@50Hz+km{K}:0123"
+    with pytest.raises(ValueError, match=f"k=8 allows unit ids below 8, but the units use ids up to {K - 1}"):
+        build_stage2.run(build_stage2.Config(units=synthetic_units, out=tmp_path / "s2", k=8))
+    untagged = tmp_path / "untagged"
+    write_dataset([{**row, "encoder": "mfcc@50Hz+km20"} for row in rows], untagged / "dataset", units_features())
+    for builder in (build_stage1, build_stage2):
+        with pytest.raises(ValueError, match=f"{untagged}.*encoder tag 'mfcc@50Hz\\+km20' is not of the form"):
+            builder.run(builder.Config(units=untagged, out=tmp_path / builder.__name__))
+
+
+def test_no_builder_imports_another_builder() -> None:
+    """Builders (modules with a `run`) share code through the library or helper modules, never through each other."""
+    modules = {path.stem: ast.parse(path.read_text(encoding="utf-8")) for path in sorted(BUILDERS.glob("*.py"))}
+    builders = {
+        name
+        for name, tree in modules.items()
+        if any(isinstance(node, ast.FunctionDef) and node.name == "run" for node in tree.body)
+    }
+    assert {"build_stage1", "build_stage2", "build_stage3", "synth_corpus"} <= builders
+    imported = {
+        (name, node.module.removeprefix("data_builders.") if node.module != "data_builders" else alias.name)
+        for name, tree in modules.items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("data_builders")
+        for alias in node.names
+    }
+    assert sorted((name, other) for name, other in imported if name in builders and other in builders) == []
