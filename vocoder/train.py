@@ -51,7 +51,7 @@ class Config:
     max_clips: int | None = None
     """Use only the first N clips of those splits (tests, quick runs)."""
     n_units: int | None = None
-    """Unit vocabulary size; None reads k from the dataset's encoder name (`+km500`), else max unit + 1."""
+    """Unit vocabulary size; None reads k from the dataset's encoder tag (`...+km500:<fingerprint>`)."""
     any_speaker: str | None = "any"
     """Name of an extra voice trained on every speaker's clips (`speaker_dropout` of the segments): what synthesis
     uses for voices it never heard, such as a language model's units; None: no such voice."""
