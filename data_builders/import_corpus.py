@@ -2,8 +2,8 @@
 
 Readers yield `SourceItem`s whose audio is decoded only when `CorpusBuild` converts them (picklable partials), so
 resume, `rejected.jsonl` and `summary.json` work as for `corpus synth`. A problem with one utterance (bad UTF-8,
-unreadable or missing audio, a malformed manifest line) rejects that utterance; only a problem with the input as a
-whole (missing folder, unknown column) stops the import.
+unreadable, truncated or missing audio, a malformed manifest line) rejects that utterance, naming each of its defects;
+only a problem with the input as a whole (missing folder, unknown column) stops the import.
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-import soundfile as sf
 
 from speechgpt.config import config_to_dict, save_config
-from speechgpt.data.audio import Audio16k, AudioError, read_audio, to_16k_mono
-from speechgpt.data.corpus import CorpusBuild, SourceItem
+from speechgpt.data.audio import Audio16k, AudioError, read_audio, read_samples, to_16k_mono
+from speechgpt.data.corpus import CorpusBuild, SourceItem, check_text
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +250,9 @@ def hf_audio_loader(value: Any) -> Callable[[], Audio16k]:
 def decode_audio_bytes(data: bytes) -> Audio16k:
     """Decode an encoded clip held in memory: libsndfile first, torchcodec (ffmpeg) for what it cannot read."""
     try:
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        samples, rate = read_samples(io.BytesIO(data))
+    except AudioError:  # truncated: another decoder would read the part that is there just the same
+        raise
     except Exception as sf_err:  # libsndfile raises several types for corrupt or unknown formats
         try:
             from torchcodec.decoders import AudioDecoder
@@ -300,8 +301,9 @@ def manifest_items(cfg: Config) -> Iterator[SourceItem]:
     # turned back into the original bytes for check_text to reject with the offending byte.
     lines = manifest.read_bytes().splitlines()
     rows = _tsv_rows(manifest, lines, cfg.columns) if manifest.suffix.lower() == ".tsv" else _jsonl_rows(lines)
+    first_line: dict[str, int] = {}  # id -> the line that used it first
     for number, row in rows:
-        yield _manifest_item(cfg, number, row)
+        yield _manifest_item(cfg, number, row, first_line)
 
 
 def _jsonl_rows(lines: list[bytes]) -> Iterator[tuple[int, dict[str, Any] | str]]:
@@ -332,36 +334,53 @@ def _tsv_rows(manifest: Path, lines: list[bytes], cols: Columns) -> Iterator[tup
         yield number, dict(zip(header, fields, strict=True))
 
 
-def _manifest_item(cfg: Config, number: int, row: dict[str, Any] | str) -> SourceItem:
+def _manifest_item(cfg: Config, number: int, row: dict[str, Any] | str, first_line: dict[str, int]) -> SourceItem:
+    """The row as an item, or rejected naming every defect seen before decoding: malformed fields, the transcript, a
+    missing audio file, an id that an earlier line has (`first_line`: id -> line)."""
     assert cfg.manifest is not None
-    cols = cfg.columns
-    fallback_id = f"{cfg.manifest.name}:{number}"
-    origin = f"{cfg.manifest}:{number}"
-
-    def rejected(problem: str) -> SourceItem:
-        reason = f"malformed manifest row: line {number}: {problem}"
-        return SourceItem(fallback_id, UNKNOWN_SPEAKER, None, _no_audio, cfg.source_label, "", origin, problem=reason)
-
+    own_id, origin = f"{cfg.manifest.name}:{number}", f"{cfg.manifest}:{number}"
     if isinstance(row, str):
-        return rejected(row)
+        return _rejected(cfg, own_id, origin, [f"malformed manifest row: line {number}: {row}"])
+    cols = cfg.columns
     fields = {name: _optional_str(row.get(column)) for name, column in cols._asdict().items()}
     fields["split"] = _optional_str(row.get("split"))
-    audio = fields["audio"]
-    if audio is None:
-        return rejected(f"no audio path (column {cols.audio!r})")
-    for name, value in fields.items():
-        if name != "text" and value is not None and _SURROGATE.search(value):
-            return rejected(f"{name} is not valid UTF-8")
-    path = Path(audio) if Path(audio).is_absolute() else cfg.manifest.parent / audio
-    return SourceItem(
-        id=fields["id"] or Path(audio).stem,
-        speaker=fields["speaker"] or UNKNOWN_SPEAKER,
-        text=_checkable_text(row.get(cols.text)),
-        load_audio=_file_loader(path),
-        source=cfg.source_label,
-        split=cfg.split or fields["split"] or "train",
-        origin=origin,
-    )
+    text, audio = _checkable_text(row.get(cols.text)), fields["audio"]
+    path = None if audio is None else Path(audio) if Path(audio).is_absolute() else cfg.manifest.parent / audio
+    malformed = _malformed_fields(fields, cols)
+    defects = [f"malformed manifest row: line {number}: {'; '.join(malformed)}"] if malformed else []
+    defects += _content_defects(text, path)
+    item_id = own_id if malformed or path is None else fields["id"] or path.stem
+    if first_line.setdefault(item_id, number) != number:
+        # Rejected under its own line: under the shared id the build would say only "duplicate id".
+        defects.append(f"duplicate id: {item_id!r} is line {first_line[item_id]}'s too")
+        item_id = own_id
+    if defects or path is None:
+        return _rejected(cfg, item_id, origin, defects)
+    speaker, split = fields["speaker"] or UNKNOWN_SPEAKER, cfg.split or fields["split"] or "train"
+    return SourceItem(item_id, speaker, text, _file_loader(path), cfg.source_label, split, origin)
+
+
+def _rejected(cfg: Config, item_id: str, origin: str, defects: list[str]) -> SourceItem:
+    """One defect reads `kind: detail`; several are listed after 'several defects:', so none hides behind another."""
+    reason = defects[0] if len(defects) == 1 else f"several defects: {'; '.join(defects)}"
+    return SourceItem(item_id, UNKNOWN_SPEAKER, None, _no_audio, cfg.source_label, "", origin, problem=reason)
+
+
+def _malformed_fields(fields: dict[str, str | None], cols: Columns) -> list[str]:
+    found = [] if fields["audio"] is not None else [f"no audio path (column {cols.audio!r})"]
+    bad_utf8 = [name for name, value in fields.items() if name != "text" and value and _SURROGATE.search(value)]
+    return found + [f"{name} is not valid UTF-8" for name in bad_utf8]
+
+
+def _content_defects(text: str | bytes | None, path: Path | None) -> list[str]:
+    defects = []
+    try:
+        check_text(text)
+    except ValueError as err:
+        defects.append(str(err))
+    if path is not None and not path.is_file():
+        defects.append(f"audio file missing: {path}")
+    return defects
 
 
 def _optional_str(value: Any) -> str | None:

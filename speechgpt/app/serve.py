@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from speechgpt.app.chat import ChatSetup, load_chat_app
-from speechgpt.data.audio import SAMPLE_RATE, Audio16k, AudioError, to_16k_mono
+from speechgpt.data.audio import SAMPLE_RATE, Audio16k, AudioError, read_samples, to_16k_mono
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
@@ -300,7 +300,7 @@ def decode_audio_bytes(body: bytes) -> Audio16k:
     import soundfile as sf
 
     try:
-        data, rate = sf.read(io.BytesIO(body), dtype="float32", always_2d=True)
+        data, rate = read_samples(io.BytesIO(body))
         return to_16k_mono(data, rate)
     except sf.LibsndfileError as err:
         reason = str(err).rsplit(": ", 1)[-1]  # drop "Error opening <_io.BytesIO object at 0x...>"

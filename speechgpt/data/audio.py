@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -15,6 +17,17 @@ SAMPLE_RATE = 16_000
 
 class AudioError(ValueError):
     """Audio that cannot be used; the message reads `kind: detail` (unreadable audio, empty audio, ...)."""
+
+
+class TruncatedAudioError(AudioError):
+    """A file cut short: its header promises more audio than it holds (a copy or download that stopped part-way)."""
+
+
+_PROMISED_LENGTH = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+"""libsndfile's log line for a WAV `data` / AIFF `SSND` chunk whose size disagrees with the bytes in the file."""
+_UNKNOWN_LENGTH = 0x7FFFFFFF
+"""Writers that stream to a pipe cannot seek back to fill in the length and put 0xFFFFFFFF (or 0x7FFFFFFF) there."""
+_SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +49,33 @@ class Audio16k:
 def read_audio(path: str | Path) -> Audio16k:
     """Decode a file (anything libsndfile reads: wav, flac, ogg, mp3) to 16 kHz mono."""
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, rate = read_samples(str(path))
+    except AudioError:
+        raise
     except Exception as err:  # libsndfile raises several types for corrupt files
         raise AudioError(f"unreadable audio: {err}") from None
     return to_16k_mono(data, rate)
+
+
+def read_samples(source: str | Path | BinaryIO) -> tuple[np.ndarray, int]:
+    """libsndfile's decoding as float32 (samples, channels) and the sample rate, refusing truncated files
+    (TruncatedAudioError); libsndfile's own errors pass through for the caller to word or to try another decoder."""
+    with sf.SoundFile(source) as sound:
+        _check_complete(sound)
+        return sound.read(dtype="float32", always_2d=True), int(sound.samplerate)
+
+
+def _check_complete(sound: sf.SoundFile) -> None:
+    # libsndfile reads what is there and says nothing: a header promising 64,000 bytes over 56 gives a 28-sample clip.
+    match = _PROMISED_LENGTH.search(sound.extra_info)
+    if match is None:
+        return
+    promised, present = int(match[1]), int(match[2])
+    frame_bytes = sound.channels * _SAMPLE_BYTES.get(sound.subtype, 1)
+    if promised < _UNKNOWN_LENGTH and promised - present >= frame_bytes:
+        raise TruncatedAudioError(
+            f"truncated audio: the header promises {promised} bytes of audio, the file holds {present}"
+        )
 
 
 def to_16k_mono(data: np.ndarray, rate: int) -> Audio16k:

@@ -394,3 +394,63 @@ def test_tsv_manifest_without_audio_column_is_an_error(tmp_path: Path) -> None:
     manifest.write_text("path\ttext\nclips/a.wav\thello\n")
     with pytest.raises(ValueError, match="no column 'audio'"):
         import_corpus.run(Config(kind="manifest", manifest=manifest, out=tmp_path / "corpus"))
+
+
+def test_a_row_repeating_an_audio_file_is_rejected_for_every_defect_it_has(clips: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "rows.jsonl"
+    rows = [
+        {"audio": "clips/a.wav", "text": "first clip"},
+        {"audio": "clips/a.wav", "text": ""},
+        {"audio": "clips/a.wav"},
+        {"audio": "clips/a.wav", "text": "caf\xe9"},  # written in Latin-1 below
+        {"audio": "clips/b.flac", "text": "   "},
+        {"audio": "clips/b.flac", "text": "a good transcript, but b.flac is line 5's"},
+        {"audio": "clips/gone.wav", "text": "", "id": "x"},
+        {"text": ""},
+    ]
+    lines = [json.dumps(row, ensure_ascii=False).encode("latin-1" if "\xe9" in str(row) else "utf-8") for row in rows]
+    manifest.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "corpus"
+    import_corpus.run(Config(kind="manifest", manifest=manifest, out=out, num_workers=1))
+    assert [row["id"] for row in load_corpus(out)] == ["a"]
+    reasons = read_rejected(out)
+    latin1 = reasons.pop("rows.jsonl:4")
+    assert reasons == {
+        "rows.jsonl:2": "several defects: missing transcript; duplicate id: 'a' is line 1's too",
+        "rows.jsonl:3": "several defects: missing transcript; duplicate id: 'a' is line 1's too",
+        "b": "missing transcript",
+        "rows.jsonl:6": "duplicate id: 'b' is line 5's too",
+        "x": f"several defects: missing transcript; audio file missing: {clips / 'gone.wav'}",
+        "rows.jsonl:8": "several defects: malformed manifest row: line 8: no audio path (column 'audio'); "
+        "missing transcript",
+    }
+    assert latin1.startswith("several defects: invalid UTF-8: transcript byte 0xe9")
+    assert latin1.endswith("; duplicate id: 'a' is line 1's too")
+    assert summary_of(out)["rejected_by_reason"] == {
+        "duplicate id": 1,
+        "missing transcript": 1,
+        "several defects": 5,
+    }
+
+
+def test_tsv_row_with_an_empty_transcript_and_a_repeated_file_names_both(clips: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "rows.tsv"
+    manifest.write_bytes(b"audio\ttext\nclips/c.wav\tthird clip\nclips/c.wav\t\n")
+    out = tmp_path / "corpus"
+    import_corpus.run(Config(kind="manifest", manifest=manifest, out=out, num_workers=1))
+    assert [row["id"] for row in load_corpus(out)] == ["c"]
+    assert read_rejected(out) == {
+        "rows.tsv:3": "several defects: missing transcript; duplicate id: 'c' is line 2's too"
+    }
+
+
+def test_a_truncated_wav_in_a_manifest_is_rejected_as_truncated(clips: Path, tmp_path: Path) -> None:
+    whole = (clips / "a.wav").read_bytes()
+    (clips / "cut.wav").write_bytes(whole[: len(whole) // 4])
+    manifest = tmp_path / "rows.jsonl"
+    manifest.write_text(json.dumps({"audio": "clips/cut.wav", "text": "cut short"}) + "\n")
+    out = tmp_path / "corpus"
+    import_corpus.run(Config(kind="manifest", manifest=manifest, out=out, num_workers=1))
+    assert reason_kind(read_rejected(out)["cut"]) == "truncated audio"
+    with pytest.raises(ValueError, match=r"^truncated audio"):  # HF bytes: no second decoder reads the rest anyway
+        hf_audio_loader({"bytes": whole[: len(whole) // 4], "path": None})()

@@ -185,8 +185,9 @@ def test_too_long_audio_is_400(served: tuple[ChatServer, FakeSession]) -> None:
         (b"this is not audio at all", "unreadable audio: ffmpeg cannot decode it"),
         (b"", "empty upload"),
         (wav_bytes(0.5)[:44] + b"\0\0" * 8000, "silent audio"),
+        (wav_bytes(2.0)[: 44 + 56], "truncated audio: the header promises 64000 bytes of audio, the file holds 56"),
     ],
-    ids=["bad-wav", "not-audio", "empty", "silent"],
+    ids=["bad-wav", "not-audio", "empty", "silent", "truncated"],
 )
 def test_bad_audio_is_400_naming_the_problem(served: tuple[ChatServer, FakeSession], body: bytes, message: str) -> None:
     server, session = served
