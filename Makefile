@@ -5,7 +5,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-precision bench-mfu bench-vocoder bench-chat eval-units
+.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-precision bench-mfu bench-gpu bench-vocoder bench-chat eval-units
 
 setup:
 	@bash scripts/setup.sh
@@ -40,6 +40,9 @@ bench-precision: setup  ## the engine in float32 against bfloat16 autocast, same
 
 bench-mfu: setup  ## model FLOPs utilization of the engine: ~1.1B Llama, ZeRO-2, bf16 on GPU (a 4x256 model on CPU)
 	$(PY) -m benchmarks.bench_mfu
+
+bench-gpu: setup  ## GPU-only figures in one run (<8 min): 1B MFU, packed vs padded, HuBERT units, HiFi-GAN steps/s
+	$(PY) -m benchmarks.bench_gpu
 
 bench-vocoder: setup  ## default vocoder, one thread: real-time factor whole and streamed, time to first audio
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_vocoder

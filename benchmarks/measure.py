@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from speechgpt.training.data import Tokenized
+from speechgpt.training.data import BatchPlan, Tokenized
 
 
 def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 1024, reps: int = 10) -> float:
@@ -38,3 +38,11 @@ def flops_per_token(model: torch.nn.Module, examples: Sequence[Tokenized]) -> fl
     lengths = [len(e.input_ids) for e in examples]
     attended = sum(n * n for n in lengths) / sum(lengths)
     return 6 * matmul + 6 * config.num_hidden_layers * config.hidden_size * attended
+
+
+def padding_share(examples: Sequence[Tokenized], batch: int) -> float:
+    """Share of the padded micro-batches' tokens that are padding, over one epoch of the padded plan."""
+    plan = BatchPlan(examples, seq_len=10**9, micro_batch=batch, packing=False, seed=0, pad_id=0)
+    real = sum(plan.real_tokens(rows) for rows in plan.epoch(0))
+    total = sum(plan.collate(rows)["input_ids"].numel() for rows in plan.epoch(0))
+    return 1 - real / total
