@@ -70,6 +70,8 @@ def test_two_nodes_over_loopback_train_under_zero2_on_disjoint_data(tmp_path: Pa
                 node.wait()
     tails = "\n".join(f"--- node {r}:\n{log.read_text(errors='replace')[-2500:]}" for r, log in enumerate(logs))
     assert codes == [0, 0], tails
+    for rank, log in enumerate(logs):  # each node went through torchrun's multi-node form, not a local group
+        assert f"torchrun --nproc_per_node=1 --nnodes=2 --node_rank={rank} --master_addr=127.0.0.1" in log.read_text()
     print(f"two nodes trained {STEPS} steps in {time.monotonic() - started:.1f} s")
 
     # One job of two ranks, one per node: every step, each rank read examples the other did not.
