@@ -64,6 +64,17 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ("train", "stage3"): Command(
         "stages.stage3_chain_of_modality", "stage 3: chain-of-modality fine-tuning with LoRA", launches=True
     ),
+    ("train", "frozen-ctc"): Command(
+        "stages.frozen_ctc", "frozen-LLM variant, input stage 1: the speech encoder as a CTC recognizer", launches=True
+    ),
+    ("train", "frozen-asr"): Command(
+        "stages.frozen_asr", "frozen-LLM variant, input stage 2: ASR through the frozen LLM", launches=True
+    ),
+    ("train", "frozen-qa"): Command(
+        "stages.frozen_qa",
+        "frozen-LLM variant, input stage 3: spoken questions answered, state head per chunk",
+        launches=True,
+    ),
     ("eval", "asr"): Command("speechgpt.eval.asr", "WER of a trained model's own transcripts (stage-2 ASR task)"),
     ("chat",): Command(
         "speechgpt.app.chat", "talk to a model: typed text or a WAV in, text and speech out", prints_path=False
@@ -90,7 +101,7 @@ GROUPS = {
     "corpus": "Speech corpora: synthesize one with TTS voices, import one, describe one",
     "units": "Discrete speech units: fit k-means on encoder features, extract merged units",
     "build": "SpeechInstruct data for the three stages, question/answer data, JSONL export and import",
-    "train": "Training under DeepSpeed: the text backbone and stages 1-3, on one machine or several",
+    "train": "Training under DeepSpeed: text backbone, stages 1-3, frozen-LLM stages; one machine or several",
     "eval": "Scores: ASR word error rate, resynthesis, spoken question answering",
     "vocoder": "Unit vocoder: train one, synthesize speech from units",
 }

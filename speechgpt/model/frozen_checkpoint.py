@@ -1,6 +1,8 @@
 """Save and load the frozen-LLM variant's trainable modules. The LLM itself is never written: a folder holds
 `speech_modules.safetensors` (encoder with its CMVN, adapter, prompt embeddings, state head) and
 `speech_modules.json` (the builders' arguments, the variant, and the LLM's weights fingerprint, checked on load).
+Input stage 1 trains the encoder alone: its folder has the same two files with the encoder only (no LLM, so no
+fingerprint), which `load_speech_encoder` reads, as it reads the encoder of any later folder.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from speechgpt.model.frozen_lm import (
     speech_modules_state_dict,
     weights_fingerprint,
 )
-from speechgpt.model.speech_encoder import build_speech_encoder
+from speechgpt.model.speech_encoder import SpeechEncoder, build_speech_encoder
 
 VARIANT = "frozen"
 WEIGHTS, META = "speech_modules.safetensors", "speech_modules.json"
@@ -67,3 +69,30 @@ def load_speech_modules(lm: Any, folder: str | Path, check_fingerprint: bool = T
     if missing or unexpected:
         raise ValueError(f"{folder}: speech modules do not fit (missing {missing[:5]}, unexpected {unexpected[:5]})")
     return model
+
+
+def save_speech_encoder(encoder: SpeechEncoder, out: str | Path, **extra: Any) -> Path:
+    """Write an encoder trained without an LLM (input stage 1) in the layout above: weights under `encoder.`, meta
+    with the variant and its builder's arguments, plus `extra`."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {f"encoder.{k}": v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    save_file(state, str(out / WEIGHTS))
+    meta = {"variant": VARIANT, "encoder": encoder.spec, **extra}
+    (out / META).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def load_speech_encoder(folder: str | Path) -> SpeechEncoder:
+    """The encoder (with its CMVN and CTC head) of any speech-modules folder, rebuilt from its meta."""
+    from safetensors.torch import load_file
+
+    encoder = build_speech_encoder(**read_speech_meta(folder)["encoder"])
+    weights = load_file(str(Path(folder) / WEIGHTS))
+    state = {k.removeprefix("encoder."): v for k, v in weights.items() if k.startswith("encoder.")}
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{folder}: encoder weights do not fit (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return encoder

@@ -56,6 +56,9 @@ class FrozenSpeechLM(nn.Module):
     def train(self, mode: bool = True) -> FrozenSpeechLM:
         super().train(mode)
         self.lm.eval()  # the LLM never trains: no dropout, whatever mode the speech modules are in
+        for module in (self.encoder, self.adapter):  # nor does a speech module a stage keeps frozen
+            if not any(p.requires_grad for p in module.parameters()):
+                module.eval()
         return self
 
     def forward(self, batch: dict[str, torch.Tensor], objective: Objective = "asr", **options: Any) -> LossParts:

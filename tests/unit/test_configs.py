@@ -25,4 +25,6 @@ def test_config_loads_into_its_command(path: Path) -> None:
 def test_demo_has_a_config_per_step() -> None:
     tiny = {p.stem for p in CONFIGS if p.parent.name == "tiny"}
     assert set(STEPS) <= tiny
-    assert tiny - set(STEPS) == {"chat", "resynth"}  # used by hand on the demo's outputs, not demo steps
+    by_hand = {"chat", "resynth"}  # used by hand on the demo's outputs, not demo steps
+    frozen_variant = {"frozen_ctc", "frozen_asr", "frozen_qa"}  # its stages, not yet steps of the demo
+    assert tiny - set(STEPS) <= by_hand | frozen_variant and by_hand <= tiny - set(STEPS)

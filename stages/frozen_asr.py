@@ -1,0 +1,129 @@
+"""Frozen-LLM variant, input stage 2: ASR through the frozen LLM (Freeze-Omni's second stage). The encoder of
+`frozen-ctc`, a new adapter and learned prompt embeddings feed the LLM through `inputs_embeds`; the target is the
+transcript's tokens. The LLM is frozen (no gradient, no optimizer state) and its weights fingerprint is checked
+unchanged before the export.
+
+Export: <out>/final/speech_modules.safetensors (encoder, adapter, prompt embeddings, state head) and
+speech_modules.json (variant, stage, backbone, the LLM's fingerprint, features, CMVN, CTC vocabulary, template).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from speechgpt.config import save_config
+from speechgpt.model.frozen_checkpoint import load_speech_encoder
+from speechgpt.model.frozen_lm import build_frozen_speech_lm
+from speechgpt.training.checkpoint import seed_everything
+from speechgpt.training.config import TrainConfig
+from speechgpt.training.distributed import setup_process
+from speechgpt.training.export import FINAL
+from speechgpt.training.feature_cache import cached_features
+from speechgpt.training.frozen_stage import (
+    SpeechTemplate,
+    capped,
+    clips_of,
+    corpus_rows,
+    engine_bf16,
+    init_feature_settings,
+    load_frozen_lm,
+    report_skipped,
+    set_trainable,
+    speech_examples,
+    speech_lm_meta,
+    train_speech_lm,
+)
+from speechgpt.training.speech_batches import SpeechBatches
+
+log = logging.getLogger(__name__)
+STAGE = "frozen-asr"
+
+
+@dataclass(kw_only=True)
+class Config:
+    init: Path
+    """The `frozen-ctc` export (<out>/final) whose encoder, features and CMVN this stage starts from."""
+    backbone: str
+    """The frozen LLM: a HF causal LM folder (e.g. the demo's out/demo/backbone/final) or a hub id."""
+    corpus: Path
+    """Corpus folder: `train_split` trains, train.eval_splits evaluate."""
+    out: Path = Path("out/frozen_asr")
+    """Run folder: config.yaml, features/ (cache), skipped.json, metrics.jsonl, checkpoints/, final/."""
+    feature_cache: Path | None = None
+    """Folder of the feature cache (null: <out>/features); stages over the same clips may share one."""
+    template: str = "{speech}{target}"
+    """The LLM's text around a clip: {speech} is where prompt and speech embeddings go, {target} the transcript
+    (a chat LLM: its user-turn opening before {speech}, its assistant-turn opening before {target})."""
+    eos: bool = False
+    """Also train the tokenizer's EOS after the target (for LLMs that learned to end with it)."""
+    train_split: str = "train"
+    """Corpus split trained on."""
+    num_prompts: int = 5
+    """Learned prompt embeddings before the speech."""
+    adapter_kernel: int = 3
+    """Kernel of the adapter's causal convolution."""
+    adapter_stride: int = 2
+    """Stride of the adapter's convolution (encoder frames per LLM embedding)."""
+    trainable: list[str] = field(default_factory=lambda: ["encoder", "adapter", "prompt"])
+    """Speech modules trained (of encoder, adapter, prompt, state_head); the encoder's CTC head is kept as is."""
+    max_batch_frames: int = 0
+    """Padded feature frames per micro-batch at most (clips x longest clip; 0: only train.micro_batch limits)."""
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(micro_batch=8, lr=5e-4, eval_splits=["test"], max_eval_examples=100)
+    )
+    """Engine settings; eval_splits name corpus splits (`corpus synth` gives held-out voices the split test)."""
+
+    def __post_init__(self) -> None:
+        SpeechTemplate(self.template, self.eos)
+
+
+def run(cfg: Config) -> Path:
+    dist = setup_process(cfg.train.num_threads)
+    if dist.is_main:
+        save_config(cfg, cfg.out)
+    seed_everything(cfg.train.seed)
+    template = SpeechTemplate(cfg.template, cfg.eos)
+    frozen = load_frozen_lm(cfg.backbone, engine_bf16(cfg.train, dist))
+    model = build_frozen_speech_lm(
+        frozen.lm,
+        load_speech_encoder(cfg.init),
+        adapter_kernel=cfg.adapter_kernel,
+        adapter_stride=cfg.adapter_stride,
+        num_prompts=cfg.num_prompts,
+        seed=cfg.train.seed,
+    )
+    count = set_trainable(model, cfg.trainable)
+    rows = corpus_rows(cfg.corpus, [cfg.train_split, *cfg.train.eval_splits])
+    evals = {s: capped(rows[s], cfg.train.max_eval_examples, cfg.train.seed) for s in cfg.train.eval_splits}
+    settings = init_feature_settings(cfg.init)
+    feats = cached_features(
+        clips_of(rows[cfg.train_split], *evals.values()),
+        settings,
+        cfg.feature_cache or cfg.out / "features",
+        rank=dist.rank,
+        world=dist.world,
+    )
+
+    def targets_of(row: dict, features: object) -> dict[str, list[int]] | str:
+        return template.targets(frozen.tokenizer, row["text"]) if row["text"].strip() else "empty text"
+
+    examples, skipped = {}, {}
+    for split, split_rows in {cfg.train_split: rows[cfg.train_split], **evals}.items():
+        examples[split], skipped[split] = speech_examples(split_rows, feats, targets_of)
+    report_skipped(cfg.out, skipped, dist)
+    train_set = examples.pop(cfg.train_split)
+    log.info("%s: %d training clips, %d trainable parameters (%s)", STAGE, len(train_set), count, cfg.trainable)
+    batches = SpeechBatches(
+        train_set,
+        micro_batch=cfg.train.micro_batch,
+        seed=cfg.train.seed,
+        max_batch_frames=cfg.max_batch_frames,
+        perplexity=True,
+        weight_key="labels",
+        eval_sets=examples,
+    )
+    extra = speech_lm_meta(STAGE, frozen, model, cfg.init, template)
+    train_speech_lm(cfg.train, model, frozen, batches, cfg.out, extra, dist, "asr")
+    return cfg.out / FINAL
