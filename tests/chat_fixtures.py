@@ -61,3 +61,58 @@ def make_chat_setup(root: Path) -> dict[str, Path]:
         "vocoder": make_vocoder(root / "vocoder"),
         "wav": wav,
     }
+
+
+FROZEN_FEATURES = {"kind": "fbank", "num_mel_bins": 40}
+
+
+def chirp(seconds: float, rate: int = 16_000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t)).astype(np.float32)
+
+
+def make_frozen_model(
+    root: Path,
+    *,
+    stage: str = "frozen_qa",
+    state_bias: tuple[float, ...] | None = None,
+    template: str = "{speech}{target}",
+) -> Path:
+    """A frozen-variant model folder as the frozen stages export it: speech modules around a tiny random LLM saved
+    beside it (`<root>/backbone`, named in the meta), fbank features with a CMVN fitted on a chirp. `state_bias`
+    (3 logits) replaces the state head's bias, e.g. (60, 0, 0) to keep listening whatever it hears; `template`: the
+    text around the speech, as the stages write it."""
+    import torch
+
+    from speechgpt.model.frozen_checkpoint import save_speech_modules
+    from speechgpt.model.frozen_lm import build_frozen_speech_lm
+    from speechgpt.model.load import load_lm
+    from speechgpt.model.speech_encoder import build_speech_encoder
+    from speechgpt.model.speech_features import fbank, fit_cmvn
+    from speechgpt.model.state_labels import STATE_NAMES
+
+    backbone = make_tiny_lm(root / "backbone", tie=False)
+    lm, _ = load_lm(backbone)
+    with torch.no_grad():  # a random 0.02-scale head makes every logit near 0: greedy text would be one token repeated
+        lm.get_output_embeddings().weight.mul_(20)
+    lm.save_pretrained(backbone)
+    torch.manual_seed(0)
+    encoder = build_speech_encoder(
+        input_dim=FROZEN_FEATURES["num_mel_bins"], frame_rate=100, dim=32, num_layers=2, num_heads=4, left_chunks=2,
+        dropout=0.0,
+    )  # fmt: skip
+    encoder.set_cmvn(*fit_cmvn([fbank(torch.from_numpy(chirp(2.0)), FROZEN_FEATURES["num_mel_bins"])]))
+    model = build_frozen_speech_lm(lm, encoder, num_prompts=3, seed=1)
+    if state_bias is not None:
+        with torch.no_grad():
+            model.state_head.bias.copy_(torch.tensor(state_bias))
+    return save_speech_modules(
+        model,
+        root / "final",
+        stage=stage,
+        backbone=str(backbone.resolve()),
+        features=dict(FROZEN_FEATURES),
+        template={"text": template, "eos": True},
+        states=list(STATE_NAMES),
+        trailing_silence_s=0.48,
+    )

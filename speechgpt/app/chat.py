@@ -5,8 +5,11 @@
     speechgpt chat --config configs/tiny/chat.yaml --text "what is two plus two" --out answer.wav --json
 
 The wiring lives here (the front layer may import everything): a model folder, a k-means folder (speech -> units)
-and a vocoder folder (units -> speech) become one `speechgpt.infer.ChatSession`. `ChatApp` wraps that session for
-the terminal and for `speechgpt serve`: wire events for the page and a short JSON summary of each answer.
+and a vocoder folder (units -> speech) become one `speechgpt.infer.ChatSession`. A frozen-LLM variant folder (its
+speech_modules.json says variant "frozen"; or `variant=frozen`) becomes a `FrozenChatSession` instead: it hears
+with its own speech encoder, shows the state head's decisions, and answers in text (k-means and vocoder unused).
+`ChatApp` wraps either session for the terminal and for `speechgpt serve`: wire events for the page and a short
+JSON summary of each answer.
 
 Typed text is always a question, never a file name: a WAV is only read from `--audio` or the `/audio PATH` command.
 """
@@ -27,9 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from speechgpt.app.frozen_chat import describe_listening, load_frozen_session
 from speechgpt.data.audio import AudioError, read_audio, write_audio
 from speechgpt.infer import ChatEvent, ChatResult, ChatSession
 from speechgpt.infer import SessionConfig as InferConfig
+from speechgpt.infer.frozen_loading import Variant, VariantChoice
+from speechgpt.infer.frozen_session import FrozenChatSession
+from speechgpt.infer.listening import ListenConfig
 from speechgpt.model.load import DType
 
 log = logging.getLogger(__name__)
@@ -44,15 +51,23 @@ class ChatSetup:
     """What `chat` and `serve` load: the model, how speech becomes units, how units become speech."""
 
     model: Path = Path("out/demo/stage3/final")
-    """Model folder: a stage's merged export (`final/`), a peft adapter folder, or an HF folder with unit tokens."""
+    """Model folder: a stage's merged export (`final/`), a peft adapter folder, an HF folder with unit tokens, or a
+    frozen-LLM variant's `final/` (speech_modules.*, naming its backbone)."""
+    variant: VariantChoice = "auto"
+    """'auto': the model folder says (speech_modules.json with variant "frozen", else unified); 'unified' or
+    'frozen' insist on one (a folder of the other kind is an error)."""
     base: Path | None = None
-    """Base model of an adapter folder whose adapter_config.json does not name a reachable one."""
+    """Base model of an adapter folder whose adapter_config.json does not name a reachable one; for the frozen
+    variant, its backbone when the one named in speech_modules.json is not reachable."""
     kmeans: Path | None = Path("out/demo/kmeans")
     """k-means folder from `speechgpt units fit` (names its encoder); None: typed questions only."""
     vocoder: Path | None = Path("out/demo/vocoder")
     """Unit vocoder folder (or a legacy CodeHiFiGAN checkpoint); None: spoken answers stay units, no audio."""
     session: InferConfig = field(default_factory=InferConfig)
-    """How the session prompts, decodes and voices (system text, answer modality, sampling, streaming)."""
+    """How the session prompts, decodes and voices (system text, answer modality, sampling, streaming); the frozen
+    variant uses its reply and sampling.max_new_tokens (greedy)."""
+    listening: ListenConfig = field(default_factory=ListenConfig)
+    """Frozen variant: how a spoken question is streamed to the state head (trailing silence, pace)."""
     dtype: DType = "float32"
     """Model weights' precision."""
     device: str | None = None
@@ -102,22 +117,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class ChatApp:
-    """A ChatSession as the terminal and the web page use it."""
+    """A ChatSession (or the frozen variant's FrozenChatSession) as the terminal and the web page use it."""
 
-    def __init__(self, session: ChatSession, *, name: str) -> None:
+    def __init__(self, session: ChatSession | FrozenChatSession, *, name: str) -> None:
         self.session = session
         self.name = name
 
     @property
+    def variant(self) -> Variant:
+        return "frozen" if isinstance(self.session, FrozenChatSession) else "unified"
+
+    @property
     def hears(self) -> bool:
-        return self.session.speech_to_units is not None
+        return self.variant == "frozen" or self.session.speech_to_units is not None
 
     @property
     def speaks(self) -> bool:
         return self.session.vocoder is not None
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.name, "mode": self.session.config.reply, "hears": self.hears, "speaks": self.speaks}
+        cfg = self.session.config
+        return {
+            "model": self.name,
+            "variant": self.variant,
+            "mode": cfg.reply,
+            "hears": self.hears,
+            "speaks": self.speaks,
+        }
 
     def reset(self) -> None:
         self.session.reset()
@@ -128,11 +154,13 @@ class ChatApp:
         return self.session.stream(text=text, audio=audio)
 
     def events(self, text: str | None = None, audio: np.ndarray | None = None) -> Iterator[dict[str, Any]]:
-        """The page's events: the transcript and text so far (whole, not pieces), audio chunks as base64 16-bit
-        PCM, then `done` with `summarize`'s result."""
+        """The page's events: the frozen variant's state decisions, the transcript and text so far (whole, not
+        pieces), audio chunks as base64 16-bit PCM, then `done` with `summarize`'s result."""
         parts = {"transcript": "", "text": ""}
         for event in self.stream(text, audio):
-            if event.kind in parts:
+            if event.kind == "state":
+                yield {"type": "state", "state": event.text, "chunk": event.chunk}
+            elif event.kind in parts:
                 parts[event.kind] += event.text
                 yield {"type": event.kind, "text": parts[event.kind].strip()}
             elif event.kind == "audio" and event.audio is not None and event.audio.size:
@@ -161,21 +189,29 @@ def summarize(result: ChatResult, audio_path: Path | None = None) -> dict[str, A
         "seconds_total": round(timings.total_s, 3),
         "problems": list(answer.problems),
         "complete": answer.complete,
+        "listening": result.listening,
     }
 
 
 def load_chat_app(setup: ChatSetup) -> ChatApp:
-    """Model + k-means + vocoder -> ChatApp; a missing folder is named before anything loads."""
+    """Model + k-means + vocoder -> ChatApp (the frozen variant: its model folder alone); a missing folder is named
+    before anything loads."""
     import torch
 
     from speechgpt.infer import speech_to_units_from_kmeans
+    from speechgpt.infer.frozen_loading import resolve_variant
     from vocoder.load import load_vocoder
 
-    for key in ("model", "base", "kmeans", "vocoder"):
+    if not Path(setup.model).exists():
+        raise FileNotFoundError(f"model folder not found: {setup.model} (set `model=...`)")
+    frozen = resolve_variant(setup.model, setup.variant) == "frozen"
+    for key in ("base",) if frozen else ("base", "kmeans", "vocoder"):
         path = getattr(setup, key)
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"{key} folder not found: {path} (set `{key}=...`; None leaves it out)")
     torch.set_num_threads(setup.num_threads)
+    if frozen:
+        return ChatApp(load_frozen_session(setup), name=_display_name(setup.model))
     with contextlib.redirect_stdout(sys.stderr):  # loaders that print progress must not mix it into the answers
         to_units = speech_to_units_from_kmeans(setup.kmeans) if setup.kmeans is not None else None
         voice = load_vocoder(setup.vocoder) if setup.vocoder is not None else None
@@ -190,7 +226,11 @@ def load_chat_app(setup: ChatSetup) -> ChatApp:
         )
     if voice is None:
         log.warning("no vocoder: spoken answers come back as units only, without audio")
-    return ChatApp(session, name=Path(setup.model).name if Path(setup.model).name != "final" else str(setup.model))
+    return ChatApp(session, name=_display_name(setup.model))
+
+
+def _display_name(model: Path) -> str:
+    return Path(model).name if Path(model).name != "final" else str(model)
 
 
 def read_question_audio(path: Path) -> np.ndarray:
@@ -332,6 +372,8 @@ def _answer(app: ChatApp, text: str | None, audio: np.ndarray | None, printer: _
 
 
 def _print_summary(summary: dict[str, Any], *, wanted_audio: bool) -> None:
+    if summary["listening"] is not None:
+        print(describe_listening(summary["listening"]))
     if summary["audio"]:
         first = summary["seconds_to_first_audio"]
         print(

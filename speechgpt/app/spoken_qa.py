@@ -9,6 +9,16 @@ units -> vocoder), and the Whisper judge transcribes the spoken answer:
 - `spoken_accuracy`: what the judge hears in the spoken answer is correct;
 - `transcript_wer`: the model's transcript of the question against the question's text.
 
+Both variants report accuracy by voice group (`by_voices`): "held_out" voices never trained, "training" voices are
+the speakers of the `speech` corpus' train split, heard in new renditions (the held-out questions) when
+`seen_voices_speech` gives them. The frozen-LLM variant (a frozen model folder, or `variant=frozen`) listens to each
+question as a stream and answers in text (no speech out yet, so no judge): `s2t_accuracy` overall and by voices,
+the state head's decisions (`state`: answered at the end of the question, not inside it; premature, ignored or
+undecided otherwise) and the latencies from the end of speech (`latency`: p50/p90 of the decision and of the first
+text token), printed as a short table. The text answer is the one the stream gives: where the state head said
+"answer" (a premature decision answers a partial question), at the end when it never decided
+(`listening.answer_at_end`), none when it said "ignore" (scored wrong).
+
 The first question and its spoken answer are written as question.wav and answer.wav.
 """
 
@@ -23,10 +33,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from speechgpt.app.chat import ChatSetup, load_chat_app
+from speechgpt.app.chat import ChatApp, ChatSetup, load_chat_app
 from speechgpt.config import save_config
 from speechgpt.data.audio import SAMPLE_RATE, read_audio, write_audio
 from speechgpt.data.io import atomic_write_text
+from speechgpt.infer.listening import Turn
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +52,9 @@ class Config(ChatSetup):
     """Questions of this split (dev/test questions are held out and spoken by held-out voices)."""
     max_questions: int = 24
     """Questions asked, spread evenly over the split's file order (which groups them by family)."""
+    seen_voices_speech: Path | None = None
+    """Question audio of the same split spoken by training voices (e.g. `speechgpt corpus synth qa=...` with training
+    voices as its `heldout_voices`): asked too, so accuracy is reported on training voices beside held-out ones."""
     out: Path = Path("out/demo/spoken_qa")
     """Output folder: report.json, answers.jsonl, question.wav, answer.wav."""
 
@@ -50,21 +64,38 @@ class Config(ChatSetup):
             raise ValueError("max_questions must be >= 1")
 
 
+@dataclass(frozen=True)
+class QuestionClip:
+    question: dict[str, str]
+    audio: str
+    speaker: str
+    voices: str
+    """'training' (a speaker of the `speech` corpus' train split) or 'held_out'."""
+
+
 def run(cfg: Config) -> Path:
     """Ask, listen, score; returns report.json's path."""
+    save_config(cfg, cfg.out)
+    questions = pick_questions(read_questions(cfg.qa / f"{cfg.split}.jsonl"), cfg.max_questions)
+    clips = question_clips(cfg, questions)
+    app = load_chat_app(cfg)
+    rows, report = run_frozen(app, clips, cfg) if app.variant == "frozen" else run_unified(app, clips, cfg)
+    atomic_write_text(cfg.out / "answers.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(cfg.out / "report.json", json.dumps(report, indent=2) + "\n")
+    log.info("spoken QA: %s", {k: v for k, v in report.items() if k != "example"})
+    return cfg.out / "report.json"
+
+
+def run_unified(app: ChatApp, clips: list[QuestionClip], cfg: Config) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Speech in, speech out through the chain of modality; the Whisper judge listens to the spoken answers."""
     from speechgpt.eval.answers import answer_is_correct
     from speechgpt.eval.judge import load_judge, word_error_rate
 
-    save_config(cfg, cfg.out)
-    questions = pick_questions(read_questions(cfg.qa / f"{cfg.split}.jsonl"), cfg.max_questions)
-    audio_of = question_audio(cfg.speech)
-    app, judge = load_chat_app(cfg), load_judge()
+    judge = load_judge()
     rows: list[dict[str, Any]] = []
-    for index, question in enumerate(tqdm(questions, desc="spoken questions", unit="q")):
-        path = audio_of.get(f"q-{question['id']}")
-        if path is None:
-            raise ValueError(f"{cfg.speech}: no audio for question {question['id']} (was it built with this qa?)")
-        samples = read_audio(path).samples
+    for index, clip in enumerate(tqdm(clips, desc="spoken questions", unit="q")):
+        question = clip.question
+        samples = read_audio(clip.audio).samples
         app.reset()
         result = app.session.respond(audio=samples, reply="speech")
         answer = result.answer
@@ -72,6 +103,8 @@ def run(cfg: Config) -> Path:
         rows.append(
             {
                 "id": question["id"],
+                "voices": clip.voices,
+                "speaker": clip.speaker,
                 "question": question["instruction"],
                 "expected": question["output"],
                 "transcript": answer.transcript or "",
@@ -89,11 +122,125 @@ def run(cfg: Config) -> Path:
             write_audio(cfg.out / "question.wav", samples, SAMPLE_RATE)
             if result.audio is not None and result.sample_rate:
                 write_audio(cfg.out / "answer.wav", result.audio, result.sample_rate)
-    report = summarize(rows, word_error_rate([r["question"] for r in rows], [r["transcript"] for r in rows]))
-    atomic_write_text(cfg.out / "answers.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    atomic_write_text(cfg.out / "report.json", json.dumps(report, indent=2) + "\n")
-    log.info("spoken QA: %s", {k: v for k, v in report.items() if k != "example"})
-    return cfg.out / "report.json"
+    wer = word_error_rate([r["question"] for r in rows], [r["transcript"] for r in rows])
+    report = summarize(rows, wer)
+    report["by_voices"] = by_voices(rows, ("text_correct", "spoken_correct"))
+    return rows, report
+
+
+def run_frozen(app: ChatApp, clips: list[QuestionClip], cfg: Config) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each question streamed to the frozen variant's listener (its trailing silence, then the end of the stream),
+    scored on its text answer, its state decisions and its latencies; the summary is printed."""
+    from speechgpt.eval.answers import answer_is_correct
+    from speechgpt.infer.frozen_session import FrozenChatSession
+
+    if not isinstance(app.session, FrozenChatSession):
+        raise TypeError("run_frozen needs the frozen variant's session")
+    listener, rows = app.session.listener, []
+    for index, clip in enumerate(tqdm(clips, desc="spoken questions", unit="q")):
+        samples = read_audio(clip.audio).samples
+        turn = listener.listen(samples, cfg.session.sampling.max_new_tokens)
+        q = clip.question
+        correct = answer_is_correct(q["family"], q["output"], turn.text) if turn.outcome == "answer" else False
+        rows.append(frozen_row(clip, turn, speech_end(samples), correct))
+        if index == 0:
+            write_audio(cfg.out / "question.wav", samples, SAMPLE_RATE)
+    report = summarize_frozen(rows)
+    print(frozen_table(report, cfg.split), flush=True)
+    return rows, report
+
+
+def frozen_row(clip: QuestionClip, turn: Turn, end_s: float, correct: bool) -> dict[str, Any]:
+    """A question's scores: the answer, the decisions (0 keep listening, 1 answer, 2 ignore; "premature" when one
+    came at a chunk that ended before the speech did) and the latencies of a decision the state head made."""
+    decided = turn.outcome is not None and not turn.forced
+    decision_audio = turn.decisions[-1].audio_s if decided else None
+    premature = decision_audio is not None and decision_audio < end_s - 1e-6
+    latencies = turn.latencies() if decided else {}
+    return {
+        "id": clip.question["id"],
+        "voices": clip.voices,
+        "speaker": clip.speaker,
+        "question": clip.question["instruction"],
+        "expected": clip.question["output"],
+        "text": turn.text,
+        "s2t_correct": correct,
+        "states": "".join(str(state) for state in turn.states),
+        "outcome": turn.outcome,
+        "forced": turn.forced,
+        "speech_end_s": round(end_s, 3),
+        "decision_audio_s": None if decision_audio is None else round(decision_audio, 3),
+        "state_correct": decided and turn.outcome == "answer" and not premature,
+        "premature": premature,
+        "decision_s": latencies.get("decision_s"),
+        "first_token_s": latencies.get("first_token_s"),
+        "decision_delay_audio_s": None if decision_audio is None else round(decision_audio - end_s, 3),
+    }
+
+
+def summarize_frozen(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def rate(values: list[bool]) -> float:
+        return round(float(np.mean(values)), 4)
+
+    def spread(key: str) -> dict[str, Any] | None:
+        values = [r[key] for r in rows if r[key] is not None]
+        if not values:
+            return None
+        p50, p90 = np.percentile(values, [50, 90])
+        return {"p50": round(float(p50), 4), "p90": round(float(p90), 4), "count": len(values)}
+
+    return {
+        "variant": "frozen",
+        "questions": len(rows),
+        "s2t_accuracy": rate([r["s2t_correct"] for r in rows]),
+        "by_voices": by_voices(rows, ("s2t_correct", "state_correct")),
+        "state": {
+            "accuracy": rate([r["state_correct"] for r in rows]),
+            "premature": rate([r["premature"] for r in rows]),
+            "ignored": rate([r["outcome"] == "ignore" and not r["premature"] for r in rows]),
+            "undecided": rate([r["outcome"] is None or r["forced"] for r in rows]),
+        },
+        "latency": {key: spread(key) for key in ("decision_s", "first_token_s", "decision_delay_audio_s")},
+        "example": {k: rows[0][k] for k in ("question", "text", "expected", "states")},
+    }
+
+
+def frozen_table(report: dict[str, Any], split: str) -> str:
+    """The frozen variant's scores in a few lines."""
+    lines = [f"frozen-LLM variant: {report['questions']} spoken {split} questions, answered in text"]
+    groups = report["by_voices"]
+    names = {"training": "training voices", "held_out": "held-out voices"}
+    accuracy = ", ".join(
+        f"{names[g]} {100 * row['s2t_correct']:.1f}% of {row['questions']}" for g, row in groups.items()
+    )
+    lines.append(f"  S2T accuracy: {100 * report['s2t_accuracy']:.1f}% ({accuracy})")
+    state = report["state"]
+    lines.append(
+        f"  state head: answered at the end of the question {100 * state['accuracy']:.1f}% (inside it "
+        f"{100 * state['premature']:.1f}%, ignored {100 * state['ignored']:.1f}%, "
+        f"no decision {100 * state['undecided']:.1f}%)"
+    )
+    latency = report["latency"]
+    for key, label in (("decision_s", "decision"), ("first_token_s", "first text token")):
+        row = latency[key]
+        text = "-" if row is None else f"p50 {1000 * row['p50']:.0f} ms, p90 {1000 * row['p90']:.0f} ms"
+        lines.append(f"  end of speech -> {label}: {text}")
+    delay = latency["decision_delay_audio_s"]
+    if delay is not None:
+        lines.append(f"  audio heard after the end of speech before the decision: p50 {1000 * delay['p50']:.0f} ms")
+    return "\n".join(lines)
+
+
+def speech_end(samples: np.ndarray, floor: float = 1e-4, range_db: float = 40.0) -> float:
+    """Seconds to the end of the last 10 ms frame whose RMS is within `range_db` of the loudest (and above `floor`):
+    the end of speech the frozen stages' state labels use; 0.0 for silence."""
+    hop = SAMPLE_RATE // 100
+    count = len(samples) // hop
+    if count == 0:
+        return 0.0
+    rms = np.sqrt(np.mean(samples[: count * hop].reshape(count, hop).astype(np.float64) ** 2, axis=1))
+    loud = np.nonzero(rms >= max(floor, float(rms.max()) * 10 ** (-range_db / 20)))[0]
+    return 0.0 if loud.size == 0 else (int(loud[-1]) + 1) * hop / SAMPLE_RATE
 
 
 def summarize(rows: list[dict[str, Any]], transcript_wer: float) -> dict[str, Any]:
@@ -126,8 +273,34 @@ def pick_questions(questions: list[dict[str, str]], count: int) -> list[dict[str
     return [questions[int(i * len(questions) / count)] for i in range(count)]
 
 
-def question_audio(speech: Path) -> dict[str, str]:
+def question_clips(cfg: Config, questions: list[dict[str, str]]) -> list[QuestionClip]:
+    """Each question's clip in `speech` (an error when one is missing) and in `seen_voices_speech` (when given),
+    with its voice group."""
     from speechgpt.data.corpus import load_corpus
 
-    corpus = load_corpus(speech)
-    return dict(zip(corpus["id"], corpus["audio"], strict=True))
+    corpus = load_corpus(cfg.speech)
+    training = {spk for spk, split in zip(corpus["speaker"], corpus["split"], strict=True) if split == "train"}
+    clips = []
+    for path in [cfg.speech] if cfg.seen_voices_speech is None else [cfg.speech, cfg.seen_voices_speech]:
+        rows = corpus if path == cfg.speech else load_corpus(path)
+        spoken = {i: (a, s) for i, a, s in zip(rows["id"], rows["audio"], rows["speaker"], strict=True)}
+        for question in questions:
+            found = spoken.get(f"q-{question['id']}")
+            if found is None:
+                raise ValueError(f"{path}: no audio for question {question['id']} (was it built with this qa?)")
+            voices = "training" if found[1] in training else "held_out"
+            clips.append(QuestionClip(question, found[0], found[1], voices))
+    return clips
+
+
+def by_voices(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Per voice group present: its question count and the mean of each boolean `keys` column."""
+    groups: dict[str, dict[str, Any]] = {}
+    for group in ("training", "held_out"):
+        mine = [r for r in rows if r["voices"] == group]
+        if mine:
+            groups[group] = {
+                "questions": len(mine),
+                **{k: round(float(np.mean([r[k] for r in mine])), 4) for k in keys},
+            }
+    return groups

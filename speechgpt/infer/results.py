@@ -13,7 +13,7 @@ from speechgpt.text.template import ParsedAnswer
 
 Mode = Literal["s2s", "s2t", "t2s", "t2t"]
 """Question and answer modality: s2s speech->speech, s2t speech->text, t2s text->speech, t2t text->text."""
-EventKind = Literal["transcript", "text", "units", "audio", "done"]
+EventKind = Literal["state", "transcript", "text", "units", "audio", "done"]
 MODES: tuple[Mode, ...] = ("s2s", "s2t", "t2s", "t2t")
 
 
@@ -67,6 +67,9 @@ class ChatResult:
     """Sample rate of `audio`."""
     audio: np.ndarray | None = field(default=None, repr=False)
     """The spoken answer, float32 mono (None: a text answer, or no vocoder)."""
+    listening: dict[str, Any] | None = None
+    """Frozen-LLM variant, spoken question: the state head's decision per 160 ms chunk, the outcome and the
+    latencies (speechgpt.infer.listening.Turn.to_json); None for the unified variant."""
 
     def to_json(self) -> dict[str, Any]:
         """Everything but the samples, as plain JSON types."""
@@ -80,6 +83,8 @@ class ChatResult:
 @dataclass
 class ChatEvent:
     """Something that happened while answering, in order. `kind`:
+    - "state": the frozen-LLM variant's state head decided at the end of chunk `chunk`: `text` is the decision
+      (keep_listening, answer, ignore);
     - "transcript": `text` is the next piece of the transcript of the spoken question;
     - "text": `text` is the next piece of the text answer;
     - "units": `units` are the next units of the spoken answer;
@@ -92,10 +97,13 @@ class ChatEvent:
     audio: np.ndarray | None = field(default=None, repr=False)
     sample_rate: int | None = None
     result: ChatResult | None = None
+    chunk: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind}
-        if self.kind in ("transcript", "text"):
+        if self.kind == "state":
+            out["state"], out["chunk"] = self.text, self.chunk
+        elif self.kind in ("transcript", "text"):
             out["text"] = self.text
         elif self.kind == "units":
             out["units"] = list(self.units)

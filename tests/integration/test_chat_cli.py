@@ -1,5 +1,6 @@
 """`speechgpt chat` on a tiny random model, k-means and vocoder: one-shot speech and text questions, the JSON for
-scripts, clear errors for bad input, and the interactive loop (typed text is never read as a file)."""
+scripts, clear errors for bad input, and the interactive loop (typed text is never read as a file); and on a tiny
+frozen-LLM variant folder: a spoken question streamed to its state head and answered in text."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 import soundfile as sf
 
 from speechgpt.cli import main
-from tests.chat_fixtures import make_chat_setup
+from speechgpt.infer.frozen_session import NO_SPEECH_OUT
+from tests.chat_fixtures import make_chat_setup, make_frozen_model
 from tests.conftest import REPO, subprocess_env
 
 JSON_KEYS = {
@@ -27,6 +29,7 @@ JSON_KEYS = {
     "seconds_total",
     "problems",
     "complete",
+    "listening",
 }
 
 
@@ -64,6 +67,7 @@ def test_one_shot_spoken_question_prints_one_json_object(setup: dict[str, Path],
     assert set(summary) == JSON_KEYS
     assert summary["mode"] == "s2s" and summary["transcript"] and summary["text"]
     assert summary["units"] >= 10 and summary["audio"] == str(out) and summary["complete"]
+    assert summary["listening"] is None  # the unified variant has no state head
     assert 0 < summary["seconds_to_first_audio"] <= summary["seconds_total"]
     info = sf.info(str(out))
     assert info.samplerate == 16_000 and info.frames / 16_000 == pytest.approx(summary["audio_seconds"], abs=1e-3)
@@ -134,3 +138,51 @@ def test_interactive_reads_text_as_text_and_audio_only_by_command(
     assert f"error: audio file not found: {tmp_path / 'gone.wav'}" in turns[3]
     assert "(new conversation)" in turns[4] and f"error: unknown command {wav};" in turns[5]
     assert sorted(p.name for p in answers.iterdir()) == ["turn-002.wav"]
+
+
+@pytest.fixture(scope="module")
+def frozen_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A frozen-variant folder whose state head keeps listening whatever it hears (so the answer comes at the end)."""
+    return make_frozen_model(tmp_path_factory.mktemp("frozen-chat"), state_bias=(60.0, 0.0, 0.0))
+
+
+def test_frozen_folder_hears_a_spoken_question_and_answers_in_text(
+    setup: dict[str, Path], frozen_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["chat", f"model={frozen_model}", "session.sampling.max_new_tokens=8", "--audio", str(setup["wav"])]
+    assert main([*args, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary) == JSON_KEYS
+    assert summary["mode"] == "s2t" and summary["text"] and summary["units"] == 0 and summary["audio"] is None
+    assert summary["transcript"] is None and NO_SPEECH_OUT in summary["problems"]  # speech out: issue 16
+    listening = summary["listening"]
+    # 1.2 s of question + 0.48 s of trailing silence = 41 encoder frames: 10 whole chunks and a last partial one
+    assert listening["states"] == ["keep_listening"] * 11
+    assert listening["outcome"] == "answer" and listening["forced"] and listening["decision_chunk"] is None
+    assert listening["latencies"]["first_token_s"] >= listening["latencies"]["decision_s"] >= 0
+
+    assert main(args) == 0  # for people: the states per chunk and the answer
+    printed = capsys.readouterr().out
+    assert "states: 00000000000 (no decision: answered at the end of the audio)" in printed
+    assert f"answer: {summary['text']}" in printed
+
+
+def test_frozen_folder_reads_typed_questions_and_says_speech_out_is_not_there_yet(
+    frozen_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["chat", f"model={frozen_model}", "variant=frozen", "session.sampling.max_new_tokens=5"]
+    assert main([*args, "--text", "what is two plus two", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["mode"] == "t2t" and summary["text"] and summary["listening"] is None
+    assert summary["problems"] == []
+    assert main([*args, "--text", "what is two plus two", "--mode", "speech", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["problems"] == [NO_SPEECH_OUT]
+
+
+def test_variant_that_contradicts_the_folder_is_an_error(
+    setup: dict[str, Path], frozen_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["chat", f"model={frozen_model}", "variant=unified", "--text", "hi", "--json"]) == 1
+    assert "holds frozen-variant speech modules" in json.loads(capsys.readouterr().out)["error"]
+    assert main(["chat", f"model={setup['model']}", "variant=frozen", "--text", "hi", "--json"]) == 1
+    assert "no frozen-variant speech_modules.json" in json.loads(capsys.readouterr().out)["error"]

@@ -1,7 +1,8 @@
 """`speechgpt serve` in a real browser: the command starts on a free port with a tiny random model, k-means and
 vocoder (the real session, decoding and vocoding code), headless Chromium loads the page, uploads a WAV and must show
 the transcript and answer and end with a playable <audio> answer; a typed question, a recording from Chromium's fake
-microphone (webm/opus, decoded by ffmpeg) and a refused upload follow."""
+microphone (webm/opus, decoded by ffmpeg) and a refused upload follow. A tiny frozen-LLM variant folder served the same
+way shows its state decisions per chunk beside its text answer."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 
 from speechgpt.data.audio import write_audio
-from tests.chat_fixtures import make_chat_setup
+from tests.chat_fixtures import make_chat_setup, make_frozen_model
 from tests.conftest import REPO, subprocess_env
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -48,17 +49,25 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def server_url(setup: dict[str, Path]) -> Iterator[str]:
     """`speechgpt serve` on a free port; its URL from the line it prints."""
-    cmd = [
-        *(sys.executable, "-m", "speechgpt.cli", "serve"),
+    yield from serve(
         f"model={setup['model']}",
         f"kmeans={setup['kmeans']}",
         f"vocoder={setup['vocoder']}",
-        "port=0",
-        "max_audio_s=5",
         "session.min_units=40",  # a random model: make sure the spoken answer lasts long enough to hear
         "session.sampling.max_new_tokens=120",
         "session.sampling.seed=0",
-    ]
+    )
+
+
+@pytest.fixture(scope="module")
+def frozen_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same for a frozen-variant folder whose state head keeps listening (its answer comes at the end)."""
+    folder = make_frozen_model(tmp_path_factory.mktemp("frozen"), state_bias=(60.0, 0.0, 0.0))
+    yield from serve(f"model={folder}", "session.sampling.max_new_tokens=8")
+
+
+def serve(*overrides: str) -> Iterator[str]:
+    cmd = [*(sys.executable, "-m", "speechgpt.cli", "serve"), "port=0", "max_audio_s=5", *overrides]
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -173,3 +182,28 @@ def test_page_answers_an_uploaded_wav_with_text_and_audio(
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and "/api/chat" not in e["message"]]
     assert errors == [], errors  # no script errors (the refused upload's 400 is logged by Chromium and expected)
     print(f"browser round trip: {time.monotonic() - started:.1f} s")
+
+
+def test_frozen_page_shows_the_state_decisions_and_the_text_answer(
+    browser: Any, frozen_url: str, setup: dict[str, Path]
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(frozen_url)
+    wait_for(browser, "document.getElementById('model').textContent.includes('frozen-LLM variant')", 30)
+    browser.find_element(By.ID, "file").send_keys(str(setup["wav"]))
+    browser.find_element(By.ID, "send-file").click()
+    wait_for(browser, "document.querySelectorAll('#history li').length === 1")
+    page = browser.execute_script(
+        """return {states: [...document.querySelectorAll('#states span')].map((s) => s.className),
+                   shown: !document.getElementById('states-row').hidden,
+                   answer: document.getElementById('answer').textContent,
+                   timing: document.getElementById('timing').textContent,
+                   problems: document.getElementById('problems').textContent}"""
+    )
+    # 1.2 s of question + 0.48 s of trailing silence: 11 chunks, one mark each
+    assert page["shown"] and page["states"] == ["keep_listening"] * 11, page
+    assert page["answer"].strip() and "no decision: answered at the end of the audio" in page["timing"], page
+    assert "issue 16" in page["problems"], page
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], errors

@@ -1,6 +1,7 @@
 // The chat page: sends text, an uploaded audio file or a recording to /api/chat and reads the answer back as
-// NDJSON events (transcript, text, audio chunks of 16-bit PCM in base64, done). Audio chunks play as they arrive
-// through Web Audio; at the end the whole answer becomes a WAV blob in the <audio> element.
+// NDJSON events (the frozen-LLM variant's state decisions per 160 ms chunk, transcript, text, audio chunks of 16-bit
+// PCM in base64, done). Audio chunks play as they arrive through Web Audio; at the end the whole answer becomes a WAV
+// blob in the <audio> element.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -21,6 +22,8 @@ function showError(message) {
 
 function clearAnswer() {
   showError("");
+  $("states").replaceChildren();
+  $("states-row").hidden = true;
   $("transcript").textContent = "";
   $("answer").textContent = "";
   $("problems").hidden = true;
@@ -75,8 +78,34 @@ function decodePcm(b64) {
   return new Int16Array(bytes.buffer, 0, bytes.length >> 1);
 }
 
+// One mark per chunk: "·" keep listening, "A" answer, "I" ignore (the frozen-LLM variant's state head).
+const STATE_MARKS = { keep_listening: "·", answer: "A", ignore: "I" };
+
+function addState(state, chunk) {
+  const mark = document.createElement("span");
+  mark.className = state;
+  mark.textContent = STATE_MARKS[state] || "?";
+  mark.title = `chunk ${chunk}: ${state.replace("_", " ")}`;
+  $("states").appendChild(mark);
+  $("states-row").hidden = false;
+}
+
+function describeListening(listening) {
+  const ms = (s) => `${Math.round(1000 * s)} ms`;
+  const parts = [];
+  if (listening.forced) parts.push("no decision: answered at the end of the audio");
+  else if (listening.outcome) parts.push(`${listening.outcome} at chunk ${listening.decision_chunk}`);
+  else parts.push("no decision");
+  const lat = listening.latencies;
+  if (lat.decision_s != null) parts.push(`decision ${ms(lat.decision_s)} after the end of speech`);
+  if (lat.first_token_s != null) parts.push(`first text token ${ms(lat.first_token_s)} after it`);
+  return parts.join(" · ");
+}
+
 function handleEvent(event, player, turn) {
-  if (event.type === "transcript") {
+  if (event.type === "state") {
+    addState(event.state, event.chunk);
+  } else if (event.type === "transcript") {
     $("transcript").textContent = event.text;
     turn.transcript = event.text;
   } else if (event.type === "text") {
@@ -101,6 +130,7 @@ function finish(result, player, turn) {
   }
   const parts = [`${result.units} units`, `total ${result.seconds_total.toFixed(2)} s`];
   if (result.seconds_to_first_audio != null) parts.unshift(`first audio after ${result.seconds_to_first_audio.toFixed(2)} s`);
+  if (result.listening) parts.unshift(describeListening(result.listening));
   $("timing").textContent = parts.join(" · ");
   const audio = $("answer-audio");
   if (player.chunks.length) {
@@ -204,7 +234,8 @@ async function loadInfo() {
   try {
     const info = await (await fetch("/api/health")).json();
     limits = info.limits;
-    $("model").textContent = `model: ${info.model} · answers: ${info.mode}`;
+    const variant = info.variant === "frozen" ? " · frozen-LLM variant (answers in text)" : "";
+    $("model").textContent = `model: ${info.model} · answers: ${info.mode}${variant}`;
     $("limits").textContent =
       `Audio up to ${limits.max_audio_s} s and ${(limits.max_upload_bytes / 1e6).toFixed(1)} MB; text up to ${limits.max_text_chars} characters.`;
   } catch (err) {

@@ -1,0 +1,116 @@
+"""`speechgpt eval chat` on a tiny frozen-LLM variant folder and a tiny spoken QA set: S2T accuracy for training and
+held-out voices, the state head's decisions and the latencies, in report.json and printed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from speechgpt.cli import main
+from speechgpt.data.audio import read_audio, write_audio
+from speechgpt.data.corpus import write_corpus_dataset
+from speechgpt.infer.frozen_loading import load_frozen_model
+from speechgpt.infer.listening import FrozenListener
+from tests.chat_fixtures import chirp, make_frozen_model
+
+MAX_NEW_TOKENS = 4
+
+
+def corpus(root: Path, clips: dict[str, tuple[str, str, np.ndarray]]) -> Path:
+    """A corpus of clip id -> (speaker, split, samples)."""
+    rows = []
+    for clip_id, (speaker, split, samples) in clips.items():
+        path = root / "audio" / f"{clip_id}-{speaker}.wav"
+        write_audio(path, samples)
+        rows.append(
+            {"id": clip_id, "audio": str(path), "text": clip_id, "speaker": speaker, "duration_s": len(samples) / 16e3,
+             "source": "test", "split": split, "orig_sample_rate": 16_000, "orig_channels": 1}
+        )  # fmt: skip
+    return write_corpus_dataset(rows, root / "dataset")
+
+
+@pytest.fixture(scope="module")
+def qa_set(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A keep-listening frozen folder (answers come at the end of the audio), two test questions spoken by a
+    held-out voice (`speech`, which also holds a training voice's train clip) and by that training voice."""
+    root = tmp_path_factory.mktemp("frozen-eval")
+    model = make_frozen_model(root / "model", state_bias=(60.0, 0.0, 0.0))
+    noise = np.random.default_rng(0).standard_normal(16_000).astype(np.float32)
+    held = {"q-a1": chirp(1.0), "q-a2": chirp(0.7)[::-1].copy()}
+    seen = {"q-a1": 0.2 * noise, "q-a2": chirp(1.3)}
+    speech = corpus(root / "speech", {"t-1": ("v-train", "train", chirp(0.5)),
+                                      **{k: ("v-held", "test", v) for k, v in held.items()}})  # fmt: skip
+    seen_speech = corpus(root / "seen", {k: ("v-train", "test", v) for k, v in seen.items()})
+    listener = FrozenListener(load_frozen_model(model, device="cpu"))
+    texts = {}  # the answer to each clip as written (16-bit), as the eval hears it
+    for voice, folder, speaker in (("held", "speech", "v-held"), ("seen", "seen", "v-train")):
+        for clip_id in held:
+            samples = read_audio(root / folder / "audio" / f"{clip_id}-{speaker}.wav").samples
+            texts[f"{voice}-{clip_id}"] = listener.listen(samples, MAX_NEW_TOKENS).text
+    qa = root / "qa"
+    qa.mkdir()
+    questions = [
+        {"id": "a1", "family": "echo", "instruction": "say a1", "input": "", "output": texts["held-q-a1"]},
+        {"id": "a2", "family": "echo", "instruction": "say a2", "input": "", "output": "not what it says"},
+    ]
+    (qa / "test.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    seen_a1_right = float(texts["seen-q-a1"] == texts["held-q-a1"])  # a training voice's answer to a1 may match
+    return {"model": model, "qa": qa, "speech": speech, "seen": seen_speech, "seen_a1_right": seen_a1_right}
+
+
+def eval_args(qa_set: dict[str, Any], model: Path, out: Path) -> list[str]:
+    return [
+        "eval", "chat", f"model={model}", f"qa={qa_set['qa']}", f"speech={qa_set['speech']}",
+        f"seen_voices_speech={qa_set['seen']}", f"out={out}", f"session.sampling.max_new_tokens={MAX_NEW_TOKENS}",
+    ]  # fmt: skip
+
+
+def test_frozen_eval_scores_answers_by_voices_decisions_and_latencies(
+    qa_set: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(eval_args(qa_set, qa_set["model"], tmp_path / "keep")) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "keep" / "report.json").read_text())
+    seen_right = qa_set["seen_a1_right"]
+    assert report["variant"] == "frozen" and report["questions"] == 4
+    assert report["by_voices"]["held_out"] == {"questions": 2, "s2t_correct": 0.5, "state_correct": 0.0}
+    assert report["by_voices"]["training"] == {"questions": 2, "s2t_correct": seen_right / 2, "state_correct": 0.0}
+    assert report["s2t_accuracy"] == (1 + seen_right) / 4
+    # a head that never says "answer": every question is answered at the end of the audio, undecided
+    assert report["state"] == {"accuracy": 0.0, "premature": 0.0, "ignored": 0.0, "undecided": 1.0}
+    assert report["latency"]["decision_s"] is None
+    assert "S2T accuracy: " in printed and "held-out voices 50.0% of 2" in printed
+    assert "no decision 100.0%" in printed and "end of speech -> decision: -" in printed
+    rows = [json.loads(line) for line in (tmp_path / "keep" / "answers.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["voices"], r["speaker"]) for r in rows] == [
+        ("a1", "held_out", "v-held"), ("a2", "held_out", "v-held"), ("a1", "training", "v-train"),
+        ("a2", "training", "v-train"),
+    ]  # fmt: skip
+    assert rows[0]["speech_end_s"] == pytest.approx(1.0, abs=0.011) and set(rows[0]["states"]) == {"0"}
+
+
+def test_a_head_that_answers_at_once_is_premature_with_latencies(
+    qa_set: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    eager = tmp_path / "eager"
+    shutil.copytree(qa_set["model"], eager)
+    weights = load_file(str(eager / "speech_modules.safetensors"))
+    weights["state_head.bias"][:] = weights["state_head.bias"].new_tensor([0.0, 60.0, 0.0])
+    save_file(weights, str(eager / "speech_modules.safetensors"))
+    assert main(eval_args(qa_set, eager, tmp_path / "eager-out")) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "eager-out" / "report.json").read_text())
+    assert report["state"] == {"accuracy": 0.0, "premature": 1.0, "ignored": 0.0, "undecided": 0.0}
+    latency = report["latency"]
+    for key in ("decision_s", "first_token_s"):
+        assert latency[key]["count"] == 4 and 0 <= latency[key]["p50"] <= latency[key]["p90"]
+    assert latency["decision_s"]["p90"] <= latency["first_token_s"]["p90"]
+    assert latency["decision_delay_audio_s"]["p90"] < 0  # decided inside the question
+    assert "inside it 100.0%" in printed and "end of speech -> first text token: p50 " in printed
