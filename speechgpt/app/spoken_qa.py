@@ -133,6 +133,7 @@ def run_frozen(app: ChatApp, clips: list[QuestionClip], cfg: Config) -> tuple[li
     scored on its text answer, its state decisions and its latencies; the summary is printed."""
     from speechgpt.eval.answers import answer_is_correct
     from speechgpt.infer.frozen_session import FrozenChatSession
+    from speechgpt.training.feature_cache import speech_end  # where the frozen stages' state labels put it
 
     if not isinstance(app.session, FrozenChatSession):
         raise TypeError("run_frozen needs the frozen variant's session")
@@ -229,18 +230,6 @@ def frozen_table(report: dict[str, Any], split: str) -> str:
     if delay is not None:
         lines.append(f"  audio heard after the end of speech before the decision: p50 {1000 * delay['p50']:.0f} ms")
     return "\n".join(lines)
-
-
-def speech_end(samples: np.ndarray, floor: float = 1e-4, range_db: float = 40.0) -> float:
-    """Seconds to the end of the last 10 ms frame whose RMS is within `range_db` of the loudest (and above `floor`):
-    the end of speech the frozen stages' state labels use; 0.0 for silence."""
-    hop = SAMPLE_RATE // 100
-    count = len(samples) // hop
-    if count == 0:
-        return 0.0
-    rms = np.sqrt(np.mean(samples[: count * hop].reshape(count, hop).astype(np.float64) ** 2, axis=1))
-    loud = np.nonzero(rms >= max(floor, float(rms.max()) * 10 ** (-range_db / 20)))[0]
-    return 0.0 if loud.size == 0 else (int(loud[-1]) + 1) * hop / SAMPLE_RATE
 
 
 def summarize(rows: list[dict[str, Any]], transcript_wer: float) -> dict[str, Any]:
