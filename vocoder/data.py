@@ -8,7 +8,9 @@ interface (`next_batch`, `state_dict`) would stay the same.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +21,21 @@ import torch
 from tqdm import tqdm
 
 from speechgpt.data.audio import read_audio
+from speechgpt.data.corpus import safe_name
 from speechgpt.data.units import load_units_dataset
 
 # the loader is the library's (the units contract); vocoder.train and the benchmarks import it from here
-__all__ = ["HOP_LENGTH", "Batch", "Clip", "SegmentSampler", "load_clips", "load_units_dataset", "make_clip"]
+__all__ = [
+    "HOP_LENGTH",
+    "Batch",
+    "Clip",
+    "SegmentSampler",
+    "heldout_text",
+    "load_clips",
+    "load_units_dataset",
+    "make_clip",
+    "speaker_label",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +80,55 @@ class Batch:
         return Batch(*(getattr(self, name).to(device) for name in self.__dataclass_fields__))
 
 
+_NOT_WORD = re.compile(r"[^a-z0-9']+")
+
+
+def heldout_text(text: str, fraction: float) -> bool:
+    """Whether a sentence stays out of vocoder training: a hash of its lower-cased words falls in the first
+    `fraction` of the range. The same sentence is held out in every voice, corpus and run, so evaluation can pick
+    sentences the vocoder never heard without a list of them."""
+    if fraction <= 0.0:
+        return False
+    words = " ".join(_NOT_WORD.sub(" ", text.lower()).split())
+    return int.from_bytes(hashlib.sha256(words.encode()).digest()[:8], "big") / 2**64 < fraction
+
+
+def speaker_label(voice: str, known: Sequence[str]) -> str:
+    """The dataset's speaker label of `voice`: a label as is, or a voice key `engine:name` as corpus synth names
+    it (`flite:slt` -> `flite-slt`)."""
+    if voice in known:
+        return voice
+    engine, sep, name = voice.partition(":")
+    label = safe_name(f"{engine}-{name}") if sep else voice
+    if label not in known:
+        raise ValueError(f"voice {voice!r} has no clips here; speakers: {sorted(set(known))}")
+    return label
+
+
 def load_clips(
-    dataset: Any, splits: Sequence[str], speakers: Sequence[str] | None = None, max_clips: int | None = None
+    dataset: Any,
+    splits: Sequence[str],
+    speakers: Sequence[str] | None = None,
+    max_clips: int | None = None,
+    *,
+    voice: str | None = None,
+    heldout_fraction: float = 0.0,
 ) -> tuple[list[Clip], list[str]]:
-    """Clips of the given splits, and the speaker list (sorted names of those splits unless `speakers` is given)."""
+    """Clips of the given splits, and the speaker list (sorted names of those splits unless `speakers` is given).
+    `voice`: that speaker's clips only; `heldout_fraction`: leave out the sentences `heldout_text` holds out."""
     # row indices rather than `dataset.filter`, which would write cache files into the dataset's folder
-    chosen = [i for i, split in enumerate(dataset["split"]) if split in splits][:max_clips]
+    all_speakers = list(dataset["speaker"])
+    label = speaker_label(voice, all_speakers) if voice is not None else None
+    texts = dataset["text"] if heldout_fraction > 0 else None
+    chosen = [
+        i
+        for i, split in enumerate(dataset["split"])
+        if split in splits
+        and (label is None or all_speakers[i] == label)
+        and (texts is None or not heldout_text(texts[i], heldout_fraction))
+    ][:max_clips]
     if not chosen:
-        raise ValueError(f"no clips in splits {list(splits)}")
-    all_speakers = dataset["speaker"]
+        raise ValueError(f"no clips in splits {list(splits)}" + (f" of voice {voice!r}" if voice else ""))
     names = list(speakers) if speakers is not None else sorted({all_speakers[i] for i in chosen})
     index = {name: i for i, name in enumerate(names)}
     clips = []

@@ -50,6 +50,13 @@ class Config:
     """Dataset splits to train on."""
     max_clips: int | None = None
     """Use only the first N clips of those splits (tests, quick runs)."""
+    answer_voice: str | None = None
+    """Train on this one voice (a speaker label of the data, or its voice key such as `flite:rms`): a single-voice
+    vocoder that renders units of any speaker in that voice, as SpeechGPT's; None: every speaker of the data, each
+    a voice of the vocoder (plus `any_speaker`)."""
+    heldout_text_fraction: float = 0.0
+    """Leave out of training the sentences that `vocoder.data.heldout_text` holds out at this fraction (in every
+    voice), so that `speechgpt eval resynth` can judge sentences the vocoder never heard."""
     n_units: int | None = None
     """Unit vocabulary size; None reads k from the dataset's encoder tag (`...+km500:<fingerprint>`)."""
     any_speaker: str | None = "any"
@@ -125,6 +132,8 @@ class Config:
             raise ValueError("steps, batch_size, save_every must be >= 1 and segment_frames >= 2")
         if not 0.0 <= self.speaker_dropout < 1.0:
             raise ValueError("speaker_dropout must lie in [0, 1)")
+        if not 0.0 <= self.heldout_text_fraction < 1.0:
+            raise ValueError("heldout_text_fraction must lie in [0, 1)")
         if self.route == "mel" and self.discriminator_start is not None:
             raise ValueError("discriminator_start is a hifigan-route setting")
 
@@ -135,8 +144,13 @@ def run(cfg: Config) -> Path:
     if rank == 0:
         save_config(cfg, cfg.out)
     dataset = load_units_dataset(cfg.data)
-    clips, speakers = load_clips(dataset, cfg.splits, max_clips=cfg.max_clips)
-    if cfg.any_speaker is not None:
+    clips, speakers = load_clips(
+        dataset, cfg.splits, max_clips=cfg.max_clips, voice=cfg.answer_voice, heldout_fraction=cfg.heldout_text_fraction
+    )
+    voice = speakers[0] if cfg.answer_voice is not None else None
+    if voice is not None:  # one voice: no speaker embedding, every clip's speaker index is 0
+        speakers = []
+    elif cfg.any_speaker is not None:
         if cfg.any_speaker in speakers:
             raise ValueError(f"any_speaker {cfg.any_speaker!r} is also a speaker of the data; choose another name")
         speakers.append(cfg.any_speaker)
@@ -144,7 +158,7 @@ def run(cfg: Config) -> Path:
     log.info("rank %d/%d: %d clips, %d speakers, %d units, %s", rank, world, len(clips), len(speakers), n_units, device)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     trainer = VocoderStep(cfg, n_units, speakers, device)
-    any_index = speakers.index(cfg.any_speaker) if cfg.any_speaker is not None else None
+    any_index = speakers.index(cfg.any_speaker) if cfg.any_speaker is not None and voice is None else None
     sampler = SegmentSampler(clips, cfg.batch_size, cfg.segment_frames, cfg.seed + rank, any_index, cfg.speaker_dropout)
     checkpoints = cfg.out / "checkpoints"
     step = load_latest(checkpoints, trainer, sampler, dist) if cfg.resume else 0
@@ -174,10 +188,16 @@ def run(cfg: Config) -> Path:
             trainer.model,
             route=cfg.route,
             speakers=speakers,
-            default_speaker=cfg.default_speaker or cfg.any_speaker or speakers[0],
+            default_speaker=None if voice is not None else cfg.default_speaker or cfg.any_speaker or speakers[0],
             duration=trainer.duration,
             mel=cfg.mel if cfg.route == "mel" else None,
-            extra={"n_units": n_units, "encoder": _encoder_name(dataset), "steps": step},
+            extra={
+                "n_units": n_units,
+                "encoder": _encoder_name(dataset),
+                "steps": step,
+                "answer_voice": voice,
+                "heldout_text_fraction": cfg.heldout_text_fraction,
+            },
         )
     return cfg.out / "vocoder"
 

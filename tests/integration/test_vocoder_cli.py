@@ -28,6 +28,8 @@ TINY = [
     "splits=[train,test]",
     "save_every=10",
     "dtype=bfloat16",
+    "num_threads=1",
+    "answer_voice=null",
 ]
 
 
@@ -47,12 +49,42 @@ def test_vocoder_train_synth_and_resynth_commands(tiny_corpus: Path, tmp_path: P
 
     resynth = tmp_path / "resynth"
     command = ["eval", "resynth", f"data={data}", f"vocoder={out / 'vocoder'}", f"out={resynth}", "max_clips=2"]
-    assert main([*command, "splits=[test]"]) == 0
+    assert main([*command, "splits=[test]", "heldout_text_fraction=0"]) == 0
     report = json.loads((resynth / "report.json").read_text())
-    assert report["clips"] == 2 and report["original"]["wer"] < 0.5  # the judge understands the real TTS clips
+    held_out = report["sets"]["heldout_voices"]
+    assert held_out["clips"] == 2 and held_out["original"]["wer"] < 0.5  # the judge understands the real TTS clips
     for mode in ("given", "predicted"):
-        assert report[mode]["wer"] >= 0.0 and report[mode]["mcd_db"] > 0 and report[mode]["vocoder_rtf"] > 0
-    assert len(list((resynth / "wavs" / "predicted").glob("*.wav"))) == 2
+        assert held_out[mode]["wer"] >= 0.0 and held_out[mode]["mcd_db"] > 0 and held_out[mode]["vocoder_rtf"] > 0
+        assert 1.0 <= held_out[mode]["mos_ovrl"] <= 5.0
+    assert len(list((resynth / "wavs" / "heldout_voices" / "predicted").glob("*.wav"))) == 2
+    assert "answer_voice" not in report["sets"] and report["ratio_heldout_voices"] >= 0
+
+
+def test_answer_voice_vocoder_and_the_three_sets(tiny_corpus: Path, tmp_path: Path) -> None:
+    """One voice trained without its held-out sentence; eval resynth judges (a) that sentence in that voice, (b) the
+    held-out voice's clip of it rendered in the answer voice, (c) each one's original audio."""
+    data = units_dataset_from_corpus(tiny_corpus, tmp_path / "units" / "dataset")
+    out = tmp_path / "vocoder"
+    voice = ["answer_voice=flite:slt", "heldout_text_fraction=0.15", "splits=[train]"]
+    assert (
+        main(["vocoder", "train", "--config", "configs/tiny/vocoder.yaml", f"data={data}", f"out={out}", *TINY, *voice])
+        == 0
+    )
+    resynth = tmp_path / "resynth"
+    command = ["eval", "resynth", f"data={data}", f"voice_data={data}", f"vocoder={out / 'vocoder'}", f"out={resynth}"]
+    assert main([*command, "splits=[test]", "durations=[predicted]", "num_threads=1"]) == 0
+    report = json.loads((resynth / "report.json").read_text())
+    assert report["answer_voice"] == "flite-slt" and report["heldout_text_fraction"] == 0.15
+    sets = report["sets"]
+    assert [c["text"] for c in sets["answer_voice"]["per_clip"]] == ["The cat sat on the warm mat."]
+    assert sets["answer_voice"]["speakers"] == ["flite-slt"] and sets["heldout_voices"]["speakers"] == [
+        "espeak-ng-en-us+f3"
+    ]
+    for name in ("answer_voice", "heldout_voices"):
+        for row in ("original", "predicted"):
+            assert {"wer", "cer", "mos_ovrl"} <= set(sets[name][row]), (name, row)
+        assert report[f"ratio_{name}"] >= 0 and "given" not in sets[name]
+        assert len(list((resynth / "wavs" / name / "predicted").glob("*.wav"))) == 1
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from speechgpt.data.corpus import load_corpus, write_dataset
 from speechgpt.units.extract import units_features
 from vocoder import train
-from vocoder.data import SegmentSampler, load_clips, load_units_dataset
+from vocoder.data import SegmentSampler, heldout_text, load_clips, load_units_dataset
 from vocoder.load import load_vocoder
 
 N_UNITS = 20
@@ -159,3 +159,40 @@ def test_hifigan_route_mel_warmup_then_discriminator(units_data: Path, tmp_path:
     generator = UnitVocoder.from_pretrained(folder)
     assert generator.n_units == N_UNITS and generator.speakers == ["flite-slt", "any"]
     assert load_vocoder(folder).route == "hifigan"
+
+
+def test_heldout_text_is_stable_and_near_its_fraction() -> None:
+    assert heldout_text("The cat sat on the warm mat.", 0.15)  # the tiny corpus's first sentence (tests rely on it)
+    assert heldout_text("the CAT sat on the  warm mat", 0.15)  # case, spacing and punctuation do not matter
+    assert not heldout_text("The cat sat on the warm mat.", 0.0)
+    sentences = [f"sentence number {i} of the list" for i in range(4000)]
+    held = [s for s in sentences if heldout_text(s, 0.15)]
+    assert 0.13 < len(held) / len(sentences) < 0.17
+    assert all(heldout_text(s, 0.3) for s in held)  # a larger fraction holds out a superset
+
+
+def test_answer_voice_trains_one_voice_without_its_heldout_sentences(units_data: Path, tmp_path: Path) -> None:
+    dataset = load_units_dataset(units_data)
+    clips, _ = load_clips(dataset, ["train", "test"], voice="flite:slt", heldout_fraction=0.15)
+    texts = {row["id"]: row["text"] for row in dataset}
+    assert {c.speaker for c in clips} == {0} and len(clips) == 3  # slt's 4 sentences less the held-out one
+    assert all(texts[c.id] != "The cat sat on the warm mat." and c.id.startswith("flite-slt") for c in clips)
+    with pytest.raises(ValueError, match="no clips here"):
+        load_clips(dataset, ["train"], voice="flite:awb")
+
+    cfg = tiny_config(
+        units_data,
+        tmp_path / "voice",
+        splits=["train", "test"],
+        steps=2,
+        answer_voice="flite:slt",
+        heldout_text_fraction=0.15,
+    )
+    folder = train.run(cfg)
+    vocoder = load_vocoder(folder)
+    meta = json.loads((folder / "vocoder.json").read_text())
+    assert meta["answer_voice"] == "flite-slt" and meta["heldout_text_fraction"] == 0.15
+    # one voice: no speaker embedding, so every speaker's units render alike
+    assert vocoder.speakers == [] and vocoder.renderer.net.speaker_embedding is None  # type: ignore[attr-defined]
+    units = [1, 2, 3, 4]
+    assert np.array_equal(vocoder(units, [2, 2, 2, 2]), vocoder(units, [2, 2, 2, 2], speaker="anyone"))
