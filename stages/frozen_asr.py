@@ -29,6 +29,7 @@ from speechgpt.training.frozen_stage import (
     engine_bf16,
     init_feature_settings,
     load_frozen_lm,
+    only_clips,
     report_skipped,
     set_trainable,
     speech_examples,
@@ -60,6 +61,9 @@ class Config:
     """Also train the tokenizer's EOS after the target (for LLMs that learned to end with it)."""
     train_split: str = "train"
     """Corpus split trained on."""
+    same_clips_as: Path | None = None
+    """An instruct dataset (`speechgpt build stage2`): train only on the clips its train split trains ASR on, so
+    that this variant learns from the unified variant's clips and not from the sentences its eval holds out."""
     num_prompts: int = 5
     """Learned prompt embeddings before the speech."""
     adapter_kernel: int = 3
@@ -96,6 +100,7 @@ def run(cfg: Config) -> Path:
     )
     count = set_trainable(model, cfg.trainable)
     rows = corpus_rows(cfg.corpus, [cfg.train_split, *cfg.train.eval_splits])
+    rows[cfg.train_split] = only_clips(rows[cfg.train_split], cfg.same_clips_as)
     evals = {s: capped(rows[s], cfg.train.max_eval_examples, cfg.train.seed) for s in cfg.train.eval_splits}
     settings = init_feature_settings(cfg.init)
     feats = cached_features(

@@ -31,6 +31,7 @@ from speechgpt.training.frozen_stage import (
     corpus_rows,
     export_encoder,
     features_meta,
+    only_clips,
     report_skipped,
     speech_examples,
     with_feature_dtype,
@@ -55,6 +56,9 @@ class Config:
     """Size and streaming shape of the speech encoder."""
     train_split: str = "train"
     """Corpus split trained on."""
+    same_clips_as: Path | None = None
+    """An instruct dataset (`speechgpt build stage2`): train only on the clips its train split trains ASR on, so
+    that this variant learns from the unified variant's clips and not from the sentences its eval holds out."""
     max_batch_frames: int = 0
     """Padded feature frames per micro-batch at most (clips x longest clip; 0: only train.micro_batch limits)."""
     train: TrainConfig = field(
@@ -78,6 +82,7 @@ def ctc_targets(text: str, frames: int, vocab: list[str], subsampling: int) -> d
 def ctc_examples(cfg: Config, dist: Dist) -> tuple[list[SpeechExample], dict[str, list[SpeechExample]], list[str]]:
     """(training examples, eval examples per split, CTC vocabulary: the training transcripts' characters)."""
     rows = corpus_rows(cfg.corpus, [cfg.train_split, *cfg.train.eval_splits])
+    rows[cfg.train_split] = only_clips(rows[cfg.train_split], cfg.same_clips_as)
     evals = {s: capped(rows[s], cfg.train.max_eval_examples, cfg.train.seed) for s in cfg.train.eval_splits}
     cache = cfg.feature_cache or cfg.out / "features"
     clips = clips_of(rows[cfg.train_split], *evals.values())

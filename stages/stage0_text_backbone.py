@@ -33,9 +33,14 @@ log = logging.getLogger(__name__)
 @dataclass(kw_only=True)
 class Config:
     qa: Path
-    """Folder from `speechgpt build qa` (train.jsonl and dev.jsonl of question/answer pairs)."""
+    """Folder from `speechgpt build qa` (train/dev/test.jsonl of question/answer pairs)."""
+    qa_splits: list[str] = field(default_factory=lambda: ["train", "dev", "test"])
+    """QA splits whose `question? answer.` lines the backbone learns. All of them by default: knowledge lives in the
+    backbone (a pretrained LLM knows its facts) and speech skills come from the stages, which see only the train
+    questions' speech (DESIGN.md, the demo's protocol)."""
     corpus: Path | None = None
-    """Optional corpus folder whose train-split transcripts are added as plain text."""
+    """Optional corpus folder whose train-split transcripts are added as plain text; its other splits' sentences
+    (never trained) are the held-out text the backbone is evaluated on."""
     out: Path = Path("out/backbone")
     """Run folder; the model and tokenizer are exported to <out>/final."""
     family: Literal["llama", "qwen2", "gemma3"] = "llama"
@@ -56,20 +61,30 @@ class Config:
     """Engine settings."""
 
 
-def text_rows(cfg: Config, split: str) -> list[dict]:
+def qa_rows(cfg: Config, splits: list[str]) -> list[dict]:
+    """One `question? answer.` text row per QA pair of `splits`."""
     rows = []
-    path = cfg.qa / f"{split}.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `speechgpt build qa` first")
-    for line in path.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        question = " ".join([record["instruction"], record.get("input") or ""]).strip()
-        rows.append(_row(f"qa-{record['id']}", f"{question}? {record['output']}."))
-    if cfg.corpus is not None and split == "train":
-        corpus = load_corpus(cfg.corpus)
-        sentences = sorted({t for t, s in zip(corpus["text"], corpus["split"], strict=True) if s == "train"})
-        rows += [_row(f"text-{i:05d}", sentence) for i, sentence in enumerate(sentences)]
+    for split in splits:
+        path = cfg.qa / f"{split}.jsonl"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: run `speechgpt build qa` first")
+        for line in path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            question = " ".join([record["instruction"], record.get("input") or ""]).strip()
+            rows.append(_row(f"qa-{record['id']}", f"{question}? {record['output']}."))
     return rows
+
+
+def corpus_rows(cfg: Config, trained: bool) -> list[dict]:
+    """The corpus' sentences as text rows: those of its train split (`trained`), or the others not among them."""
+    if cfg.corpus is None:
+        return []
+    corpus = load_corpus(cfg.corpus)
+    pairs = list(zip(corpus["text"], corpus["split"], strict=True))
+    train = {t for t, s in pairs if s == "train"}
+    chosen = sorted(train) if trained else sorted({t for t, s in pairs if s != "train"} - train)
+    prefix = "text" if trained else "heldout-text"
+    return [_row(f"{prefix}-{i:05d}", sentence) for i, sentence in enumerate(chosen)]
 
 
 def _row(row_id: str, text: str) -> dict:
@@ -81,7 +96,8 @@ def run(cfg: Config) -> Path:
     if dist.is_main:
         save_config(cfg, cfg.out)
     seed_everything(cfg.train.seed)
-    train_rows, dev_rows = text_rows(cfg, "train"), text_rows(cfg, "dev")
+    train_rows = qa_rows(cfg, cfg.qa_splits) + corpus_rows(cfg, trained=True)
+    eval_rows = corpus_rows(cfg, trained=False) + qa_rows(cfg, [s for s in ("dev", "test") if s not in cfg.qa_splits])
     tokenizer = train_tokenizer([r["text"] for r in train_rows] + [SPEECHGPT_SYSTEM, *marker_tokens()], cfg.vocab_size)
     model = build_tiny_lm(
         cfg.family,
@@ -93,7 +109,7 @@ def run(cfg: Config) -> Path:
     )
     prepare_attention(model, packing=cfg.train.packing)
     examples, _ = tokenize_rows(train_rows, tokenizer, cfg.train.seq_len)
-    evals = {"dev": tokenize_rows(dev_rows, tokenizer, cfg.train.seq_len)[0]}
+    evals = {"heldout": tokenize_rows(eval_rows, tokenizer, cfg.train.seq_len)[0]} if eval_rows else {}
     log.info("backbone: %d parameters, %d training texts", sum(p.numel() for p in model.parameters()), len(examples))
 
     train(

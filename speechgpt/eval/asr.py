@@ -7,6 +7,10 @@ builder: 'dev_seen_voices' holds training voices on unseen sentences, 'dev'/'tes
 sentences, so the two WERs separate sentence generalization from voice generalization. Each split also reports the
 WER of its in-vocabulary utterances (every word seen in the training split's transcripts): a small model cannot
 spell words it never heard, so that number isolates recognition from vocabulary.
+
+A frozen-LLM variant folder (frozen-asr's export) is scored on the same examples and references: it hears each
+example's clip (its source id in `corpus`) through the streaming listener, which lets the frozen LLM say the
+transcript at the end of the clip.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tqdm import tqdm
@@ -45,6 +49,10 @@ class Config:
     """Longest transcript generated, in tokens."""
     out: Path = Path("out/eval_asr")
     """Output folder: report.json (WER per split) and transcripts.jsonl."""
+    variant: Literal["auto", "unified", "frozen"] = "auto"
+    """Which variant `model` is (auto: the folder says; a frozen-LLM folder holds speech_modules.json)."""
+    corpus: Path | None = None
+    """The corpus the examples' source ids name: the frozen variant hears those clips (needed for it)."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_new_tokens < 1:
@@ -57,14 +65,23 @@ def run(cfg: Config) -> Path:
 
     from speechgpt.eval.judge import word_error_rate
     from speechgpt.eval.text_normalize import normalize_transcript
+    from speechgpt.infer.frozen_loading import resolve_variant
     from speechgpt.model.load import load_lm
 
     save_config(cfg, cfg.out)
     folder = cfg.data / "dataset" if (cfg.data / "dataset").is_dir() else cfg.data
     dataset = load_from_disk(str(folder))
-    model, tokenizer = load_lm(cfg.model)
-    model.eval()
-    report: dict[str, Any] = {"model": str(cfg.model), "data": str(cfg.data), "splits": {}}
+    variant = resolve_variant(cfg.model, cfg.variant)
+    if variant == "frozen":
+        transcribe = frozen_transcriber(cfg)
+    else:
+        model, tokenizer = load_lm(cfg.model)
+        model.eval()
+
+        def transcribe(rows: list[dict[str, Any]]) -> list[str]:
+            return transcribe_prompts(model, tokenizer, [r["prompt"] for r in rows], cfg.batch_size, cfg.max_new_tokens)
+
+    report: dict[str, Any] = {"model": str(cfg.model), "variant": variant, "data": str(cfg.data), "splits": {}}
     vocabulary = training_vocabulary(dataset)
     rows_out: list[dict[str, Any]] = []
     for split in cfg.splits:
@@ -74,7 +91,7 @@ def run(cfg: Config) -> Path:
         if not rows:
             raise ValueError(f"{folder}: split {split!r} has no 'asr' examples")
         started = time.perf_counter()
-        hyps = transcribe_prompts(model, tokenizer, [r["prompt"] for r in rows], cfg.batch_size, cfg.max_new_tokens)
+        hyps = transcribe(rows)
         refs = [r["response"].removesuffix(EOA).strip() for r in rows]
         known = [i for i, ref in enumerate(refs) if set(normalize_transcript(ref).split()) <= vocabulary]
         report["splits"][split] = {
@@ -92,6 +109,31 @@ def run(cfg: Config) -> Path:
     atomic_write_text(cfg.out / "transcripts.jsonl", "".join(json.dumps(r) + "\n" for r in rows_out))
     atomic_write_text(cfg.out / "report.json", json.dumps(report, indent=2) + "\n")
     return cfg.out / "report.json"
+
+
+def frozen_transcriber(cfg: Config) -> Any:
+    """Transcripts of the frozen variant: each example's clip heard whole (no state decisions), then greedy text."""
+    from speechgpt.data.audio import read_audio
+    from speechgpt.data.corpus import load_corpus
+    from speechgpt.infer.frozen_loading import load_frozen_model
+    from speechgpt.infer.listening import FrozenListener, ListenConfig
+
+    if cfg.corpus is None:
+        raise ValueError(f"{cfg.model} is a frozen-variant folder: give corpus= (the clips the examples' ids name)")
+    corpus = load_corpus(cfg.corpus).select_columns(["id", "audio"])
+    audio_of = dict(zip(corpus["id"], corpus["audio"], strict=True))
+    listener = FrozenListener(load_frozen_model(cfg.model, device="cpu"), ListenConfig(decide=False))
+
+    def transcribe(rows: list[dict[str, Any]]) -> list[str]:
+        texts = []
+        for row in tqdm(rows, desc="listen", unit="clip"):
+            clip = row["source_ids"][0]
+            if clip not in audio_of:
+                raise ValueError(f"{cfg.corpus}: no clip {clip!r} (named by example {row['id']} of {cfg.data})")
+            texts.append(listener.listen(read_audio(audio_of[clip]).samples, cfg.max_new_tokens).text)
+        return texts
+
+    return transcribe
 
 
 def training_vocabulary(dataset: Any) -> set[str]:

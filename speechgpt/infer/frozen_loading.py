@@ -158,18 +158,11 @@ def _features(spec: Any, folder: Path) -> FeatureExtractor:
 
 
 def template_ids(tokenizer: Any, template: Any) -> tuple[list[int], list[int], str]:
-    """(ids before the prompt embeddings, ids between the speech and the answer, the text that ends an answer) of a
-    template {"text": ...} with one {speech} and then one {target}, as the frozen stages feed it: BOS (when the
-    tokenizer has one) and the text before {speech}; the text between {speech} and {target}; the text after
-    {target}, stripped (the stages train it after each answer, then EOS only when the template's "eos" says so)."""
-    text = template.get("text", SPEECH + TARGET) if isinstance(template, dict) else SPEECH + TARGET
-    if text.count(SPEECH) != 1 or text.count(TARGET) != 1 or text.index(SPEECH) > text.index(TARGET):
-        raise ValueError(f"template {text!r} needs one {SPEECH} and then one {TARGET}")
-    before, rest = text.split(SPEECH)
-    middle, after = rest.split(TARGET)
+    """(ids before the prompt embeddings, ids between the speech and the answer, the text that ends an answer) of
+    the model's template ({"text": ..., "eos": ...}), fed exactly as the frozen stages fed them in training
+    (`SpeechTemplate`); the text after {target}, stripped, ends an answer."""
+    from speechgpt.training.frozen_stage import SpeechTemplate
 
-    def ids(part: str) -> list[int]:
-        return [int(i) for i in tokenizer(part, add_special_tokens=False)["input_ids"]] if part else []
-
-    bos = [int(tokenizer.bos_token_id)] if tokenizer.bos_token_id is not None else []
-    return bos + ids(before), ids(middle), after.strip()
+    spec = template if isinstance(template, dict) else {}
+    speech = SpeechTemplate(spec.get("text", SPEECH + TARGET), bool(spec.get("eos", False)))
+    return speech.prefix_ids(tokenizer), speech.answer_prefix_ids(tokenizer), speech.parts[2].strip()

@@ -47,6 +47,9 @@ class ListenConfig:
     None: the silence the model's training clips ended with (its meta's trailing_silence_s), else 0.48 s."""
     answer_at_end: bool = True
     """When the clip and its trailing silence end without a decision, answer anyway (the turn is marked forced)."""
+    decide: bool = True
+    """Let the state head end the turn; False: keep listening to the whole clip and answer at its end (with
+    `answer_at_end`), which is how a frozen-asr folder, whose state head never trained, transcribes."""
     realtime: bool = False
     """Push chunks at the pace of the audio (a live microphone); False: as fast as the model goes, so the measured
     latencies leave out the wait for trailing-silence chunks (`decision_delay_audio_s` reports that audio time)."""
@@ -325,7 +328,8 @@ class FrozenListener:
         logits = self.model.state_logits(self._last_hidden)[0].float()
         index = len(self.turn.decisions)
         audio_s = min((index + 1) * self.chunk_s, self.turn.audio_s)  # the last, partial chunk ends with the audio
-        decision = Decision(index, int(logits.argmax()), logits.tolist(), audio_s, time.perf_counter())
+        state = int(logits.argmax()) if self.config.decide else KEEP_LISTENING
+        decision = Decision(index, state, logits.tolist(), audio_s, time.perf_counter())
         self.turn.decisions.append(decision)
         if decision.state in (ANSWER, IGNORE_SPEECH):
             self.end_of_speech()

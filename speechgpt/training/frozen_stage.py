@@ -179,6 +179,35 @@ def corpus_rows(corpus: Path, splits: Sequence[str]) -> dict[str, list[dict[str,
     return {split: sorted(rows, key=lambda r: r["id"]) for split, rows in wanted.items()}
 
 
+def instruct_asr_clip_ids(data: Path, split: str = "train") -> set[str]:
+    """The corpus clips whose speech an instruct dataset (`speechgpt build stage2`) trains ASR on: the source ids of
+    its `split` ASR examples. The frozen stages train on exactly these when told to (`same_clips_as`), so that both
+    variants learn from the same clips and neither sees the sentences the unified eval holds out."""
+    from speechgpt.data.instruct import load_instruct_dataset
+
+    dataset = load_instruct_dataset(data)
+    if split not in dataset:
+        raise ValueError(f"{data}: no split {split!r} (splits: {list(dataset)})")
+    rows = dataset[split].select_columns(["task", "source_ids"])
+    ids = {
+        clip
+        for task, sources in zip(rows["task"], rows["source_ids"], strict=True)
+        if task == "asr"
+        for clip in sources
+    }
+    if not ids:
+        raise ValueError(f"{data}: its {split!r} split has no ASR example")
+    return ids
+
+
+def only_clips(rows: list[dict[str, Any]], data: Path | None) -> list[dict[str, Any]]:
+    """`rows` restricted to the clips `data` trains ASR on (all of them when `data` is None)."""
+    if data is None:
+        return rows
+    keep = instruct_asr_clip_ids(data)
+    return [row for row in rows if row["id"] in keep]
+
+
 TargetsOf = Callable[[dict[str, Any], torch.Tensor], "dict[str, list[int]] | str"]
 """A clip's targets from its row and features, or why it cannot be used."""
 

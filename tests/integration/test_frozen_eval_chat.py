@@ -114,3 +114,42 @@ def test_a_head_that_answers_at_once_is_premature_with_latencies(
     assert latency["decision_s"]["p90"] <= latency["first_token_s"]["p90"]
     assert latency["decision_delay_audio_s"]["p90"] < 0  # decided inside the question
     assert "inside it 100.0%" in printed and "end of speech -> first text token: p50 " in printed
+
+
+def test_frozen_eval_asr_transcribes_the_examples_clips(
+    qa_set: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`eval asr` on a frozen folder: each ASR example's clip (by source id) heard whole, the state head ignored
+    (this one would answer at once), the transcript scored against the example's reference."""
+    from datasets import Dataset, DatasetDict
+    from safetensors.torch import load_file, save_file
+
+    eager = tmp_path / "eager"
+    shutil.copytree(qa_set["model"], eager)
+    weights = load_file(str(eager / "speech_modules.safetensors"))
+    weights["state_head.bias"][:] = weights["state_head.bias"].new_tensor([0.0, 60.0, 0.0])
+    save_file(weights, str(eager / "speech_modules.safetensors"))
+    listener = FrozenListener(load_frozen_model(qa_set["model"], device="cpu"))  # hears every clip whole
+    speech_root = Path(qa_set["speech"]).parent
+    said = listener.listen(read_audio(speech_root / "audio" / "q-a1-v-held.wav").samples, MAX_NEW_TOKENS).text
+    rows = [
+        {
+            "id": "asr-1",
+            "task": "asr",
+            "split": "dev",
+            "prompt": "",
+            "response": f"{said}<eoa>",
+            "source_ids": ["q-a1"],
+        },
+        {"id": "asr-2", "task": "asr", "split": "dev", "prompt": "", "response": "zz qq<eoa>", "source_ids": ["q-a2"]},
+    ]
+    DatasetDict({"dev": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "data" / "dataset"))
+    args = ["eval", "asr", f"model={eager}", f"data={tmp_path / 'data'}", f"corpus={qa_set['speech']}",
+            "splits=[dev]", f"max_new_tokens={MAX_NEW_TOKENS}", f"out={tmp_path / 'asr'}"]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads((tmp_path / "asr" / "report.json").read_text())
+    transcripts = [json.loads(line) for line in (tmp_path / "asr" / "transcripts.jsonl").read_text().splitlines()]
+    assert report["variant"] == "frozen" and transcripts[0]["hyp"] == said.strip() and said.strip()
+    assert 0 < report["splits"]["dev"]["wer"] <= 1.0  # the first is right, the second cannot be
+    assert main([a for a in args if not a.startswith("corpus=")]) != 0
+    assert "give corpus=" in caplog.text

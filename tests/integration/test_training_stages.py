@@ -208,12 +208,19 @@ def test_text_backbone_trains_and_exports(work: Path) -> None:
             num_layers=1,
             num_heads=2,
             vocab_size=300,
-            train=train_cfg(max_steps=4, eval_every=2, save_every=2),
+            qa_splits=["train", "dev"],
+            train=train_cfg(max_steps=4, eval_every=2, save_every=2, log_data_ids=True),
         )
     )
     records = metrics(work / "backbone")
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
-    assert any("eval/dev/text/loss" in r for r in records)
+    assert any("eval/heldout/text/loss" in r for r in records)  # the test questions, never trained
+    trained = {
+        i for line in (work / "backbone" / "data_rank0.jsonl").read_text().splitlines() for i in json.loads(line)["ids"]
+    }
+    dev_ids = {f"qa-{json.loads(line)['id']}" for line in (qa / "dev.jsonl").read_text().splitlines()}
+    test_ids = {f"qa-{json.loads(line)['id']}" for line in (qa / "test.jsonl").read_text().splitlines()}
+    assert dev_ids & trained and not test_ids & trained
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.use_cache and model.config._attn_implementation == "sdpa"
     assert AutoTokenizer.from_pretrained(out).convert_tokens_to_ids("<s>") is not None

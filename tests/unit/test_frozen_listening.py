@@ -78,7 +78,8 @@ def test_the_folder_alone_says_its_variant_and_loads(folder: Path, frozen: Froze
         resolve_variant(folder, "unified")
     assert frozen.features.kind == "fbank" and frozen.features.dim == FROZEN_FEATURES["num_mel_bins"]
     assert frozen.prefix_ids == [frozen.tokenizer.bos_token_id]  # the template "{speech}? {target}."
-    assert frozen.answer_prefix_ids == frozen.tokenizer("? ", add_special_tokens=False)["input_ids"]
+    # fed as in training: the text between {speech} and {target} less its trailing space (trained with the answer)
+    assert frozen.answer_prefix_ids == frozen.tokenizer("?", add_special_tokens=False)["input_ids"]
     assert frozen.answer_end == "."
     assert frozen.stage == "frozen_qa" and frozen.trailing_silence_s == 0.48 and not frozen.model.training
     assert FrozenListener(frozen).trailing_silence_s == 0.48
@@ -103,7 +104,8 @@ def test_the_template_says_what_surrounds_the_speech(frozen: FrozenModel) -> Non
     tokenizer = frozen.tokenizer
     prefix, middle, end = template_ids(tokenizer, {"text": "what is {speech}? the answer is {target}. ", "eos": True})
     assert prefix == [tokenizer.bos_token_id, *tokenizer("what is ", add_special_tokens=False)["input_ids"]]
-    assert middle == tokenizer("? the answer is ", add_special_tokens=False)["input_ids"] and middle
+    # the stages feed the text between less its trailing space, which they train with the answer's first word
+    assert middle == tokenizer("? the answer is", add_special_tokens=False)["input_ids"] and middle
     assert end == "."
     assert template_ids(tokenizer, None) == ([tokenizer.bos_token_id], [], "")
     with pytest.raises(ValueError, match="needs one"):
@@ -187,12 +189,13 @@ def _inputs_until(frozen: FrozenModel, last: int) -> torch.Tensor:
 
 def test_answer_stops_at_eos_at_the_templates_end_or_at_max_length(frozen: FrozenModel) -> None:
     build_state_head(frozen, state=1, at_chunk=2)
+    speak_whole_words(frozen)
     frozen.answer_end = ""
     listener = FrozenListener(frozen)
     cut = listener.listen(clip(), max_new_tokens=5)
     tokens = cut.tokens
     assert len(tokens) == 5 and not cut.ended
-    first_new = next(i for i in range(1, 5) if tokens[i] not in tokens[:i])
+    first_new = next((i for i in range(1, 5) if tokens[i] not in tokens[:i]), 0)  # 0: one token repeated
     listener.eos_ids = {tokens[first_new]}  # pretend that token is the end of the answer
     at_eos = listener.listen(clip(), max_new_tokens=5)
     assert at_eos.tokens == tokens[:first_new] and at_eos.ended
@@ -204,6 +207,19 @@ def test_answer_stops_at_eos_at_the_templates_end_or_at_max_length(frozen: Froze
     assert listener.turn.tokens == tokens[: stop + 1] and listener.turn.ended
     assert listener.turn.text == decoded[stop][: -len(frozen.answer_end)].rstrip()
     assert "".join(pieces) == listener.turn.text  # the end is never shown, not even in part
+
+
+def speak_whole_words(frozen: FrozenModel) -> None:
+    """Only tokens that decode to letters can win the random LLM's greedy choice (a bias of -1e4 on the others), so
+    that its answers are text whose end can be matched (a byte token alone decodes to a replacement character)."""
+    head = frozen.model.lm.get_output_embeddings()
+    words = [i for i in range(head.out_features) if frozen.tokenizer.decode([i]).strip().isalpha()]
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(head.weight)
+        biased.bias.fill_(-1e4)
+        biased.bias[words] = 0.0
+    frozen.model.lm.set_output_embeddings(biased)
 
 
 def _answer_pieces(listener: FrozenListener) -> list[str]:
@@ -241,3 +257,10 @@ def test_no_decision_is_answered_at_the_end_when_asked(frozen: FrozenModel) -> N
     assert forced.latencies()["decision_delay_audio_s"] == pytest.approx(0.16)
     quiet = FrozenListener(frozen, ListenConfig(answer_at_end=False)).listen(clip())
     assert quiet.outcome is None and quiet.text == "" and quiet.latencies()["decision_s"] is None
+
+
+def test_without_decisions_the_whole_clip_is_heard_then_answered(frozen: FrozenModel) -> None:
+    build_state_head(frozen, state=1, at_chunk=2)  # would answer at chunk 2
+    turn = FrozenListener(frozen, ListenConfig(decide=False)).listen(clip(), max_new_tokens=3)
+    assert set(turn.states) == {0} and len(turn.states) > 3  # every chunk heard, none decided
+    assert turn.outcome == "answer" and turn.forced and len(turn.tokens) == 3
