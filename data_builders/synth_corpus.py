@@ -14,7 +14,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from data_builders.text_instructions import qa_clip_ids, read_text_instructions
 from data_builders.text_sources import load_sentences
@@ -36,7 +36,7 @@ DEFAULT_VOICES = [
 ]
 DEFAULT_HELDOUT_VOICES = ["flite:kal16", "festival:ked_diphone"]
 _RUN_CONTROL = {"out", "num_workers", "limit"}  # fields that do not change the result
-_QA_FIELDS = {"qa", "qa_all_pairs"}  # a sentence corpus' settings stay as they were before the qa kind existed
+_QA_FIELDS = {"qa", "qa_all_pairs", "qa_splits", "qa_heldout_speakers"}  # a sentence corpus keeps its old settings
 HELDOUT_SPLITS = ("dev", "test")
 
 
@@ -75,6 +75,12 @@ class Config:
     train questions get a training voice, dev/test ones a held-out voice (the sentence options do not apply)."""
     qa_all_pairs: bool = False
     """ShareGPT `qa`: every human -> gpt pair of a conversation is a question (default: the first pair only)."""
+    qa_splits: list[str] | None = None
+    """Speak only the pairs of these splits of `qa` (null: every split)."""
+    qa_heldout_speakers: Literal["heldout_voices", "training_voices"] = "heldout_voices"
+    """Who speaks the dev/test pairs of `qa`: the held-out voices, or the training voices in new renditions (the
+    questions no training clip speaks, by voices the model knows: the eval set that separates new questions from
+    new voices)."""
 
     def __post_init__(self) -> None:
         for key in [*self.voices, *self.heldout_voices]:
@@ -151,14 +157,18 @@ def synth_items(cfg: Config, voices: list[Voice], sentences: list[str]) -> list[
 
 def qa_items(cfg: Config, qa: Path) -> list[SourceItem]:
     """A question clip and an answer clip per pair of `qa`, each spoken by a voice drawn by the pair's seeded generator
-    (question first): from the training voices (voices not held out) for train pairs, from heldout_voices otherwise."""
+    (question first): from the training voices (voices not held out) for train pairs, from heldout_voices otherwise
+    (or from the training voices, with qa_heldout_speakers=training_voices)."""
     pairs, bad = read_text_instructions(qa, all_pairs=cfg.qa_all_pairs)
     if bad:
         log.warning("%s: %d records are not usable, so not spoken (`speechgpt build stage3` lists them)", qa, len(bad))
     training = [key for key in cfg.voices if key not in cfg.heldout_voices]
     items = []
     for pair in sorted(pairs, key=lambda p: p.id):
-        pool = cfg.heldout_voices if pair.split in HELDOUT_SPLITS else training
+        if cfg.qa_splits is not None and pair.split not in cfg.qa_splits:
+            continue
+        heldout = pair.split in HELDOUT_SPLITS and cfg.qa_heldout_speakers == "heldout_voices"
+        pool = cfg.heldout_voices if heldout else training
         rng = random.Random(f"{cfg.seed}:voice:{pair.id}")
         spoken = zip(qa_clip_ids(pair.id), ("question", "answer"), (pair.question, pair.answer), strict=True)
         for clip_id, role, text in spoken:

@@ -172,6 +172,28 @@ def test_voices_are_drawn_per_question_as_the_demo_always_drew_them(tmp_path: Pa
     assert len({i.speaker for i in items.values() if i.split == "train"}) == len(DEMO_TRAIN_VOICES)
 
 
+def test_test_questions_in_new_renditions_by_training_voices(tmp_path: Path) -> None:
+    """qa_splits + qa_heldout_speakers=training_voices: only the test questions, each spoken by a training voice (the
+    eval set of known voices on questions no training clip speaks)."""
+    questions = {
+        split: [{"id": f"{split}-{i}", "instruction": f"q {i}", "output": "y"} for i in range(20)]
+        for split in ("train", "test")
+    }
+    folder = write_questions(tmp_path / "q", questions)
+    voices = [*DEMO_TRAIN_VOICES, *DEMO_HELDOUT_VOICES]
+    cfg = synth_corpus.Config(
+        qa=folder,
+        voices=voices,
+        heldout_voices=DEMO_HELDOUT_VOICES,
+        qa_splits=["test"],
+        qa_heldout_speakers="training_voices",
+    )
+    items = synth_corpus.qa_items(cfg, folder)
+    assert len(items) == 2 * 20 and {i.split for i in items} == {"test"}
+    train_speakers = {parse_voice(v).speaker for v in DEMO_TRAIN_VOICES}
+    assert {i.speaker for i in items} <= train_speakers and len({i.speaker for i in items}) > 1
+
+
 def test_overlong_answers_and_bad_records_are_counted_and_listed(built: build_stage3.Config) -> None:
     summary = json.loads((built.out / "summary.json").read_text())
     assert summary["answers_too_long"] == 1 and summary["skipped"] == {"answer too long": 1, "bad record": 1}
