@@ -16,7 +16,7 @@ from typing import Literal
 
 from speechgpt.config import save_config
 from speechgpt.data.corpus import load_corpus
-from speechgpt.model.tiny import build_tiny_lm, train_tokenizer
+from speechgpt.model.tiny import SPECIAL, build_tiny_lm, train_tokenizer
 from speechgpt.text.template import SPEECHGPT_SYSTEM, marker_tokens
 from speechgpt.training.batches import TokenBatches
 from speechgpt.training.checkpoint import seed_everything
@@ -38,6 +38,8 @@ class Config:
     """QA splits whose `question? answer.` lines the backbone learns. All of them by default: knowledge lives in the
     backbone (a pretrained LLM knows its facts) and speech skills come from the stages, which see only the train
     questions' speech (DESIGN.md, the demo's protocol)."""
+    qa_repeats: int = 1
+    """Copies of each QA line per epoch: facts need more passes than the corpus' sentences need."""
     corpus: Path | None = None
     """Optional corpus folder whose train-split transcripts are added as plain text; its other splits' sentences
     (never trained) are the held-out text the backbone is evaluated on."""
@@ -88,6 +90,9 @@ def corpus_rows(cfg: Config, trained: bool) -> list[dict]:
 
 
 def _row(row_id: str, text: str) -> dict:
+    """A text row trained whole and closed by EOS, as a pretrained LLM ends its texts (the frozen variant's stages
+    rely on it to end a transcript or an answer)."""
+    text = text + SPECIAL["eos_token"]
     return {"id": row_id, "task": "text", "text": text, "loss_spans": [[0, len(text)]]}
 
 
@@ -96,7 +101,9 @@ def run(cfg: Config) -> Path:
     if dist.is_main:
         save_config(cfg, cfg.out)
     seed_everything(cfg.train.seed)
-    train_rows = qa_rows(cfg, cfg.qa_splits) + corpus_rows(cfg, trained=True)
+    qa_lines = qa_rows(cfg, cfg.qa_splits)
+    copies = [{**row, "id": f"{row['id']}#{copy}"} for copy in range(1, cfg.qa_repeats) for row in qa_lines]
+    train_rows = qa_lines + copies + corpus_rows(cfg, trained=True)
     eval_rows = corpus_rows(cfg, trained=False) + qa_rows(cfg, [s for s in ("dev", "test") if s not in cfg.qa_splits])
     tokenizer = train_tokenizer([r["text"] for r in train_rows] + [SPEECHGPT_SYSTEM, *marker_tokens()], cfg.vocab_size)
     model = build_tiny_lm(

@@ -37,7 +37,13 @@ STEPS = [
     "stage3",
     "vocoder",  # units -> speech, trained on the corpus
     "eval_asr",  # the stage-2 model's WER on training voices and on held-out voices
+    "qa_speech_seen",  # the test questions again, by training voices in new renditions
     "spoken_qa",  # held-out spoken questions answered in speech, judged by Whisper
+    "frozen_ctc",  # frozen-LLM variant: a streaming speech encoder trained as a CTC recognizer
+    "frozen_asr",  # encoder + adapter + prompts into the frozen backbone, which says the transcript
+    "frozen_qa",  # prompts + state head: spoken questions answered by the frozen backbone, when to answer
+    "frozen_eval_asr",  # the frozen variant's WER on the same examples as eval_asr
+    "frozen_spoken_qa",  # the frozen variant listens to the same spoken questions as spoken_qa, answers in text
 ]
 
 
@@ -99,6 +105,20 @@ def headline(results: dict[str, Any]) -> str:
             if known is not None:
                 line += f" ({100 * known:.1f}% over the {row['examples_in_vocabulary']} in-vocabulary ones)"
             lines.append(line)
+    frozen_asr = results.get("frozen_eval_asr", {}).get("splits", {})
+    if frozen_asr:
+        wers = ", ".join(f"{100 * row['wer']:.1f}% on {split}" for split, row in frozen_asr.items())
+        lines.append(f"frozen variant ASR WER, unseen sentences: {wers}")
+    frozen_qa = results.get("frozen_spoken_qa")
+    if frozen_qa:
+        groups = ", ".join(
+            f"{group} voices {100 * row['s2t_correct']:.0f}% of {row['questions']}"
+            for group, row in frozen_qa["by_voices"].items()
+        )
+        lines.append(
+            f"frozen variant, spoken test questions answered in text: {100 * frozen_qa['s2t_accuracy']:.0f}% "
+            f"({groups}); answered at the question's end {100 * frozen_qa['state']['accuracy']:.0f}%"
+        )
     qa = results.get("spoken_qa")
     if qa:
         example = qa["example"]
