@@ -22,7 +22,7 @@ def load_frozen_session(setup: ChatSetup) -> FrozenChatSession:
 
     with contextlib.redirect_stdout(sys.stderr):  # loaders that print progress must not mix it into the answers
         frozen = load_frozen_model(setup.model, backbone=setup.base, dtype=setup.dtype, device=setup.device)
-    log.info("frozen-LLM variant: answers in text (speech output comes with issue 16); kmeans and vocoder unused")
+    log.info("frozen-LLM variant: answers in text (its speech decoder is not built yet); kmeans and vocoder unused")
     return FrozenChatSession(frozen, config=setup.session, listening=setup.listening)
 
 

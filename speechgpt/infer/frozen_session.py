@@ -7,7 +7,7 @@
 
 A spoken question is listened to as a stream (speechgpt.infer.listening): each chunk's state decision is an event,
 and an "answer" decision starts the text answer. A typed question goes to the frozen LLM as text, which it answers
-as the backbone it is. The answer is always text: this variant has no speech output yet (issue 16), so asking for
+as the backbone it is. The answer is always text: this variant has no speech output yet, so asking for
 speech gets a text answer with a note saying so among the answer's problems. Decoding is greedy; the session's
 `sampling.max_new_tokens` bounds an answer. Each question is its own turn (no history).
 """
@@ -29,7 +29,7 @@ from speechgpt.model.state_labels import STATE_NAMES
 from speechgpt.text.template import ParsedAnswer
 
 log = logging.getLogger(__name__)
-NO_SPEECH_OUT = "speech output is not available for the frozen-LLM variant yet (issue 16): answered in text"
+NO_SPEECH_OUT = "speech output is not available for the frozen-LLM variant yet (no speech decoder): answered in text"
 NO_DECISION = "the state head did not decide to answer (it said ignore, or nothing before the audio ended)"
 
 
@@ -40,7 +40,7 @@ class FrozenChatSession:
     speech_to_units = None
     """No units: the speech encoder hears the audio itself (kept for the chat front's checks)."""
     vocoder = None
-    """No speech out yet (issue 16)."""
+    """No speech out yet (the speech decoder is not built)."""
 
     def __init__(
         self, frozen: FrozenModel, *, config: SessionConfig | None = None, listening: ListenConfig | None = None

@@ -154,7 +154,7 @@ def test_frozen_folder_hears_a_spoken_question_and_answers_in_text(
     summary = json.loads(capsys.readouterr().out)
     assert set(summary) == JSON_KEYS
     assert summary["mode"] == "s2t" and summary["text"] and summary["units"] == 0 and summary["audio"] is None
-    assert summary["transcript"] is None and NO_SPEECH_OUT in summary["problems"]  # speech out: issue 16
+    assert summary["transcript"] is None and NO_SPEECH_OUT in summary["problems"]
     listening = summary["listening"]
     # 1.2 s of question + 0.48 s of trailing silence = 41 encoder frames: 10 whole chunks and a last partial one
     assert listening["states"] == ["keep_listening"] * 11

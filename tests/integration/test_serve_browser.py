@@ -204,6 +204,6 @@ def test_frozen_page_shows_the_state_decisions_and_the_text_answer(
     # 1.2 s of question + 0.48 s of trailing silence: 11 chunks, one mark each
     assert page["shown"] and page["states"] == ["keep_listening"] * 11, page
     assert page["answer"].strip() and "no decision: answered at the end of the audio" in page["timing"], page
-    assert "issue 16" in page["problems"], page
+    assert "no speech decoder" in page["problems"], page
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], errors
