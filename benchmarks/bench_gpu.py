@@ -44,6 +44,7 @@ DRY_CAP_S = 300
 """Per part in --dry: a shared 2-core CPU may take a minute for DeepSpeed's first op build."""
 PACKAGES = ("transformers", "deepspeed", "flash-attn", "unit-hifigan", "numpy")
 log = logging.getLogger(__name__)
+PROCESS_GROUP_VARIABLES = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +100,10 @@ def run_part(name: str, *, dry: bool, cap_s: float, folder: Path, stem: str = "g
     result_path, log_path = folder / f"{stem}.{name}.result.json", folder / f"{stem}.{name}.log"
     result_path.unlink(missing_ok=True)
     command = [sys.executable, "-m", "benchmarks.bench_gpu", "--part", name, "--result", str(result_path)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # each part is a one-process job of its own: a launcher's rank variables (or a calling process group's port,
+    # still bound by that process) must not leak into it
+    inherited = {k: v for k, v in os.environ.items() if k not in PROCESS_GROUP_VARIABLES}
+    env = {**inherited, "PYTHONUNBUFFERED": "1"}
     if dry:
         command.append("--dry")
         env["CUDA_VISIBLE_DEVICES"] = ""  # the dry run is the CPU run, also on a GPU machine

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -37,14 +38,18 @@ def value_at(results: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 def test_dry_run_writes_every_measurement(tmp_path: Path) -> None:
     out = tmp_path / "bench" / "gpu.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_gpu", "--dry", "--out", str(out)],
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    with socket.socket() as taken:  # a calling process group's port, still bound: the parts must not inherit it
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        group = {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(taken.getsockname()[1])}
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.bench_gpu", "--dry", "--out", str(out)],
+            cwd=REPO,
+            env={**os.environ, **group, "OMP_NUM_THREADS": "1"},
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
     assert report["mode"] == "dry" and report["device"] == "cpu" and report["torch"]
