@@ -36,8 +36,8 @@ def load_inputs(vocoder_path: Path, units_path: Path, count: int) -> tuple[Vocod
         rows = [dataset[i] for i in held_out[:: max(1, len(held_out) // count)][:count]]
         return load_vocoder(vocoder_path), [r["units"] for r in rows], f"{vocoder_path}, held-out units"
     torch.manual_seed(0)
-    net = MelNet(500, n_speakers=6)
-    vocoder = Vocoder(MelRenderer(net, MelSettings()), DurationPredictor(128, 128), [f"s{i}" for i in range(6)])
+    net = MelNet(500, lookahead_frames=15)  # the demo's shape: one answer voice, 15 frames of look-ahead
+    vocoder = Vocoder(MelRenderer(net, MelSettings()), DurationPredictor(128, 128))
     rng = np.random.default_rng(0)
     units = [[int(u) for u in rng.integers(0, 500, 70)] for _ in range(count)]  # ~3 s each at 23 units/s
     return vocoder, units, "random default-shape vocoder (run `make demo` for the trained one), random units"

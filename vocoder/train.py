@@ -235,7 +235,13 @@ def load_latest(folder: Path, trainer: VocoderStep, sampler: SegmentSampler, dis
     if tag is None:
         return 0
     state = safe_load(tag / "state.pt", map_location=dist.device)
-    trainer.load_state_dict(state)
+    try:
+        trainer.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise RuntimeError(
+            f"{tag} does not fit this config (another route, voice or model size?): remove {folder} or set "
+            f"resume=false ({str(err).splitlines()[0]})"
+        ) from None
     sampler.load_state_dict(load_rank_state(tag, dist.rank)["sampler"])
     log.info("rank %d resumed from %s at step %d", dist.rank, tag, state["step"])
     return int(state["step"])
