@@ -5,7 +5,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-precision bench-mfu bench-gpu bench-vocoder bench-chat eval-units
+.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-precision bench-mfu bench-gpu bench-vocoder bench-chat eval-units eval-vocoder
 
 setup:
 	@bash scripts/setup.sh
@@ -50,6 +50,10 @@ bench-vocoder: setup  ## default vocoder, one thread: real-time factor whole and
 bench-chat: setup  ## time to first audio, streamed against whole-answer vocoding (uses the demo's model; runs it if absent)
 	@test -d out/demo/stage3/final -a -d out/demo/vocoder || $(MAKE) demo
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_chat
+
+eval-vocoder: setup  ## spoken answers in the answer voice: judge WER/CER, DNSMOS, MCD on held-out sentences (runs the demo if absent)
+	@test -d out/demo/units -a -d out/demo/qa || $(MAKE) demo
+	OMP_NUM_THREADS=2 $(PY) -m benchmarks.eval_vocoder
 
 eval-units: setup  ## compare unit encoders: paired edit distances and a CTC recognizer on held-out voices (~25 min)
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.compare_unit_encoders
