@@ -35,7 +35,9 @@ STEPS = [
     "stage1",
     "stage2",
     "stage3",
-    "vocoder",  # units -> speech, trained on the corpus
+    "voice_corpus",  # the answer voice alone: the vocoder's training speech
+    "voice_units",  # its units, from the same k-means
+    "vocoder",  # units of any speaker -> speech in the answer voice
     "eval_asr",  # the stage-2 model's WER on training voices and on held-out voices
     "qa_speech_seen",  # the test questions again, by training voices in new renditions
     "spoken_qa",  # held-out spoken questions answered in speech, judged by Whisper
