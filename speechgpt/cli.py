@@ -89,7 +89,7 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ),
     ("vocoder", "synth"): Command("vocoder.synth", "units (dataset rows, a file or a string) -> WAV files"),
     ("eval", "resynth"): Command(
-        "speechgpt.app.resynth", "held-out clips -> units -> vocoder -> ASR judge: WER and MCD against the originals"
+        "speechgpt.app.resynth", "held-out sentences -> units -> vocoder: WER/CER, DNSMOS and MCD beside the originals"
     ),
     ("eval", "chat"): Command(
         "speechgpt.app.spoken_qa", "held-out spoken questions answered in speech, scored by the Whisper judge"
