@@ -195,6 +195,10 @@ class MelInverter(nn.Module):
         samples. `prefix`: samples already known at the start of the signal, re-imposed after every inverse STFT
         (torchaudio's `griffinlim` cannot do that, which is why the loop is here)."""
         n_fft, settings, window = self.settings.n_fft, self.settings, self.window
+        short = n_fft // (2 * HOP_LENGTH) + 2 - magnitude.shape[-1]
+        if short > 0:  # a centered STFT pads n_fft // 2 by reflection, which needs more samples: add silent frames
+            padded = self.griffin_lim(F.pad(magnitude, (0, short)), prefix)
+            return padded[: (magnitude.shape[-1] - 1) * HOP_LENGTH]
         length = (magnitude.shape[-1] - 1) * HOP_LENGTH
 
         def inverse(spectrum: Tensor) -> Tensor:

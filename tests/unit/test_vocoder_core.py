@@ -187,3 +187,13 @@ def test_parse_units_formats() -> None:
     assert parse_units("<sosp><|u12|><|u7|><eosp>") == [12, 7]
     assert parse_units("<sosp><661><588><eosp>") == [661, 588]
     assert parse_units("3 4, 5") == [3, 4, 5]
+
+
+def test_griffin_lim_renders_a_single_frame() -> None:
+    """One log-mel frame is 320 samples, fewer than a centered STFT's reflection padding needs (n_fft // 2)."""
+    from vocoder.mel_vocoder import MelInverter, MelSettings
+
+    inverter = MelInverter(MelSettings())
+    for frames in (1, 2, 5):
+        audio = inverter(torch.zeros(MelSettings().n_mels, frames) - 5.0)
+        assert audio.shape == (frames * 320,) and torch.isfinite(audio).all()
