@@ -64,6 +64,10 @@ class Config:
     """Chance that an utterance becomes an ASR example (else TTS); ignored with both_tasks."""
     both_tasks: bool = False
     """Every utterance yields an ASR and a TTS example."""
+    tts_share: float = 1.0
+    """With both_tasks: the chance that an utterance's TTS example is kept (its ASR one always is). A TTS example
+    trains ~5x the tokens of an ASR one, so a small model given both for every utterance learns speech out at the
+    cost of recognition; fewer TTS examples rebalance the two without losing any ASR example."""
     max_tokens: int = 1024
     """Token budget of one (multi-turn) example; a single turn over it is skipped and counted."""
     turns_per_example: int = 4
@@ -78,8 +82,8 @@ class Config:
     """'answers': train on the answers only; 'after_system': everything after the system prompt (SpeechGPT)."""
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.asr_fraction <= 1.0:
-            raise ValueError("asr_fraction must be in [0, 1]")
+        if not 0.0 <= self.asr_fraction <= 1.0 or not 0.0 <= self.tts_share <= 1.0:
+            raise ValueError("asr_fraction and tts_share must be in [0, 1]")
         if self.dev_fraction < 0 or self.test_fraction < 0 or self.dev_fraction + self.test_fraction >= 1:
             raise ValueError("need dev_fraction, test_fraction >= 0 with a sum below 1")
         if self.max_tokens < 1 or self.turns_per_example < 1 or self.min_units < 0:
@@ -149,7 +153,11 @@ def make_singles(rows: list[dict[str, Any]], cfg: Config, skipped: Counter[str])
             continue
         # a generator per row: a row's task and phrasing do not depend on which other rows exist
         rng = random.Random(f"{cfg.seed}/{row['id']}")
-        tasks: list[Task] = ["asr", "tts"] if cfg.both_tasks else ["asr" if rng.random() < cfg.asr_fraction else "tts"]
+        if cfg.both_tasks:
+            keep_tts = cfg.tts_share >= 1 or rng.random() < cfg.tts_share  # no draw at 1: same data as before
+            tasks: list[Task] = ["asr", "tts"] if keep_tts else ["asr"]
+        else:
+            tasks = ["asr" if rng.random() < cfg.asr_fraction else "tts"]
         units = tuple(row["units"])
         for task in tasks:
             if task == "asr":

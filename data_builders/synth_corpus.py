@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from data_builders.text_instructions import qa_clip_ids, read_text_instructions
-from data_builders.text_sources import load_sentences
+from data_builders.text_sources import clean_sentences, lines_of, load_sentences, wordnet_examples
 from data_builders.tts import Voice, check_voice, parse_voice, tts_item
+from data_builders.word_coverage import covering_sentences, target_texts, wordnet_glosses
 from speechgpt.config import config_to_dict, save_config
 from speechgpt.data.corpus import CorpusBuild, SourceItem
+from speechgpt.data.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,13 @@ class Config:
     """Voices whose clips get split 'test' (never to be trained on); every other voice's clips get 'train'."""
     max_sentences: int | None = 300
     """Sentences drawn (seeded) from the text source; null keeps them all."""
+    cover_words_of: list[str] = field(default_factory=list)
+    """Texts (files as for text_source, e.g. the held-out questions `out/demo/qa/test.jsonl`) whose every word the
+    corpus should speak in other sentences: for each word the sentences lack, up to `cover_per_word` sentences of the
+    text source (WordNet: its examples, then its glosses) that say it are added; the texts themselves are never
+    spoken. Words no sentence has are listed in coverage.json."""
+    cover_per_word: int = 2
+    """Sentences added per missing word of `cover_words_of`."""
     voices_per_sentence: int | None = None
     """Speak each sentence with this many voices drawn per sentence (seeded); null: every voice speaks every one."""
     min_words: int = 3
@@ -90,11 +99,15 @@ class Config:
             raise ValueError(f"heldout_voices {stray} are not among voices")
         if self.voices_per_sentence is not None and not 1 <= self.voices_per_sentence <= len(self.voices):
             raise ValueError(f"voices_per_sentence must be in 1..{len(self.voices)}")
+        if self.cover_per_word < 1:
+            raise ValueError("cover_per_word must be >= 1")
         if self.min_words < 1 or self.max_words < self.min_words:
             raise ValueError("need 1 <= min_words <= max_words")
         if self.qa is not None:
-            if self.domain_text is not None or self.voices_per_sentence is not None:
-                raise ValueError("domain_text and voices_per_sentence are for sentences; they do not apply with qa")
+            if self.domain_text is not None or self.voices_per_sentence is not None or self.cover_words_of:
+                raise ValueError(
+                    "domain_text, voices_per_sentence and cover_words_of are for sentences; they do not apply with qa"
+                )
             if not self.heldout_voices or not set(self.voices) - set(self.heldout_voices):
                 raise ValueError("qa needs heldout_voices and at least one other (training) voice among voices")
 
@@ -128,7 +141,23 @@ def corpus_sentences(cfg: Config) -> list[str]:
         )
         seen = set(sentences)
         sentences += [s for s in domain if s not in seen]
+    if cfg.cover_words_of:
+        sentences += word_coverage(cfg, sentences)
     return sentences
+
+
+def word_coverage(cfg: Config, sentences: list[str]) -> list[str]:
+    """Sentences that say the words of `cover_words_of` missing from `sentences`; coverage.json records them."""
+    raw = wordnet_examples() + wordnet_glosses() if cfg.text_source == "wordnet" else lines_of(Path(cfg.text_source))
+    pool = clean_sentences(raw, cfg.min_words, cfg.max_words)
+    coverage = covering_sentences(
+        target_texts(cfg.cover_words_of), sentences, pool, per_word=cfg.cover_per_word, seed=cfg.seed
+    )
+    if coverage.uncovered:
+        log.warning("no sentence of %s says %s", cfg.text_source, ", ".join(coverage.uncovered))
+    report = {"added": len(coverage.sentences), "covered": coverage.covered, "uncovered": coverage.uncovered}
+    atomic_write_text(cfg.out / "coverage.json", json.dumps(report, indent=2) + "\n")
+    return [s for s in coverage.sentences if s not in set(sentences)]
 
 
 def build_settings(cfg: Config, items: list[SourceItem]) -> dict[str, Any]:

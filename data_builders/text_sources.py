@@ -22,18 +22,23 @@ def load_sentences(source: str, *, max_sentences: int | None, seed: int, min_wor
     """Sentences from `source` ('wordnet', a text file or a .jsonl file), cleaned, filtered and sampled
     deterministically."""
     raw = wordnet_examples() if source == "wordnet" else lines_of(Path(source))
-    kept: dict[str, None] = {}
-    for sentence in raw:
-        text = " ".join(sentence.split())
-        if _SPEAKABLE.match(text) and min_words <= len(text.split()) <= max_words:
-            kept.setdefault(text, None)
-    sentences = list(kept)
+    sentences = clean_sentences(raw, min_words, max_words)
     if not sentences:
         raise ValueError(f"text source {source!r} gave no sentence of {min_words}-{max_words} speakable words")
     if max_sentences is not None and max_sentences < len(sentences):
         chosen = sorted(random.Random(seed).sample(range(len(sentences)), max_sentences))
         sentences = [sentences[i] for i in chosen]
     return sentences
+
+
+def clean_sentences(raw: list[str], min_words: int, max_words: int) -> list[str]:
+    """`raw` with whitespace collapsed, keeping speakable sentences of `min_words`-`max_words` words, each once."""
+    kept: dict[str, None] = {}
+    for sentence in raw:
+        text = " ".join(sentence.split())
+        if _SPEAKABLE.match(text) and min_words <= len(text.split()) <= max_words:
+            kept.setdefault(text, None)
+    return list(kept)
 
 
 def lines_of(path: Path) -> list[str]:

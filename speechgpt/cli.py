@@ -76,6 +76,9 @@ COMMANDS: dict[tuple[str, ...], Command] = {
         launches=True,
     ),
     ("eval", "asr"): Command("speechgpt.eval.asr", "WER of a trained model's own transcripts (stage-2 ASR task)"),
+    ("eval", "text"): Command(
+        "speechgpt.eval.text_qa", "text knowledge: QA accuracy and held-out text loss, before and after speech training"
+    ),
     ("chat",): Command(
         "speechgpt.app.chat", "talk to a model: typed text or a WAV in, text and speech out", prints_path=False
     ),
@@ -95,6 +98,7 @@ COMMANDS: dict[tuple[str, ...], Command] = {
         "speechgpt.app.spoken_qa", "held-out spoken questions answered in speech, scored by the Whisper judge"
     ),
     ("demo",): Command("speechgpt.app.demo", "run the pipeline on the embedded offline default"),
+    ("compare",): Command("speechgpt.app.compare", "the unified and frozen variants side by side: report.md/json"),
 }
 VOICES_HELP = "list the TTS voices installed on this machine"
 GROUPS = {
@@ -102,7 +106,7 @@ GROUPS = {
     "units": "Discrete speech units: fit k-means on encoder features, extract merged units",
     "build": "SpeechInstruct data for the three stages, question/answer data, JSONL export and import",
     "train": "Training under DeepSpeed: text backbone, stages 1-3, frozen-LLM stages; one machine or several",
-    "eval": "Scores: ASR word error rate, resynthesis, spoken question answering",
+    "eval": "Scores: ASR word error rate, text knowledge, resynthesis, spoken question answering",
     "vocoder": "Unit vocoder: train one, synthesize speech from units",
 }
 """Command groups and what their commands do together (`speechgpt GROUP --help`)."""

@@ -8,15 +8,14 @@ train split. The tokenizer (byte-level BPE) is trained on the same text; every t
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from speechgpt.config import save_config
-from speechgpt.data.corpus import load_corpus
 from speechgpt.model.tiny import SPECIAL, build_tiny_lm, train_tokenizer
+from speechgpt.text.backbone_text import corpus_sentences, load_qa_split, qa_line, text_row
 from speechgpt.text.template import SPEECHGPT_SYSTEM, marker_tokens
 from speechgpt.training.batches import TokenBatches
 from speechgpt.training.checkpoint import seed_everything
@@ -45,6 +44,9 @@ class Config:
     (never trained) are the held-out text the backbone is evaluated on."""
     out: Path = Path("out/backbone")
     """Run folder; the model and tokenizer are exported to <out>/final."""
+    base: str | None = None
+    """An HF causal LM (folder or hub id) to fine-tune on the same text instead of a tiny model trained from scratch
+    (`family` and the sizes below are then unused; its own tokenizer and EOS are kept)."""
     family: Literal["llama", "qwen2", "gemma3"] = "llama"
     """Architecture family of the tiny model."""
     hidden_size: int = 256
@@ -65,35 +67,49 @@ class Config:
 
 def qa_rows(cfg: Config, splits: list[str]) -> list[dict]:
     """One `question? answer.` text row per QA pair of `splits`."""
-    rows = []
-    for split in splits:
-        path = cfg.qa / f"{split}.jsonl"
-        if not path.exists():
-            raise FileNotFoundError(f"{path} not found: run `speechgpt build qa` first")
-        for line in path.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            question = " ".join([record["instruction"], record.get("input") or ""]).strip()
-            rows.append(_row(f"qa-{record['id']}", f"{question}? {record['output']}."))
-    return rows
+    return [_row(f"qa-{record['id']}", qa_line(record)) for split in splits for record in load_qa_split(cfg.qa, split)]
 
 
 def corpus_rows(cfg: Config, trained: bool) -> list[dict]:
     """The corpus' sentences as text rows: those of its train split (`trained`), or the others not among them."""
     if cfg.corpus is None:
         return []
-    corpus = load_corpus(cfg.corpus)
-    pairs = list(zip(corpus["text"], corpus["split"], strict=True))
-    train = {t for t, s in pairs if s == "train"}
-    chosen = sorted(train) if trained else sorted({t for t, s in pairs if s != "train"} - train)
     prefix = "text" if trained else "heldout-text"
-    return [_row(f"{prefix}-{i:05d}", sentence) for i, sentence in enumerate(chosen)]
+    return [_row(f"{prefix}-{i:05d}", sentence) for i, sentence in enumerate(corpus_sentences(cfg.corpus, trained))]
 
 
-def _row(row_id: str, text: str) -> dict:
-    """A text row trained whole and closed by EOS, as a pretrained LLM ends its texts (the frozen variant's stages
-    rely on it to end a transcript or an answer)."""
-    text = text + SPECIAL["eos_token"]
-    return {"id": row_id, "task": "text", "text": text, "loss_spans": [[0, len(text)]]}
+def _row(row_id: str, text: str, eos: str = SPECIAL["eos_token"]) -> dict:
+    return text_row(row_id, text, eos)
+
+
+def with_eos(rows: list[dict], eos: str) -> list[dict]:
+    """`rows` closed by another model's EOS instead of the tiny tokenizer's."""
+    tiny = SPECIAL["eos_token"]
+    return [_row(r["id"], r["text"].removesuffix(tiny), eos) for r in rows]
+
+
+def base_model(cfg: Config, texts: list[str]) -> tuple[Any, Any]:
+    """The model and tokenizer training starts from: `cfg.base` loaded, or a tiny model with a BPE trained on
+    `texts`."""
+    if cfg.base is not None:
+        from speechgpt.model.load import load_lm
+
+        model, tokenizer = load_lm(cfg.base)
+        if tokenizer.eos_token is None:
+            raise ValueError(f"{cfg.base}: its tokenizer has no EOS token, which ends every text the stages train")
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return model, tokenizer
+    tokenizer = train_tokenizer([*texts, SPEECHGPT_SYSTEM, *marker_tokens()], cfg.vocab_size)
+    model = build_tiny_lm(
+        cfg.family,
+        tokenizer,
+        hidden_size=cfg.hidden_size,
+        num_layers=cfg.num_layers,
+        num_heads=cfg.num_heads,
+        seed=cfg.train.seed,
+    )
+    return model, tokenizer
 
 
 def run(cfg: Config) -> Path:
@@ -105,15 +121,9 @@ def run(cfg: Config) -> Path:
     copies = [{**row, "id": f"{row['id']}#{copy}"} for copy in range(1, cfg.qa_repeats) for row in qa_lines]
     train_rows = qa_lines + copies + corpus_rows(cfg, trained=True)
     eval_rows = corpus_rows(cfg, trained=False) + qa_rows(cfg, [s for s in ("dev", "test") if s not in cfg.qa_splits])
-    tokenizer = train_tokenizer([r["text"] for r in train_rows] + [SPEECHGPT_SYSTEM, *marker_tokens()], cfg.vocab_size)
-    model = build_tiny_lm(
-        cfg.family,
-        tokenizer,
-        hidden_size=cfg.hidden_size,
-        num_layers=cfg.num_layers,
-        num_heads=cfg.num_heads,
-        seed=cfg.train.seed,
-    )
+    model, tokenizer = base_model(cfg, [r["text"] for r in train_rows])
+    if cfg.base is not None:
+        train_rows, eval_rows = with_eos(train_rows, tokenizer.eos_token), with_eos(eval_rows, tokenizer.eos_token)
     prepare_attention(model, packing=cfg.train.packing)
     examples, _ = tokenize_rows(train_rows, tokenizer, cfg.train.seq_len)
     evals = {"heldout": tokenize_rows(eval_rows, tokenizer, cfg.train.seq_len)[0]} if eval_rows else {}

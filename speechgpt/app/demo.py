@@ -7,6 +7,7 @@ second `make demo` reuses what is done.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -14,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from speechgpt.config import load_config
 from speechgpt.data.io import atomic_write_text
@@ -32,9 +35,11 @@ STEPS = [
     "build_stage2",
     "build_stage3",  # the questions joined with the units of their speech
     "backbone",  # a tiny LM trained on text: the stand-in for a pretrained LLM
+    "eval_text_backbone",  # its text accuracy on the test questions (the ceiling) and its held-out text loss
     "stage1",
     "stage2",
     "stage3",
+    "eval_text_unified",  # the same text probe after the unified stages: what unfreezing cost
     "voice_corpus",  # the answer voice alone: the vocoder's training speech
     "voice_units",  # its units, from the same k-means
     "vocoder",  # units of any speaker -> speech in the answer voice
@@ -46,7 +51,13 @@ STEPS = [
     "frozen_qa",  # prompts + state head: spoken questions answered by the frozen backbone, when to answer
     "frozen_eval_asr",  # the frozen variant's WER on the same examples as eval_asr
     "frozen_spoken_qa",  # the frozen variant listens to the same spoken questions as spoken_qa, answers in text
+    "eval_text_frozen",  # the text probe through the frozen variant's LLM: unchanged by construction
+    "compare",  # both variants side by side: out/demo/report/report.md and report.json
 ]
+
+
+DEFAULT_ROOT = "out/demo"
+"""The folder the step configs name their inputs and outputs under; `out` re-roots them."""
 
 
 @dataclass(kw_only=True)
@@ -55,8 +66,16 @@ class Config:
     """Folder of the step configs (one YAML per step, named as in `steps`)."""
     steps: list[str] = field(default_factory=lambda: list(STEPS))
     """Steps to run, in order."""
-    out: Path = Path("out/demo")
-    """Where summary.json goes (the steps' own outputs are set in their YAMLs)."""
+    out: Path = Path(DEFAULT_ROOT)
+    """Root of every output: paths under out/demo in the step configs move under it; summary.json goes here."""
+    quick: bool = False
+    """A smoke run of a few minutes: each step also takes its overrides from `quick_overrides` (small corpora, few
+    steps, few questions). Its numbers show that everything runs, not what the pipeline learns."""
+    quick_overrides: Path = Path("configs/tiny/quick.yaml")
+    """`step: [key=value, ...]` overrides of the quick run."""
+    backbone: str | None = None
+    """An HF causal LM (folder or hub id) to start from instead of a tiny one trained from scratch: stage 0 then
+    fine-tunes it on the QA text (`speechgpt train backbone base=...`) and both variants build on it."""
 
 
 def command_of(path: Path) -> tuple[str, ...]:
@@ -73,13 +92,16 @@ def run(cfg: Config) -> Path:
 
     timings: dict[str, float] = {}
     outputs: dict[str, str] = {}
+    quick = read_quick_overrides(cfg.quick_overrides) if cfg.quick else {}
     for step in cfg.steps:
         path = cfg.configs / f"{step}.yaml"
         words = command_of(path)
         module: Any = importlib.import_module(COMMANDS[words].module)
+        overrides = [*quick.get(step, []), *(backbone_overrides(cfg.backbone) if step == "backbone" else [])]
         started = time.perf_counter()
-        log.info("demo step %s: speechgpt %s --config %s", step, " ".join(words), path)
-        outputs[step] = str(module.run(load_config(module.Config, path)))
+        log.info("demo step %s: speechgpt %s --config %s %s", step, " ".join(words), path, " ".join(overrides))
+        step_cfg = rerooted(load_config(module.Config, path, overrides), DEFAULT_ROOT, str(cfg.out))
+        outputs[step] = str(module.run(step_cfg))
         timings[step] = round(time.perf_counter() - started, 1)
     results = {step: json.loads(Path(path).read_text()) for step, path in outputs.items() if path.endswith(".json")}
     summary = {
@@ -93,6 +115,46 @@ def run(cfg: Config) -> Path:
         print(f"{step:<14} {seconds:7.1f} s  {outputs[step]}")
     print(headline(results))
     return cfg.out / "summary.json"
+
+
+def add_arguments(parser: Any) -> None:
+    """`--quick` and `--backbone DIR` beside key=value."""
+    parser.add_argument("--quick", action="store_const", const=True, default=None, help="a smoke run (quick=true)")
+    parser.add_argument("--backbone", default=None, help="HF causal LM folder or hub id to start from")
+
+
+def read_quick_overrides(path: Path) -> dict[str, list[str]]:
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+        raise ValueError(f"{path}: expected `step: [key=value, ...]` entries")
+    return {str(step): [str(o) for o in overrides] for step, overrides in raw.items()}
+
+
+def backbone_overrides(backbone: str | None) -> list[str]:
+    return [] if backbone is None else [f"base={backbone}"]
+
+
+def rerooted(cfg: Any, old: str, new: str) -> Any:
+    """`cfg` with every path or string field under `old` (and lists of them, nested configs) moved under `new`."""
+    if old == new:
+        return cfg
+
+    def move(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return rerooted(value, old, new)
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        if isinstance(value, (str, Path)):
+            text = str(value)
+            if text == old or text.startswith(old + "/"):
+                moved = new + text[len(old) :]
+                return Path(moved) if isinstance(value, Path) else moved
+        return value
+
+    changes = {f.name: move(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.init}
+    return dataclasses.replace(cfg, **changes)
 
 
 def headline(results: dict[str, Any]) -> str:

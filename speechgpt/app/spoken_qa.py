@@ -7,7 +7,10 @@ units -> vocoder), and the Whisper judge transcribes the spoken answer:
 
 - `text_accuracy`: the model's text answer is correct (numbers compare by value);
 - `spoken_accuracy`: what the judge hears in the spoken answer is correct;
-- `transcript_wer`: the model's transcript of the question against the question's text.
+- `transcript_wer`: the model's transcript of the question against the question's text; per voice group also the
+  exact-transcript rate and the share of content words heard (`speechgpt.eval.transcript_scores`).
+
+`session.reply: text` asks for text answers only (no vocoder, no judge: `spoken_accuracy` is null), a quicker S2T run.
 
 Both variants report accuracy by voice group (`by_voices`): "held_out" voices never trained, "training" voices are
 the speakers of the `speech` corpus' train split, heard in new renditions (the held-out questions) when
@@ -55,13 +58,15 @@ class Config(ChatSetup):
     seen_voices_speech: Path | None = None
     """Question audio of the same split spoken by training voices (e.g. `speechgpt corpus synth qa=...` with training
     voices as its `heldout_voices`): asked too, so accuracy is reported on training voices beside held-out ones."""
+    audio_examples: int = 4
+    """Questions whose audio (and spoken answer) are kept under examples/, spread over the voice groups."""
     out: Path = Path("out/demo/spoken_qa")
-    """Output folder: report.json, answers.jsonl, question.wav, answer.wav."""
+    """Output folder: report.json, answers.jsonl, question.wav, answer.wav, examples/."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.max_questions < 1:
-            raise ValueError("max_questions must be >= 1")
+        if self.max_questions < 1 or self.audio_examples < 0:
+            raise ValueError("max_questions must be >= 1 and audio_examples >= 0")
 
 
 @dataclass(frozen=True)
@@ -90,19 +95,23 @@ def run_unified(app: ChatApp, clips: list[QuestionClip], cfg: Config) -> tuple[l
     """Speech in, speech out through the chain of modality; the Whisper judge listens to the spoken answers."""
     from speechgpt.eval.answers import answer_is_correct
     from speechgpt.eval.judge import load_judge, word_error_rate
+    from speechgpt.eval.transcript_scores import transcript_scores
 
-    judge = load_judge()
+    speak = cfg.session.reply != "text"
+    judge = load_judge() if speak else None
     rows: list[dict[str, Any]] = []
     for index, clip in enumerate(tqdm(clips, desc="spoken questions", unit="q")):
         question = clip.question
         samples = read_audio(clip.audio).samples
         app.reset()
-        result = app.session.respond(audio=samples, reply="speech")
+        result = app.session.respond(audio=samples, reply="speech" if speak else "text")
         answer = result.answer
-        heard = judge.transcribe([result.audio])[0] if result.audio is not None and result.audio.size else ""
+        audio = result.audio
+        heard = judge.transcribe([audio])[0] if judge is not None and audio is not None and audio.size else ""
         rows.append(
             {
                 "id": question["id"],
+                "family": question["family"],
                 "voices": clip.voices,
                 "speaker": clip.speaker,
                 "question": question["instruction"],
@@ -111,20 +120,25 @@ def run_unified(app: ChatApp, clips: list[QuestionClip], cfg: Config) -> tuple[l
                 "text": answer.text or "",
                 "heard": heard,
                 "text_correct": answer_is_correct(question["family"], question["output"], answer.text or ""),
-                "spoken_correct": answer_is_correct(question["family"], question["output"], heard),
+                "spoken_correct": answer_is_correct(question["family"], question["output"], heard) if speak else None,
                 "units": len(answer.units),
                 "problems": list(answer.problems),
+                "seconds_to_units": round(result.timings.units_time_s, 4),
+                "seconds_to_first_token": result.timings.first_token_s,
                 "seconds_to_first_audio": result.timings.first_audio_s,
                 "seconds_total": round(result.timings.total_s, 3),
             }
         )
-        if index == 0:
-            write_audio(cfg.out / "question.wav", samples, SAMPLE_RATE)
-            if result.audio is not None and result.sample_rate:
-                write_audio(cfg.out / "answer.wav", result.audio, result.sample_rate)
+        answer_audio = (result.audio, result.sample_rate) if result.audio is not None and result.sample_rate else None
+        rows[-1].update(save_example(cfg, index, len(clips), samples, answer_audio))
     wer = word_error_rate([r["question"] for r in rows], [r["transcript"] for r in rows])
     report = summarize(rows, wer)
-    report["by_voices"] = by_voices(rows, ("text_correct", "spoken_correct"))
+    report["by_voices"] = by_voices(rows, ("text_correct", "spoken_correct") if speak else ("text_correct",))
+    for group, row in report["by_voices"].items():
+        mine = [r for r in rows if r["voices"] == group]
+        row["transcript"] = transcript_scores(
+            [r["question"] for r in mine], [r["transcript"] for r in mine], [r["family"] for r in mine]
+        )
     return rows, report
 
 
@@ -144,11 +158,30 @@ def run_frozen(app: ChatApp, clips: list[QuestionClip], cfg: Config) -> tuple[li
         q = clip.question
         correct = answer_is_correct(q["family"], q["output"], turn.text) if turn.outcome == "answer" else False
         rows.append(frozen_row(clip, turn, speech_end(samples), correct))
-        if index == 0:
-            write_audio(cfg.out / "question.wav", samples, SAMPLE_RATE)
+        rows[-1].update(save_example(cfg, index, len(clips), samples, None))
     report = summarize_frozen(rows)
     print(frozen_table(report, cfg.split), flush=True)
     return rows, report
+
+
+def save_example(
+    cfg: Config, index: int, total: int, question: np.ndarray, answer: tuple[np.ndarray, int] | None
+) -> dict[str, str]:
+    """For `cfg.audio_examples` questions spread over the run (held-out voices first, then training voices): their
+    audio and the answer's under examples/, named in the row; the first ones are also question.wav and answer.wav."""
+    if index == 0:
+        write_audio(cfg.out / "question.wav", question, SAMPLE_RATE)
+        if answer is not None:
+            write_audio(cfg.out / "answer.wav", answer[0], answer[1])
+    chosen = {int(k * total / cfg.audio_examples) for k in range(min(cfg.audio_examples, total))}
+    if index not in chosen:
+        return {}
+    paths = {"question_audio": f"examples/{index:03d}-question.wav"}
+    write_audio(cfg.out / paths["question_audio"], question, SAMPLE_RATE)
+    if answer is not None:
+        paths["answer_audio"] = f"examples/{index:03d}-answer.wav"
+        write_audio(cfg.out / paths["answer_audio"], answer[0], answer[1])
+    return paths
 
 
 def frozen_row(clip: QuestionClip, turn: Turn, end_s: float, correct: bool) -> dict[str, Any]:
@@ -234,10 +267,11 @@ def frozen_table(report: dict[str, Any], split: str) -> str:
 
 def summarize(rows: list[dict[str, Any]], transcript_wer: float) -> dict[str, Any]:
     first_audio = [r["seconds_to_first_audio"] for r in rows if r["seconds_to_first_audio"] is not None]
+    spoken = [r["spoken_correct"] for r in rows]
     return {
         "questions": len(rows),
         "text_accuracy": round(float(np.mean([r["text_correct"] for r in rows])), 4),
-        "spoken_accuracy": round(float(np.mean([r["spoken_correct"] for r in rows])), 4),
+        "spoken_accuracy": None if None in spoken else round(float(np.mean(spoken)), 4),
         "transcript_wer": round(transcript_wer, 4),
         "well_formed": round(float(np.mean([not r["problems"] for r in rows])), 4),
         "mean_seconds_to_first_audio": round(float(np.mean(first_audio)), 3) if first_audio else None,

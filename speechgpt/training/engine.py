@@ -100,6 +100,7 @@ def train(
             if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.max_steps:
                 save_checkpoint(engine, checkpoints, step, cfg.keep_checkpoints, dist)
     metrics.plot()
+    metrics.write_run_info(model, step)
     if export is not None:
         export(engine, out)
     return RunResult(out, step, losses)

@@ -41,10 +41,66 @@ class LMStageConfig:
     """Size of the unit codebook (k-means k); one token per unit is added."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Engine settings (steps, batch, schedule, DeepSpeed, checkpoints)."""
+    replay: TextReplay = field(default_factory=lambda: TextReplay())
+    """Rehearsal: the backbone's own text mixed into the stage's training rows, so the LLM keeps what it knew."""
 
     @property
     def units(self) -> UnitFormat:
         return UnitFormat(self.unit_format, self.units_k)
+
+
+@dataclass(kw_only=True)
+class TextReplay:
+    """Text of the kind the backbone learned (stage 0's `question? answer.` lines and corpus sentences, closed by the
+    model's EOS), mixed into a stage's training rows. A small LM fine-tuned on speech alone forgets its facts within a
+    few hundred steps (the demo's: 100% of the test questions answered in text before stage 1, 0% after an ASR-only
+    stage 2); rehearsing its own text keeps them. No speech comes with it: the speech skills still come from the
+    stage's data alone."""
+
+    fraction: float = 0.0
+    """Share of the trained tokens that are replayed text (0: none)."""
+    qa: Path | None = None
+    """Folder from `speechgpt build qa` whose lines are replayed."""
+    qa_splits: list[str] = field(default_factory=lambda: ["train", "dev", "test"])
+    """Its splits replayed: those the backbone learned."""
+    corpus: Path | None = None
+    """Corpus whose train-split transcripts are replayed too."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction < 1.0:
+            raise ValueError("replay.fraction must be in [0, 1)")
+        if self.fraction > 0 and self.qa is None and self.corpus is None:
+            raise ValueError("replay.fraction > 0 needs replay.qa or replay.corpus")
+
+
+def replay_rows(cfg: TextReplay, train: list[Tokenized], tokenizer: Any, seq_len: int, seed: int) -> list[Tokenized]:
+    """Text rows (cycled through in a seeded order) whose trained tokens make `cfg.fraction` of all trained tokens."""
+    import random
+
+    from speechgpt.text.backbone_text import corpus_sentences, load_qa_split, qa_line, text_row
+
+    if cfg.fraction == 0:
+        return []
+    eos = tokenizer.eos_token
+    rows = (
+        [text_row(f"replay-qa-{r['id']}", qa_line(r), eos) for s in cfg.qa_splits for r in load_qa_split(cfg.qa, s)]
+        if cfg.qa is not None
+        else []
+    )
+    if cfg.corpus is not None:
+        rows += [text_row(f"replay-text-{i:05d}", t, eos) for i, t in enumerate(corpus_sentences(cfg.corpus, True))]
+    pool = tokenize_rows(rows, tokenizer, seq_len)[0]
+    if not pool:
+        raise ValueError("replay: no text row fits seq_len")
+    random.Random(seed).shuffle(pool)
+    wanted = cfg.fraction / (1 - cfg.fraction) * sum(r.trained_tokens for r in train)
+    chosen: list[Tokenized] = []
+    total = 0
+    while total < wanted:
+        row = pool[len(chosen) % len(pool)]
+        chosen.append(Tokenized(f"{row.id}#{len(chosen) // len(pool)}", row.task, row.input_ids, row.labels))
+        total += row.trained_tokens
+    return chosen
 
 
 @dataclass
@@ -74,6 +130,10 @@ def prepare(cfg: LMStageConfig, dist: Dist, expected_tasks: Sequence[str] | None
     train_rows, skipped = tokenize_rows(data["train"], tokenizer, cfg.train.seq_len)
     if skipped and dist.is_main:
         log.warning("train examples skipped: %s", dict(skipped))
+    replayed = replay_rows(cfg.replay, train_rows, tokenizer, cfg.train.seq_len, cfg.train.seed)
+    if replayed and dist.is_main:
+        log.info("replay: %d text rows mixed into %d training rows", len(replayed), len(train_rows))
+    train_rows += replayed
     evals = {}
     for split in cfg.train.eval_splits:
         if split in data:

@@ -1,4 +1,5 @@
-"""metrics.jsonl (one JSON object per logged step or evaluation) and its loss-curve PNG."""
+"""metrics.jsonl (one JSON object per logged step or evaluation), its loss-curve PNG, and run.json (what a run
+trained and how long its steps took)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,35 @@ class MetricsLog:
         if not self.path.exists():
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def train_seconds(self) -> float:
+        """Seconds spent in optimizer steps over the whole run, resumed parts included: each logged step's time
+        times the steps since the previous logged one (the last record of a step counts when a resumed run logged
+        it again); evaluation, saving and start-up are not counted."""
+        seconds: dict[int, float] = {}
+        for record in self.records():
+            if "seconds" in record and "step" in record:
+                seconds[record["step"]] = record["seconds"]
+        total, previous = 0.0, 0
+        for step in sorted(seconds):
+            total += seconds[step] * (step - previous)
+            previous = step
+        return round(total, 1)
+
+    def write_run_info(self, model: Any, steps: int) -> Path | None:
+        """run.json: parameters trained and in all, steps, and `train_seconds`."""
+        if not self.enabled:
+            return None
+        sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]  # ZeRO-3: full size
+        info = {
+            "params_trained": sum(n for n, trained in sizes if trained),
+            "params_total": sum(n for n, _ in sizes),
+            "steps": steps,
+            "train_seconds": self.train_seconds(),
+        }
+        path = self.path.with_name("run.json")
+        path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        return path
 
     def plot(self) -> Path | None:
         """loss_curve.png: the training loss and its named parts per step, and every evaluation loss."""

@@ -65,6 +65,56 @@ def test_three_stages_chain_and_export(work: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(s3)
     assert tokenizer.convert_tokens_to_ids(UNITS.token(K - 1)) < model.get_input_embeddings().weight.shape[0]
     assert (work / "s3" / "adapter" / "adapter_config.json").exists()
+    run2, run3 = (json.loads((work / s / "run.json").read_text()) for s in ("s2", "s3"))
+    assert run2["steps"] == 6 and run2["params_trained"] == run2["params_total"]  # stage 2 trains everything
+    assert 0 < run3["params_trained"] < run3["params_total"]  # stage 3: LoRA and the speech rows
+    step_seconds = sum(r["seconds"] for r in metrics(work / "s2") if "seconds" in r)
+    assert run2["train_seconds"] == round(step_seconds, 1)
+
+
+def test_text_replay_keeps_the_backbone_text_in_the_mix(work: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from data_builders import qa_tasks
+    from speechgpt.training.lm_stage import TextReplay
+
+    qa = qa_tasks.run(qa_tasks.Config(out=work / "replay_qa", counts={"add": 12, "next_number": 8}))
+    caplog.set_level("INFO")
+    cfg = stage2_cross_modal.Config(
+        model=str(work / "base"),
+        data=work / "d2",
+        out=work / "s2_replay",
+        units_k=K,
+        replay=TextReplay(fraction=0.5, qa=qa, qa_splits=["train", "test"]),
+        train=train_cfg(max_steps=3, log_data_ids=True),
+    )
+    stage2_cross_modal.run(cfg)
+    line = next(r.message for r in caplog.records if r.message.startswith("replay:"))
+    replayed, speech = (int(w) for w in line.split() if w.isdigit())
+    assert replayed >= 20 and speech == 60  # half the tokens: more short text rows than speech rows
+    trained = {
+        i
+        for line in (work / "s2_replay" / "data_rank0.jsonl").read_text().splitlines()
+        for i in json.loads(line)["ids"]
+    }
+    test_ids = {json.loads(line)["id"] for line in (qa / "test.jsonl").read_text().splitlines()}
+    assert any(i.startswith("replay-qa-") for i in trained)
+    assert {i.split("#")[0].removeprefix("replay-qa-") for i in trained if i.startswith("replay-qa-")} & test_ids
+    with pytest.raises(ValueError, match=r"replay\.qa or replay\.corpus"):
+        TextReplay(fraction=0.2)
+
+
+def test_the_backbone_stage_fine_tunes_a_given_lm(work: Path) -> None:
+    from data_builders import qa_tasks
+    from stages import stage0_text_backbone
+
+    qa = qa_tasks.run(qa_tasks.Config(out=work / "base_qa", counts={"add": 10, "define": 4}))
+    out = stage0_text_backbone.run(
+        stage0_text_backbone.Config(qa=qa, base=str(work / "base"), out=work / "tuned", train=train_cfg(max_steps=2))
+    )
+    before, after = (AutoModelForCausalLM.from_pretrained(m) for m in (work / "base", out))
+    assert before.config.hidden_size == after.config.hidden_size  # the given model, not a new tiny one
+    assert AutoTokenizer.from_pretrained(out).get_vocab() == AutoTokenizer.from_pretrained(work / "base").get_vocab()
+    changed = [not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters(), strict=True)]
+    assert any(changed)
 
 
 def test_stage3_trains_lora_and_speech_rows_only(work: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -11,7 +11,9 @@ from speechgpt.app.demo import STEPS, command_of
 from speechgpt.cli import COMMANDS
 from speechgpt.config import load_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[2]
+QUICK = ROOT / "configs" / "tiny" / "quick.yaml"  # the quick demo's overrides per step, not a command's config
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p != QUICK)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -29,3 +31,32 @@ def test_demo_has_a_config_per_step() -> None:
     assert tiny - set(STEPS) == by_hand
     assert STEPS.index("voice_units") < STEPS.index("vocoder")  # the vocoder trains on the answer voice's units
     assert STEPS.index("frozen_qa") < STEPS.index("frozen_spoken_qa")
+
+
+def test_quick_overrides_apply_to_their_steps() -> None:
+    from speechgpt.app.demo import read_quick_overrides
+
+    quick = read_quick_overrides(QUICK)
+    assert set(quick) <= set(STEPS)
+    for step, overrides in quick.items():
+        path = ROOT / "configs" / "tiny" / f"{step}.yaml"
+        module = importlib.import_module(COMMANDS[command_of(path)].module)
+        load_config(module.Config, path, overrides)
+
+
+def test_rerooting_moves_every_demo_path() -> None:
+    from speechgpt.app.demo import rerooted
+    from stages.stage2_cross_modal import Config
+
+    cfg = load_config(
+        Config, ROOT / "configs" / "tiny" / "stage2.yaml", ["replay.qa=out/demo/qa", "replay.fraction=0.1"]
+    )
+    moved = rerooted(cfg, "out/demo", "/tmp/quick")
+    assert (moved.model, moved.data, moved.out) == (
+        "/tmp/quick/stage1/final",
+        Path("/tmp/quick/stage2_data"),
+        Path("/tmp/quick/stage2"),
+    )
+    assert moved.replay.qa == Path("/tmp/quick/qa")
+    assert rerooted(cfg, "out/demo", "out/demo") is cfg
+    assert rerooted(cfg, "out/demo", "elsewhere").train == cfg.train

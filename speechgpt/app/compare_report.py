@@ -1,0 +1,184 @@
+"""`speechgpt compare`'s readable half: report.md, its PNG plots and the example conversations it links."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from speechgpt.data.io import atomic_write_text
+
+VARIANTS = ("unified", "frozen")
+GROUPS = (("seen_voices", "training voices, new renditions"), ("heldout_voices", "held-out voices"))
+
+
+def write_report(report: dict[str, Any], cfg: Any, qa: dict[str, dict[str, Any]]) -> Path:
+    """report.md with its plots and examples under `cfg.out`."""
+    runs = {"unified": cfg.unified_runs, "frozen": cfg.frozen_runs}
+    plot_losses(runs, cfg.out / "loss_curves.png")
+    plot_accuracy(report, cfg.out / "accuracy.png")
+    plot_latency(report, cfg.out / "latency.png")
+    folders = {"unified": cfg.unified_qa, "frozen": cfg.frozen_qa}
+    examples = {v: copy_examples(folders[v], cfg.out / "examples" / v, cfg.examples) for v in VARIANTS}
+    text = markdown(report, examples)
+    path = cfg.out / "report.md"
+    atomic_write_text(path, text)
+    return path
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def seconds(row: dict[str, Any] | None) -> str:
+    return "-" if not row else f"{1000 * row['p50']:.0f} / {1000 * row['p90']:.0f} ms"
+
+
+def markdown(report: dict[str, Any], examples: dict[str, list[dict[str, Any]]]) -> str:
+    backbone, variants = report["backbone"], report["variants"]
+    lines = [
+        "# Unified vs frozen-LLM: the same backbone, the same speech, the same questions",
+        "",
+        f"Backbone before speech training: text accuracy {percent(backbone['text_accuracy'])} on "
+        f"{backbone['questions']} test questions (the ceiling); held-out text loss "
+        f"{_number(backbone['heldout_text_loss'])}.",
+        "",
+        "| | unified | frozen |",
+        "|---|---|---|",
+    ]
+    u, f = variants["unified"], variants["frozen"]
+
+    def row(label: str, unified: str, frozen: str) -> None:
+        lines.append(f"| {label} | {unified} | {frozen} |")
+
+    for key, label in (("s2t_accuracy", "S2T accuracy"), ("s2s_accuracy", "S2S accuracy")):
+        for group, words in GROUPS:
+            row(f"{label}, {words}", percent((u[key] or {}).get(group)), percent((f[key] or {}).get(group)))
+    direct = u.get("direct_s2t_accuracy") or {}
+    row("S2T accuracy, direct (no transcript), held-out voices", percent(direct.get("heldout_voices")), "-")
+    row("text accuracy after training", percent(u["text_accuracy_after"]), percent(f["text_accuracy_after"]))
+    row("held-out text loss after", _number(u["heldout_text_loss_after"]), _number(f["heldout_text_loss_after"]))
+    for group, words in GROUPS:
+        row(f"ASR WER, test questions, {words}", percent((u["asr_wer"] or {}).get(group)), "-")
+        row(f"exact question transcripts, {words}", percent((u.get("asr_exact") or {}).get(group)), "-")
+        u_sent, f_sent = u["asr_wer_sentences"] or {}, f["asr_wer_sentences"] or {}
+        row(f"ASR WER, unseen sentences, {words}", percent(u_sent.get(group)), percent(f_sent.get(group)))
+    row("end of speech -> first audio, p50 / p90", seconds(u["ttfa_s"]), seconds(f["ttfa_s"]))
+    row(
+        "end of speech -> first text token, p50 / p90",
+        seconds(u["latency_s"]["first_token"]),
+        seconds(f["latency_s"]["first_token"]),
+    )
+    row("parameters trained", f"{u['params_trained']:,}", f"{f['params_trained']:,}")
+    row("training time (steps only)", f"{u['train_seconds']:.0f} s", f"{f['train_seconds']:.0f} s")
+    lines += ["", "![loss curves](loss_curves.png)", "![accuracy](accuracy.png)", "![latency](latency.png)", ""]
+    for variant in VARIANTS:
+        lines += [f"## Example conversations: {variant}", ""]
+        lines += [_example(e) for e in examples[variant]] or ["(none saved)"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _example(row: dict[str, Any]) -> str:
+    heard = f", the judge hears {row['heard']!r}" if row.get("heard") else ""
+    transcript = f" -> transcript {row['transcript']!r}" if row.get("transcript") is not None else ""
+    audio = " ".join(
+        f"[{name}]({row[key]})"
+        for key, name in (("question_audio", "question"), ("answer_audio", "answer"))
+        if row.get(key)
+    )
+    return (
+        f"- {row['voices']} voice {row['speaker']}: {row['question']!r}{transcript} -> answer "
+        f"{row['text']!r} (expected {row['expected']!r}){heard}. {audio}"
+    )
+
+
+def copy_examples(qa_folder: Path, out: Path, count: int) -> list[dict[str, Any]]:
+    """Up to `count` answered questions that kept their audio, the audio copied beside the report."""
+    path = qa_folder / "answers.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    chosen = [r for r in rows if r.get("question_audio")][:count]
+    out.mkdir(parents=True, exist_ok=True)
+    for row in chosen:
+        for key in ("question_audio", "answer_audio"):
+            if row.get(key):
+                target = out / Path(row[key]).name
+                shutil.copyfile(qa_folder / row[key], target)
+                row[key] = str(target.relative_to(out.parent.parent))
+    return chosen
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_losses(runs: dict[str, list[Path]], path: Path) -> None:
+    """Training loss per step of every stage of both variants, one panel per stage."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, max(len(runs[v]) for v in VARIANTS), figsize=(12, 6), squeeze=False)
+    for ax in axes.flat:
+        ax.set_visible(False)
+    for variant_row, variant in enumerate(VARIANTS):
+        for column, folder in enumerate(runs[variant]):
+            ax = axes[variant_row][column]
+            ax.set_visible(True)
+            records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line]
+            steps = [(r["step"], r["loss"]) for r in records if "loss" in r]
+            if steps:
+                ax.plot(*zip(*steps, strict=True), lw=1)
+            ax.set_title(f"{variant}: {folder.name}", fontsize=9)
+            ax.set_xlabel("step", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_accuracy(report: dict[str, Any], path: Path) -> None:
+    """Accuracy per variant, mode and voice group, beside the backbone's text accuracy."""
+    plt = _pyplot()
+    bars = [("backbone text", report["backbone"]["text_accuracy"])]
+    for variant in VARIANTS:
+        v = report["variants"][variant]
+        for key, label in (("s2t_accuracy", "S2T"), ("direct_s2t_accuracy", "direct S2T"), ("s2s_accuracy", "S2S")):
+            for group, words in GROUPS:
+                value = (v.get(key) or {}).get(group)
+                if value is not None:
+                    bars.append((f"{variant} {label}\n{words.split(',')[0]}", value))
+        bars.append((f"{variant} text after", v["text_accuracy_after"]))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(bars)), 4))
+    ax.bar(range(len(bars)), [100 * b[1] for b in bars])
+    ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("% correct")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_latency(report: dict[str, Any], path: Path) -> None:
+    """p50 and p90 of each measured latency component per variant, from the end of speech."""
+    plt = _pyplot()
+    bars = []
+    for variant in VARIANTS:
+        for component, row in report["variants"][variant]["latency_s"].items():
+            if row:
+                bars.append((f"{variant}\n{component}", row["p50"], row["p90"]))
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(bars)), 3.5))
+    positions = range(len(bars))
+    ax.bar([p - 0.2 for p in positions], [1000 * b[1] for b in bars], width=0.4, label="p50")
+    ax.bar([p + 0.2 for p in positions], [1000 * b[2] for b in bars], width=0.4, label="p90")
+    ax.set_xticks(list(positions), [b[0] for b in bars], fontsize=7)
+    ax.set_ylabel("ms after the end of speech")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

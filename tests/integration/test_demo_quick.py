@@ -1,0 +1,79 @@
+"""`speechgpt demo --quick out=DIR`: every step of the demo on a few questions, then the comparison report."""
+
+from __future__ import annotations
+
+import json
+import numbers
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+FILLED = [
+    "backbone.text_accuracy",
+    "backbone.heldout_text_loss",
+    *(
+        f"variants.{variant}.{key}"
+        for variant in ("unified", "frozen")
+        for key in (
+            "s2t_accuracy.all",
+            "s2t_accuracy.seen_voices",
+            "s2t_accuracy.heldout_voices",
+            "text_accuracy_after",
+            "heldout_text_loss_after",
+            "asr_wer_sentences.seen_voices",
+            "asr_wer_sentences.heldout_voices",
+            "latency_s.first_token.p50",
+            "latency_s.first_token.p90",
+            "params_trained",
+            "train_seconds",
+        )
+    ),
+    "variants.unified.s2s_accuracy.seen_voices",
+    "variants.unified.s2s_accuracy.heldout_voices",
+    "variants.unified.asr_wer.seen_voices",
+    "variants.unified.asr_wer.heldout_voices",
+    "variants.unified.asr_exact.heldout_voices",
+    "variants.unified.ttfa_s.p50",
+    "variants.unified.ttfa_s.p90",
+    "variants.frozen.state_accuracy",
+    "variants.frozen.latency_s.decision.p50",
+]
+
+
+def lookup(report: dict, dotted: str) -> object:
+    node: object = report
+    for key in dotted.split("."):
+        assert isinstance(node, dict) and key in node, f"report.json lacks {dotted}"
+        node = node[key]
+    return node
+
+
+def test_the_quick_demo_fills_every_number_of_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from speechgpt.app import demo
+
+    monkeypatch.chdir(ROOT)  # the step configs name configs/tiny and out/demo relative to the repository
+    out = tmp_path / "quick"
+    started = time.time()
+    summary = json.loads(demo.run(demo.Config(quick=True, out=out)).read_text())
+    assert set(summary["seconds_per_step"]) == set(demo.STEPS)
+    default = ROOT / "out" / "demo"
+    assert not [p for p in default.rglob("*") if p.stat().st_mtime >= started] if default.exists() else True
+
+    report = json.loads((out / "report" / "report.json").read_text())
+    for key in FILLED:
+        value = lookup(report, key)
+        assert isinstance(value, numbers.Real), f"{key} is {value!r}"
+    # the frozen variant's LLM is never trained: its text answers and its held-out text loss stay the backbone's
+    frozen, backbone = report["variants"]["frozen"], report["backbone"]
+    assert frozen["text_accuracy_after"] == backbone["text_accuracy"]
+    assert frozen["heldout_text_loss_after"] == backbone["heldout_text_loss"]
+    assert report["variants"]["unified"]["params_trained"] > 0 and frozen["params_trained"] > 0
+
+    text = (out / "report" / "report.md").read_text()
+    for name in ("loss_curves.png", "accuracy.png", "latency.png"):
+        assert f"]({name})" in text and (out / "report" / name).stat().st_size > 1000
+    links = [part.split(")")[0] for part in text.split("](examples/")[1:]]
+    assert links and all((out / "report" / "examples" / link).is_file() for link in links)
