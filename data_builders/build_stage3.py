@@ -10,6 +10,8 @@ makes one example per question and mode (or a seeded subset of the modes):
     com_s2t  [Human]: <sosp>q units<eosp><eoh> [SpeechGPT]: {question}; [ta] {answer}<eoa>
     com_t2s  [Human]: {question}<eoh> [SpeechGPT]: [ta] {answer}; [ua] <sosp>a units<eosp><eoa>
     com_t2t  [Human]: {question}<eoh> [SpeechGPT]: [ta] {answer}<eoa>
+    direct_s2t  [Human]: <sosp>q units<eosp><eoh> [SpeechGPT]: [ta] {answer}<eoa>   (no transcript: SpeechGPT's
+                ablation of the chain of modality; not built unless asked)
 
 The dataset is written with `instruct_common.write_instruct_dataset`; answers over `max_answer_words` and questions
 whose clips have no units (rejected by the corpus or the extraction) are counted in summary.json and listed in
@@ -35,9 +37,10 @@ from speechgpt.text.units import UnitFormat
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["com_s2s", "com_s2t", "com_t2s", "com_t2t"]
-MODES: tuple[Mode, ...] = ("com_s2s", "com_s2t", "com_t2s", "com_t2t")
-SPEECH_IN = ("com_s2s", "com_s2t")
+Mode = Literal["com_s2s", "com_s2t", "com_t2s", "com_t2t", "direct_s2t"]
+MODES: tuple[Mode, ...] = ("com_s2s", "com_s2t", "com_t2s", "com_t2t", "direct_s2t")
+CHAIN_MODES: tuple[Mode, ...] = ("com_s2s", "com_s2t", "com_t2s", "com_t2t")
+SPEECH_IN = ("com_s2s", "com_s2t", "direct_s2t")
 SPEECH_OUT = ("com_s2s", "com_t2s")
 HELDOUT_SPLITS = ("dev", "test")
 UNITS_COLUMNS = ["id", "text", "speaker", "split", "units"]
@@ -54,8 +57,9 @@ class Config:
     """Units of the questions' speech: `speechgpt units extract` of the corpus `speechgpt corpus synth qa=...` made."""
     out: Path = Path("out/stage3")
     """Output folder: dataset/, summary.json, rejected.jsonl, token_lengths.png, config.yaml."""
-    modes: list[Mode] = field(default_factory=lambda: list(MODES))
-    """Chain-of-modality tasks to build: com_s2s, com_s2t, com_t2s, com_t2t."""
+    modes: list[Mode] = field(default_factory=lambda: list(CHAIN_MODES))
+    """Tasks to build: the chain-of-modality com_s2s, com_s2t, com_t2s, com_t2t, and direct_s2t (a spoken question
+    answered in text with no transcript, to compare the chain of modality against)."""
     modes_per_question: int | None = None
     """Examples per question: null builds every mode; n draws n of `modes` per question with the seed."""
     all_pairs: bool = False
@@ -183,7 +187,10 @@ def modes_for(cfg: Config, pair_id: str) -> list[Mode]:
 
 def chain_example(mode: Mode, pair: QAPair, question_units: Any, answer_units: Any, source_ids: list[str]) -> Example:
     """The chain-of-modality turn of one mode: a spoken question is transcribed first, a spoken answer comes last."""
-    if mode in SPEECH_IN:
+    if mode == "direct_s2t":
+        user = UserTurn(units=question_units)
+        assistant = AssistantTurn(text=pair.answer, chain=True)
+    elif mode in SPEECH_IN:
         user = UserTurn(units=question_units)
         assistant = AssistantTurn(transcript=pair.question, text=pair.answer, chain=True)
     else:

@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 
 from data_builders.festival import festival_session
@@ -75,12 +76,8 @@ def check_voice(voice: Voice) -> None:
 def synthesize(voice_key: str, text: str) -> Audio16k:
     """Speak `text` with a voice and return 16 kHz mono audio. Raises AudioError when the engine fails."""
     voice = parse_voice(voice_key)
-    if voice.engine == "festival":  # a kept process per voice: text2wave would load festival and the voice per clip
-        wav = festival_session(voice.name, _TIMEOUT_S).synthesize(text)
-        try:
-            return _read_16k(wav)
-        finally:
-            wav.unlink(missing_ok=True)
+    if voice.engine == "festival":
+        return _festival(voice.name, text)
     with tempfile.TemporaryDirectory(prefix="speechgpt-tts-") as tmp:
         text_file, wav = Path(tmp) / "text.txt", Path(tmp) / "out.wav"
         text_file.write_text(text + "\n", encoding="utf-8")
@@ -90,6 +87,33 @@ def synthesize(voice_key: str, text: str) -> Audio16k:
             detail = result.stderr.decode(errors="replace").strip()[-300:]
             raise AudioError(f"tts failed: {voice.key} exited {result.returncode}: {detail}")
         return _read_16k(wav)
+
+
+def _festival(name: str, text: str) -> Audio16k:
+    """A kept festival process per voice (text2wave would load festival and the voice per clip). Diphone voices now
+    and then end a clip in a burst of noise that the same text in the same process does not give again (2 of 2052
+    clips of one demo corpus): they speak each text twice, and a third time when the two differ, keeping the take
+    that two agree on (else the quietest), so a corpus build gives the same audio every time."""
+    session = festival_session(name, _TIMEOUT_S)
+
+    def take() -> Audio16k:
+        wav = session.synthesize(text)
+        try:
+            return _read_16k(wav)
+        finally:
+            wav.unlink(missing_ok=True)
+
+    first = take()
+    if not name.endswith("_diphone"):
+        return first
+    second = take()
+    if np.array_equal(first.samples, second.samples):
+        return first
+    third = take()
+    for a, b in ((first, third), (second, third)):
+        if np.array_equal(a.samples, b.samples):
+            return a
+    return min((first, second, third), key=lambda audio: float(np.abs(audio.samples).max()))
 
 
 def _read_16k(wav: Path) -> Audio16k:

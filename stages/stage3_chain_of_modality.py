@@ -16,7 +16,7 @@ from speechgpt.training.lm_stage import LMStageConfig, Prepared, run_lm_stage
 
 log = logging.getLogger(__name__)
 ADAPTER = "adapter"
-COM_TASKS = ["com_s2s", "com_s2t", "com_t2s", "com_t2t"]
+COM_TASKS = ["com_s2s", "com_s2t", "com_t2s", "com_t2t", "direct_s2t"]
 
 
 @dataclass(kw_only=True)

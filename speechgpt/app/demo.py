@@ -46,6 +46,7 @@ STEPS = [
     "eval_asr",  # the stage-2 model's WER on training voices and on held-out voices
     "qa_speech_seen",  # the test questions again, by training voices in new renditions
     "spoken_qa",  # held-out spoken questions answered in speech, judged by Whisper
+    "spoken_qa_direct",  # the same questions answered directly in text, no transcript first (the ablation)
     "frozen_ctc",  # frozen-LLM variant: a streaming speech encoder trained as a CTC recognizer
     "frozen_asr",  # encoder + adapter + prompts into the frozen backbone, which says the transcript
     "frozen_qa",  # prompts + state head: spoken questions answered by the frozen backbone, when to answer

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-TASKS = ("unit_lm", "asr", "tts", "com_s2s", "com_s2t", "com_t2s", "com_t2t")
-Task = Literal["unit_lm", "asr", "tts", "com_s2s", "com_s2t", "com_t2s", "com_t2t"]
+TASKS = ("unit_lm", "asr", "tts", "com_s2s", "com_s2t", "com_t2s", "com_t2t", "direct_s2t")
+Task = Literal["unit_lm", "asr", "tts", "com_s2s", "com_s2t", "com_t2s", "com_t2t", "direct_s2t"]
 
 
 def instruct_features() -> Any:

@@ -96,6 +96,8 @@ class TokenClasses:
             raise ValueError("the tokenizer has no `;` token or no text tokens; cannot constrain answers")
         self.unit_index = {token_id: unit for unit, token_id in enumerate(self.unit_ids)}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        eos = tokenizer.eos_token_id
+        self.eos_id = eos if eos is not None and eos not in self.unit_index and not self.text_ok[eos] else None
 
     def _single_ids(self, tokens: list[str], required: bool = False) -> list[int]:
         ids = []
@@ -222,7 +224,24 @@ class StructureConstraint(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         self.observe(input_ids)
         allowed = torch.stack([self._allowed(row, scores.shape[-1]) for row in self._rows]).to(scores.device)
+        scores = self._eos_ends_part(scores, allowed)
         return scores.masked_fill(~allowed, float("-inf"))  # type: ignore[return-value]
+
+    def _eos_ends_part(self, scores: torch.FloatTensor, allowed: torch.Tensor) -> torch.FloatTensor:
+        """The model's own EOS inside a transcript or a text answer means that part is over: its probability goes
+        to the part's exit (`;` or `<eoa>`), so an LLM that learned to end texts with EOS (its pre-training, text
+        replayed beside speech) ends the part there instead of writing on with its next-best token."""
+        eos = self.classes.eos_id
+        if eos is None:
+            return scores
+        scores = scores.clone()  # type: ignore[assignment]
+        for index, row in enumerate(self._rows):
+            if row.finished or row.forced or row.phase not in ("transcript", "text") or not row.content:
+                continue
+            exits = [token for token, _ in self._exits(row) if allowed[index, token]]
+            if exits:
+                scores[index, exits[0]] = torch.logaddexp(scores[index, exits[0]], scores[index, eos])
+        return scores
 
     def _allowed(self, row: _Row, vocab: int) -> torch.Tensor:
         remaining = self.max_new_tokens - row.generated

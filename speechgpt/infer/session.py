@@ -71,6 +71,9 @@ class SessionConfig:
     transcript_tag: bool = False
     """Start the transcript of a spoken question with `[tq]` (constrained decoding only): True for SpeechGPT's
     released model, whose chain-of-modality answers read `[tq] question; [ta] answer; [ua] units`."""
+    chain_of_modality: bool = True
+    """A spoken question is transcribed before it is answered; False answers it directly (`[ta]` first, the mode a
+    model learns from `direct_s2t` examples; constrained decoding only)."""
     stream_audio: bool = True
     """Vocode while generating when the vocoder can stream; off: one synthesis of the whole answer at the end."""
     chunk_units: int = 20
@@ -202,7 +205,7 @@ class ChatSession:
     def _shape(self, mode: Mode) -> AnswerShape:
         cfg = self.config
         return AnswerShape(
-            transcript=mode[0] == "s",
+            transcript=mode[0] == "s" and cfg.chain_of_modality,
             speech=mode[2] == "s",
             transcript_tag=cfg.transcript_tag,
             min_units=cfg.min_units,

@@ -119,6 +119,26 @@ def test_four_modes_have_the_chain_layout(built: build_stage3.Config) -> None:
             assert row["response"] in row["text"] and row["loss_spans"]
 
 
+def test_direct_mode_answers_the_spoken_question_with_no_transcript(
+    built: build_stage3.Config, tmp_path: Path
+) -> None:
+    cfg = build_stage3.Config(
+        questions=built.questions, units=built.units, out=tmp_path, modes=["direct_s2t"], max_answer_words=12
+    )
+    build_stage3.run(cfg)
+    template = ChatTemplate(UnitFormat("default", 20))
+    units = {r["id"]: r["units"] for r in load_corpus(built.units).to_list()}
+    questions = {r["id"]: r for records in QUESTIONS.values() for r in records}
+    rows = [row for split in (dataset := load_instruct_dataset(tmp_path)) for row in dataset[split]]
+    assert len(rows) == 5 and {r["task"] for r in rows} == {"direct_s2t"}
+    for row in rows:
+        qid = row["id"].split("-", 1)[1]
+        parsed = template.parse(row["response"])
+        assert parsed.complete and parsed.transcript is None and parsed.text == questions[qid]["output"]
+        assert template.units.span(units[f"q-{qid}"]) in row["prompt"] and row["source_ids"] == [f"q-{qid}"]
+        assert row["response"].lstrip().startswith("[ta]")
+
+
 def test_the_builder_only_joins(built: build_stage3.Config) -> None:
     """No speech and no units are made inside `build stage3`: its folder holds the dataset and its reports only."""
     assert sorted(p.name for p in built.out.iterdir()) == [

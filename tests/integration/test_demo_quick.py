@@ -33,6 +33,8 @@ FILLED = [
     ),
     "variants.unified.s2s_accuracy.seen_voices",
     "variants.unified.s2s_accuracy.heldout_voices",
+    "variants.unified.direct_s2t_accuracy.seen_voices",
+    "variants.unified.direct_s2t_accuracy.heldout_voices",
     "variants.unified.asr_wer.seen_voices",
     "variants.unified.asr_wer.heldout_voices",
     "variants.unified.asr_exact.heldout_voices",

@@ -100,3 +100,30 @@ def test_too_small_a_budget_is_refused(lm: Path) -> None:
         StructureConstraint(TokenClasses(session.tokenizer, UNITS), AnswerShape(transcript=True, speech=True), 5)
     with pytest.raises(ValueError, match="min_units"):
         AnswerShape(transcript=False, speech=True, min_units=4, max_units=2)
+
+
+@pytest.mark.parametrize("transcript", [False, True])
+def test_the_models_own_eos_ends_a_text_part(lm: Path, transcript: bool) -> None:
+    """A model that wants to stop (EOS, as the backbone ended its texts) ends the transcript or the answer there,
+    instead of writing on with its next-best token."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from speechgpt.text.template import ChatTemplate
+
+    tokenizer = AutoTokenizer.from_pretrained(lm)
+    classes = TokenClasses(tokenizer, UNITS)
+    constraint = StructureConstraint(classes, AnswerShape(transcript=transcript, speech=False), max_new_tokens=30)
+    word, other = (int(i) for i in torch.nonzero(classes.content_ok)[:2, 0])
+    ids = torch.tensor([[tokenizer.bos_token_id]])
+    for _ in range(30):
+        scores = torch.full((1, len(tokenizer)), -10.0)
+        scores[0, other] = -1.0  # always a plausible way to go on
+        scores[0, tokenizer.eos_token_id if ids[0, -1] == word else word] = 5.0  # one word, then "I am done"
+        ids = torch.cat([ids, constraint(ids, scores).argmax(-1, keepdim=True)], dim=1)
+        if ids[0, -1] == tokenizer.convert_tokens_to_ids(EOA):
+            break
+    answer = ChatTemplate(UNITS).parse(tokenizer.decode(ids[0, 1:]))
+    said = tokenizer.decode([word]).strip()
+    assert answer.complete and answer.text == said
+    assert answer.transcript == (said if transcript else None)
