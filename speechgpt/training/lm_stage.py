@@ -65,28 +65,40 @@ class TextReplay:
     """Its splits replayed: those the backbone learned."""
     corpus: Path | None = None
     """Corpus whose train-split transcripts are replayed too."""
+    forms: list[Literal["plain", "chat"]] = field(default_factory=lambda: ["plain"])
+    """How a QA line is replayed: 'plain' as stage 0 wrote it (`question? answer.` + EOS), 'chat' as a text-only
+    chat turn of the stage's template (`[Human]: question<eoh> [SpeechGPT]: [ta] answer<eoa>`, the answer trained):
+    the facts in the form the chain of modality answers in, as an instruction-tuned LLM knows them. A tiny backbone
+    does not carry a fact from one form to the other by itself; no speech comes with either."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction < 1.0:
             raise ValueError("replay.fraction must be in [0, 1)")
+        if not self.forms or not set(self.forms) <= {"plain", "chat"}:
+            raise ValueError("replay.forms must name 'plain' and/or 'chat'")
         if self.fraction > 0 and self.qa is None and self.corpus is None:
             raise ValueError("replay.fraction > 0 needs replay.qa or replay.corpus")
 
 
-def replay_rows(cfg: TextReplay, train: list[Tokenized], tokenizer: Any, seq_len: int, seed: int) -> list[Tokenized]:
+def replay_rows(
+    cfg: TextReplay, train: list[Tokenized], tokenizer: Any, seq_len: int, seed: int, units: UnitFormat
+) -> list[Tokenized]:
     """Text rows (cycled through in a seeded order) whose trained tokens make `cfg.fraction` of all trained tokens."""
     import random
 
-    from speechgpt.text.backbone_text import corpus_sentences, load_qa_split, qa_line, text_row
+    from speechgpt.text.backbone_text import corpus_sentences, load_qa_split, qa_line, qa_text, text_row
+    from speechgpt.text.template import AssistantTurn, ChatTemplate, UserTurn
 
     if cfg.fraction == 0:
         return []
-    eos = tokenizer.eos_token
-    rows = (
-        [text_row(f"replay-qa-{r['id']}", qa_line(r), eos) for s in cfg.qa_splits for r in load_qa_split(cfg.qa, s)]
-        if cfg.qa is not None
-        else []
-    )
+    eos, template = tokenizer.eos_token, ChatTemplate(units)
+    records = [r for s in cfg.qa_splits for r in load_qa_split(cfg.qa, s)] if cfg.qa is not None else []
+    rows = [text_row(f"replay-qa-{r['id']}", qa_line(r), eos) for r in records] if "plain" in cfg.forms else []
+    for record in records if "chat" in cfg.forms else []:
+        question, answer = qa_text(record)
+        chat = template.format([(UserTurn(text=question), AssistantTurn(text=answer, chain=True))])
+        spans = [list(span) for span in chat.loss_spans]
+        rows.append({"id": f"replay-chat-{record['id']}", "task": "text", "text": chat.text, "loss_spans": spans})
     if cfg.corpus is not None:
         rows += [text_row(f"replay-text-{i:05d}", t, eos) for i, t in enumerate(corpus_sentences(cfg.corpus, True))]
     pool = tokenize_rows(rows, tokenizer, seq_len)[0]
@@ -130,7 +142,7 @@ def prepare(cfg: LMStageConfig, dist: Dist, expected_tasks: Sequence[str] | None
     train_rows, skipped = tokenize_rows(data["train"], tokenizer, cfg.train.seq_len)
     if skipped and dist.is_main:
         log.warning("train examples skipped: %s", dict(skipped))
-    replayed = replay_rows(cfg.replay, train_rows, tokenizer, cfg.train.seq_len, cfg.train.seed)
+    replayed = replay_rows(cfg.replay, train_rows, tokenizer, cfg.train.seq_len, cfg.train.seed, cfg.units)
     if replayed and dist.is_main:
         log.info("replay: %d text rows mixed into %d training rows", len(replayed), len(train_rows))
     train_rows += replayed

@@ -119,9 +119,7 @@ def test_four_modes_have_the_chain_layout(built: build_stage3.Config) -> None:
             assert row["response"] in row["text"] and row["loss_spans"]
 
 
-def test_direct_mode_answers_the_spoken_question_with_no_transcript(
-    built: build_stage3.Config, tmp_path: Path
-) -> None:
+def test_direct_mode_answers_the_spoken_question_with_no_transcript(built: build_stage3.Config, tmp_path: Path) -> None:
     cfg = build_stage3.Config(
         questions=built.questions, units=built.units, out=tmp_path, modes=["direct_s2t"], max_answer_words=12
     )
