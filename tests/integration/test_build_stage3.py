@@ -127,7 +127,8 @@ def test_direct_mode_answers_the_spoken_question_with_no_transcript(built: build
     template = ChatTemplate(UnitFormat("default", 20))
     units = {r["id"]: r["units"] for r in load_corpus(built.units).to_list()}
     questions = {r["id"]: r for records in QUESTIONS.values() for r in records}
-    rows = [row for split in (dataset := load_instruct_dataset(tmp_path)) for row in dataset[split]]
+    dataset = load_instruct_dataset(tmp_path)
+    rows = [row for split in dataset for row in dataset[split]]
     assert len(rows) == 5 and {r["task"] for r in rows} == {"direct_s2t"}
     for row in rows:
         qid = row["id"].split("-", 1)[1]

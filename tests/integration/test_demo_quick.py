@@ -25,8 +25,6 @@ FILLED = [
             "heldout_text_loss_after",
             "asr_wer_sentences.seen_voices",
             "asr_wer_sentences.heldout_voices",
-            "latency_s.first_token.p50",
-            "latency_s.first_token.p90",
             "params_trained",
             "train_seconds",
         )
@@ -40,9 +38,12 @@ FILLED = [
     "variants.unified.asr_exact.heldout_voices",
     "variants.unified.ttfa_s.p50",
     "variants.unified.ttfa_s.p90",
+    "variants.unified.latency_s.units.p50",
+    "variants.unified.latency_s.first_token.p90",
     "variants.frozen.state_accuracy",
-    "variants.frozen.latency_s.decision.p50",
 ]
+# null until the frozen variant speaks (issue 16), or where a quick run's untrained state head never said "answer"
+MAY_BE_NULL = ["variants.frozen.ttfa_s", "variants.frozen.latency_s.decision", "variants.frozen.latency_s.first_token"]
 
 
 def lookup(report: dict, dotted: str) -> object:
@@ -68,6 +69,8 @@ def test_the_quick_demo_fills_every_number_of_the_report(tmp_path: Path, monkeyp
     for key in FILLED:
         value = lookup(report, key)
         assert isinstance(value, numbers.Real), f"{key} is {value!r}"
+    for key in MAY_BE_NULL:
+        lookup(report, key)
     # the frozen variant's LLM is never trained: its text answers and its held-out text loss stay the backbone's
     frozen, backbone = report["variants"]["frozen"], report["backbone"]
     assert frozen["text_accuracy_after"] == backbone["text_accuracy"]
