@@ -10,7 +10,7 @@ from typing import Any
 from speechgpt.data.io import atomic_write_text
 
 VARIANTS = ("unified", "frozen")
-GROUPS = (("seen_voices", "training voices, new renditions"), ("heldout_voices", "held-out voices"))
+GROUPS = (("seen_voices", "training voices"), ("heldout_voices", "held-out voices"))
 
 
 def write_report(report: dict[str, Any], cfg: Any, qa: dict[str, dict[str, Any]]) -> Path:
@@ -42,7 +42,8 @@ def markdown(report: dict[str, Any], examples: dict[str, list[dict[str, Any]]]) 
         "",
         f"Backbone before speech training: text accuracy {percent(backbone['text_accuracy'])} on "
         f"{backbone['questions']} test questions (the ceiling); held-out text loss "
-        f"{_number(backbone['heldout_text_loss'])}.",
+        f"{_number(backbone['heldout_text_loss'])}. The test questions are spoken by held-out voices and by training "
+        "voices in new renditions; no clip of a test question was trained on.",
         "",
         "| | unified | frozen |",
         "|---|---|---|",
@@ -153,7 +154,7 @@ def plot_accuracy(report: dict[str, Any], path: Path) -> None:
             for group, words in GROUPS:
                 value = (v.get(key) or {}).get(group)
                 if value is not None:
-                    bars.append((f"{variant} {label}\n{words.split(',')[0]}", value))
+                    bars.append((f"{variant} {label}\n{words}", value))
         bars.append((f"{variant} text after", v["text_accuracy_after"]))
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(bars)), 4))
     ax.bar(range(len(bars)), [100 * b[1] for b in bars])

@@ -60,3 +60,11 @@ def test_rerooting_moves_every_demo_path() -> None:
     assert moved.replay.qa == Path("/tmp/quick/qa")
     assert rerooted(cfg, "out/demo", "out/demo") is cfg
     assert rerooted(cfg, "out/demo", "elsewhere").train == cfg.train
+
+
+def test_demo_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    from speechgpt.cli import main
+
+    assert main(["demo", "--quick", "--backbone", "some/llm", "out=/tmp/q", "--dump-config"]) == 0
+    dumped = capsys.readouterr().out
+    assert "\nquick: true\n" in dumped and "\nbackbone: some/llm\n" in dumped and "\nout: /tmp/q\n" in dumped
