@@ -74,10 +74,10 @@ VOICE_GROUPS = {"training": "seen_voices", "held_out": "heldout_voices"}
 
 def run(cfg: Config) -> Path:
     """Gather, write report.json and report.md; returns report.json's path."""
-    save_config(cfg, cfg.out)
     backbone = read_report(cfg.backbone_text, "speechgpt eval text (the backbone)")
     unified_qa = read_report(cfg.unified_qa, "speechgpt eval chat (unified)")
     frozen_qa = read_report(cfg.frozen_qa, "speechgpt eval chat (frozen)")
+    save_config(cfg, cfg.out)  # after the inputs are found: a refused run leaves no output folder behind
     report = {
         "backbone": {
             "text_accuracy": backbone["text_accuracy"],
