@@ -8,7 +8,6 @@ so the corpus covers the vocabulary the chat will hear while the held-out questi
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Iterable
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_builders.text_sources import WORDNET_DIR, WORDNET_FILES, lines_of
+from speechgpt.text.backbone_text import qa_question, read_qa_records
 
 _WORD = re.compile(r"[a-z']+")
 
@@ -92,19 +92,11 @@ def target_texts(paths: Iterable[str]) -> list[str]:
     texts = []
     for name in paths:
         path = Path(name)
-        if path.suffix != ".jsonl":
+        if path.suffix == ".jsonl":
+            records = read_qa_records(path, keys=("instruction",))
+            if any(not isinstance(r["instruction"], str) for r in records):
+                raise ValueError(f"{path}: every record's 'instruction' must be a string")
+            texts += [qa_question(r) for r in records]
+        else:
             texts += lines_of(path)
-            continue
-        for number, line in enumerate(lines_of_file(path), 1):
-            try:
-                record = json.loads(line)
-                texts.append(" ".join([record["instruction"], record.get("input") or ""]).strip())
-            except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-                raise ValueError(f"{path}:{number}: expected a JSON object with a string 'instruction'") from None
     return texts
-
-
-def lines_of_file(path: Path) -> list[str]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from speechgpt.config import save_config
 from speechgpt.model.tiny import SPECIAL, build_tiny_lm, train_tokenizer
-from speechgpt.text.backbone_text import corpus_sentences, load_qa_split, qa_line, text_row
+from speechgpt.text.backbone_text import corpus_sentences, load_qa_split, qa_rows, sentence_rows
 from speechgpt.text.template import SPEECHGPT_SYSTEM, marker_tokens
 from speechgpt.training.batches import TokenBatches
 from speechgpt.training.checkpoint import seed_everything
@@ -65,32 +65,28 @@ class Config:
     """Engine settings."""
 
 
-def qa_rows(cfg: Config, splits: list[str]) -> list[dict]:
-    """One `question? answer.` text row per QA pair of `splits`."""
-    return [_row(f"qa-{record['id']}", qa_line(record)) for split in splits for record in load_qa_split(cfg.qa, split)]
+def text_rows(cfg: Config, eos: str) -> tuple[list[dict], list[dict]]:
+    """The training rows (QA lines of `qa_splits`, `qa_repeats` times, then the corpus' train sentences) and the
+    evaluation rows (the corpus' held-out sentences, then the QA lines of dev/test splits not trained), each closed by
+    `eos`."""
+
+    def qa(splits: list[str]) -> list[dict]:
+        return qa_rows([r for split in splits for r in load_qa_split(cfg.qa, split)], eos)
+
+    def sentences(trained: bool) -> list[dict]:
+        if cfg.corpus is None:
+            return []
+        return sentence_rows(corpus_sentences(cfg.corpus, trained), eos, "text" if trained else "heldout-text")
+
+    qa_lines = qa(cfg.qa_splits)
+    copies = [{**row, "id": f"{row['id']}#{copy}"} for copy in range(1, cfg.qa_repeats) for row in qa_lines]
+    heldout_qa = qa([s for s in ("dev", "test") if s not in cfg.qa_splits])
+    return qa_lines + copies + sentences(trained=True), sentences(trained=False) + heldout_qa
 
 
-def corpus_rows(cfg: Config, trained: bool) -> list[dict]:
-    """The corpus' sentences as text rows: those of its train split (`trained`), or the others not among them."""
-    if cfg.corpus is None:
-        return []
-    prefix = "text" if trained else "heldout-text"
-    return [_row(f"{prefix}-{i:05d}", sentence) for i, sentence in enumerate(corpus_sentences(cfg.corpus, trained))]
-
-
-def _row(row_id: str, text: str, eos: str = SPECIAL["eos_token"]) -> dict:
-    return text_row(row_id, text, eos)
-
-
-def with_eos(rows: list[dict], eos: str) -> list[dict]:
-    """`rows` closed by another model's EOS instead of the tiny tokenizer's."""
-    tiny = SPECIAL["eos_token"]
-    return [_row(r["id"], r["text"].removesuffix(tiny), eos) for r in rows]
-
-
-def base_model(cfg: Config, texts: list[str]) -> tuple[Any, Any]:
-    """The model and tokenizer training starts from: `cfg.base` loaded, or a tiny model with a BPE trained on
-    `texts`."""
+def base_model(cfg: Config) -> tuple[Any, Any, list[dict], list[dict]]:
+    """The model and tokenizer training starts from, with the text rows closed by its EOS: `cfg.base` loaded, or a
+    tiny model with a BPE trained on the rows."""
     if cfg.base is not None:
         from speechgpt.model.load import load_lm
 
@@ -99,7 +95,9 @@ def base_model(cfg: Config, texts: list[str]) -> tuple[Any, Any]:
             raise ValueError(f"{cfg.base}: its tokenizer has no EOS token, which ends every text the stages train")
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        return model, tokenizer
+        return model, tokenizer, *text_rows(cfg, tokenizer.eos_token)
+    train_rows, eval_rows = text_rows(cfg, SPECIAL["eos_token"])
+    texts = [r["text"] for r in train_rows]
     tokenizer = train_tokenizer([*texts, SPEECHGPT_SYSTEM, *marker_tokens()], cfg.vocab_size)
     model = build_tiny_lm(
         cfg.family,
@@ -109,7 +107,7 @@ def base_model(cfg: Config, texts: list[str]) -> tuple[Any, Any]:
         num_heads=cfg.num_heads,
         seed=cfg.train.seed,
     )
-    return model, tokenizer
+    return model, tokenizer, train_rows, eval_rows
 
 
 def run(cfg: Config) -> Path:
@@ -117,13 +115,7 @@ def run(cfg: Config) -> Path:
     if dist.is_main:
         save_config(cfg, cfg.out)
     seed_everything(cfg.train.seed)
-    qa_lines = qa_rows(cfg, cfg.qa_splits)
-    copies = [{**row, "id": f"{row['id']}#{copy}"} for copy in range(1, cfg.qa_repeats) for row in qa_lines]
-    train_rows = qa_lines + copies + corpus_rows(cfg, trained=True)
-    eval_rows = corpus_rows(cfg, trained=False) + qa_rows(cfg, [s for s in ("dev", "test") if s not in cfg.qa_splits])
-    model, tokenizer = base_model(cfg, [r["text"] for r in train_rows])
-    if cfg.base is not None:
-        train_rows, eval_rows = with_eos(train_rows, tokenizer.eos_token), with_eos(eval_rows, tokenizer.eos_token)
+    model, tokenizer, train_rows, eval_rows = base_model(cfg)
     prepare_attention(model, packing=cfg.train.packing)
     examples, _ = tokenize_rows(train_rows, tokenizer, cfg.train.seq_len)
     evals = {"heldout": tokenize_rows(eval_rows, tokenizer, cfg.train.seq_len)[0]} if eval_rows else {}

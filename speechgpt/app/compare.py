@@ -77,6 +77,7 @@ def run(cfg: Config) -> Path:
     backbone = read_report(cfg.backbone_text, "speechgpt eval text (the backbone)")
     unified_qa = read_report(cfg.unified_qa, "speechgpt eval chat (unified)")
     frozen_qa = read_report(cfg.frozen_qa, "speechgpt eval chat (frozen)")
+    answers = {"unified": read_answers(cfg.unified_qa), "frozen": read_answers(cfg.frozen_qa)}
     save_config(cfg, cfg.out)  # after the inputs are found: a refused run leaves no output folder behind
     report = {
         "backbone": {
@@ -86,11 +87,11 @@ def run(cfg: Config) -> Path:
             "model": backbone["model"],
         },
         "variants": {
-            "unified": unified_variant(cfg, unified_qa),
+            "unified": unified_variant(cfg, unified_qa, answers["unified"]),
             "frozen": frozen_variant(cfg, frozen_qa),
         },
     }
-    write_report(report, cfg, {"unified": unified_qa, "frozen": frozen_qa})
+    write_report(report, cfg, answers)
     path = cfg.out / "report.json"
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
     log.info("comparison written to %s and report.md", path)
@@ -160,8 +161,7 @@ def sentences_wer(folder: Path | None) -> dict[str, float | None] | None:
     }
 
 
-def unified_variant(cfg: Config, qa: dict[str, Any]) -> dict[str, Any]:
-    answers = read_answers(cfg.unified_qa)
+def unified_variant(cfg: Config, qa: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]:
     groups = qa.get("by_voices", {})
     transcripts = {VOICE_GROUPS[g]: row.get("transcript", {}) for g, row in groups.items()}
     direct = None

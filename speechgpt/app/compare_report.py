@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from speechgpt.data.io import atomic_write_text
+from speechgpt.training.metrics import MetricsLog
 
 VARIANTS = ("unified", "frozen")
 GROUPS = (("seen_voices", "training voices"), ("heldout_voices", "held-out voices"))
 
 
-def write_report(report: dict[str, Any], cfg: Any, qa: dict[str, dict[str, Any]]) -> Path:
-    """report.md with its plots and examples under `cfg.out`."""
+def write_report(report: dict[str, Any], cfg: Any, answers: dict[str, list[dict[str, Any]]]) -> Path:
+    """report.md with its plots and examples (from each variant's eval chat `answers`) under `cfg.out`."""
     runs = {"unified": cfg.unified_runs, "frozen": cfg.frozen_runs}
     plot_losses(runs, cfg.out / "loss_curves.png")
     plot_accuracy(report, cfg.out / "accuracy.png")
     plot_latency(report, cfg.out / "latency.png")
     folders = {"unified": cfg.unified_qa, "frozen": cfg.frozen_qa}
-    examples = {v: copy_examples(folders[v], cfg.out / "examples" / v, cfg.examples) for v in VARIANTS}
+    examples = {v: copy_examples(answers[v], folders[v], cfg.out / "examples" / v, cfg.examples) for v in VARIANTS}
     text = markdown(report, examples)
     path = cfg.out / "report.md"
     atomic_write_text(path, text)
@@ -99,11 +99,10 @@ def _example(row: dict[str, Any]) -> str:
     )
 
 
-def copy_examples(qa_folder: Path, out: Path, count: int) -> list[dict[str, Any]]:
-    """Up to `count` answered questions that kept their audio, the audio copied beside the report."""
-    path = qa_folder / "answers.jsonl"
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    chosen = [r for r in rows if r.get("question_audio")][:count]
+def copy_examples(rows: list[dict[str, Any]], qa_folder: Path, out: Path, count: int) -> list[dict[str, Any]]:
+    """Up to `count` answered questions that kept their audio (copies of their rows), the audio copied from
+    `qa_folder` beside the report."""
+    chosen = [dict(r) for r in rows if r.get("question_audio")][:count]
     out.mkdir(parents=True, exist_ok=True)
     for row in chosen:
         for key in ("question_audio", "answer_audio"):
@@ -133,7 +132,7 @@ def plot_losses(runs: dict[str, list[Path]], path: Path) -> None:
         for column, folder in enumerate(runs[variant]):
             ax = axes[variant_row][column]
             ax.set_visible(True)
-            records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line]
+            records = MetricsLog(folder, enabled=False).records()
             steps = [(r["step"], r["loss"]) for r in records if "loss" in r]
             if steps:
                 ax.plot(*zip(*steps, strict=True), lw=1)

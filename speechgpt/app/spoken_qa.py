@@ -41,6 +41,7 @@ from speechgpt.config import save_config
 from speechgpt.data.audio import SAMPLE_RATE, read_audio, write_audio
 from speechgpt.data.io import atomic_write_text
 from speechgpt.infer.listening import Turn
+from speechgpt.text.backbone_text import QA_KEYS, load_qa_split
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class QuestionClip:
 def run(cfg: Config) -> Path:
     """Ask, listen, score; returns report.json's path."""
     save_config(cfg, cfg.out)
-    questions = pick_questions(read_questions(cfg.qa / f"{cfg.split}.jsonl"), cfg.max_questions)
+    questions = pick_questions(read_questions(cfg.qa, cfg.split), cfg.max_questions)
     clips = question_clips(cfg, questions)
     app = load_chat_app(cfg)
     rows, report = run_frozen(app, clips, cfg) if app.variant == "frozen" else run_unified(app, clips, cfg)
@@ -280,12 +281,11 @@ def summarize(rows: list[dict[str, Any]], transcript_wer: float) -> dict[str, An
     }
 
 
-def read_questions(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found (run `speechgpt build qa`)")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def read_questions(qa: Path, split: str) -> list[dict[str, str]]:
+    """The split's questions, each with its family and expected answer (`load_qa_split`); none is an error."""
+    rows = load_qa_split(qa, split, (*QA_KEYS, "family"))
     if not rows:
-        raise ValueError(f"{path} has no questions")
+        raise ValueError(f"{qa / f'{split}.jsonl'} has no questions")
     return rows
 
 

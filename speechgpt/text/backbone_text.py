@@ -19,11 +19,14 @@ QA_KEYS = ("id", "instruction", "output")
 """Keys every record of a QA split must have (`input` is optional)."""
 
 
+def qa_question(record: dict[str, Any]) -> str:
+    """The question of a QA record: the instruction, then the input when there is one."""
+    return " ".join([record["instruction"], record.get("input") or ""]).strip()
+
+
 def qa_text(record: dict[str, Any]) -> tuple[str, str]:
-    """(question, answer) of a `speechgpt build qa` record: the instruction, then the input when there is one; the
-    output."""
-    question = " ".join([record["instruction"], record.get("input") or ""]).strip()
-    return question, record["output"]
+    """(question, answer) of a `speechgpt build qa` record."""
+    return qa_question(record), record["output"]
 
 
 def qa_prompt(question: str) -> str:
@@ -38,11 +41,18 @@ def qa_line(record: dict[str, Any]) -> str:
 
 
 def load_qa_split(qa: Path, split: str, keys: tuple[str, ...] = QA_KEYS) -> list[dict[str, Any]]:
-    """The records of `<qa>/<split>.jsonl` in file order, each with `keys`; blank lines are skipped, a bad line is an
-    error naming it."""
+    """The records of `<qa>/<split>.jsonl` (`read_qa_records`)."""
     path = qa / f"{split}.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `speechgpt build qa` first")
+    return read_qa_records(path, keys)
+
+
+def read_qa_records(path: Path, keys: tuple[str, ...] = QA_KEYS) -> list[dict[str, Any]]:
+    """The records of a QA JSONL file in file order, each with `keys`; blank lines are skipped, a bad line is an
+    error naming it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
     records = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -74,3 +84,13 @@ def text_row(row_id: str, text: str, eos: str) -> dict[str, Any]:
     rely on it to end a transcript or an answer); `speechgpt.training.data.tokenize_rows` puts BOS before it."""
     text = text + eos
     return {"id": row_id, "task": "text", "text": text, "loss_spans": [[0, len(text)]]}
+
+
+def qa_rows(records: list[dict[str, Any]], eos: str, prefix: str = "qa") -> list[dict[str, Any]]:
+    """One `question? answer.` text row per record, closed by `eos`, id `<prefix>-<record id>`."""
+    return [text_row(f"{prefix}-{r['id']}", qa_line(r), eos) for r in records]
+
+
+def sentence_rows(sentences: list[str], eos: str, prefix: str) -> list[dict[str, Any]]:
+    """One text row per sentence, closed by `eos`, id `<prefix>-<index>`."""
+    return [text_row(f"{prefix}-{i:05d}", sentence, eos) for i, sentence in enumerate(sentences)]

@@ -86,21 +86,21 @@ def replay_rows(
     """Text rows (cycled through in a seeded order) whose trained tokens make `cfg.fraction` of all trained tokens."""
     import random
 
-    from speechgpt.text.backbone_text import corpus_sentences, load_qa_split, qa_line, qa_text, text_row
+    from speechgpt.text.backbone_text import corpus_sentences, load_qa_split, qa_rows, qa_text, sentence_rows
     from speechgpt.text.template import AssistantTurn, ChatTemplate, UserTurn
 
     if cfg.fraction == 0:
         return []
     eos, template = tokenizer.eos_token, ChatTemplate(units)
     records = [r for s in cfg.qa_splits for r in load_qa_split(cfg.qa, s)] if cfg.qa is not None else []
-    rows = [text_row(f"replay-qa-{r['id']}", qa_line(r), eos) for r in records] if "plain" in cfg.forms else []
+    rows = qa_rows(records, eos, prefix="replay-qa") if "plain" in cfg.forms else []
     for record in records if "chat" in cfg.forms else []:
         question, answer = qa_text(record)
         chat = template.format([(UserTurn(text=question), AssistantTurn(text=answer, chain=True))])
         spans = [list(span) for span in chat.loss_spans]
         rows.append({"id": f"replay-chat-{record['id']}", "task": "text", "text": chat.text, "loss_spans": spans})
     if cfg.corpus is not None:
-        rows += [text_row(f"replay-text-{i:05d}", t, eos) for i, t in enumerate(corpus_sentences(cfg.corpus, True))]
+        rows += sentence_rows(corpus_sentences(cfg.corpus, trained=True), eos, "replay-text")
     pool = tokenize_rows(rows, tokenizer, seq_len)[0]
     if not pool:
         raise ValueError("replay: no text row fits seq_len")
