@@ -52,6 +52,9 @@ class Config:
     """A second source whose every sentence is spoken too, not capped by max_sentences: e.g. the task domain's training
     questions (`out/demo/qa/train.jsonl`), so that ASR learns the words the chat will hear. Never give held-out
     questions here."""
+    domain_min_words: int | None = None
+    """Fewest words of a `domain_text` sentence (null: min_words); 1 keeps one-word answers ("seven"), which an
+    answer voice's corpus needs."""
     voices: list[str] = field(default_factory=lambda: list(DEFAULT_VOICES))
     """Voices as engine:name (see `speechgpt corpus voices`); each becomes one speaker."""
     heldout_voices: list[str] = field(default_factory=lambda: list(DEFAULT_HELDOUT_VOICES))
@@ -103,6 +106,8 @@ class Config:
             raise ValueError("cover_per_word must be >= 1")
         if self.min_words < 1 or self.max_words < self.min_words:
             raise ValueError("need 1 <= min_words <= max_words")
+        if self.domain_min_words is not None and not 1 <= self.domain_min_words <= self.max_words:
+            raise ValueError("need 1 <= domain_min_words <= max_words")
         if self.qa is not None:
             if self.domain_text is not None or self.voices_per_sentence is not None or self.cover_words_of:
                 raise ValueError(
@@ -136,8 +141,9 @@ def corpus_sentences(cfg: Config) -> list[str]:
         max_words=cfg.max_words,
     )
     if cfg.domain_text is not None:
+        fewest = cfg.min_words if cfg.domain_min_words is None else cfg.domain_min_words
         domain = load_sentences(
-            cfg.domain_text, max_sentences=None, seed=cfg.seed, min_words=cfg.min_words, max_words=cfg.max_words
+            cfg.domain_text, max_sentences=None, seed=cfg.seed, min_words=fewest, max_words=cfg.max_words
         )
         seen = set(sentences)
         sentences += [s for s in domain if s not in seen]

@@ -75,6 +75,14 @@ COMMANDS: dict[tuple[str, ...], Command] = {
         "frozen-LLM variant, input stage 3: spoken questions answered, state head per chunk",
         launches=True,
     ),
+    ("train", "frozen-tts"): Command(
+        "stages.frozen_tts", "frozen-LLM variant, output stage 1: speech decoder on text -> units pairs", launches=True
+    ),
+    ("train", "frozen-speak"): Command(
+        "stages.frozen_speak",
+        "frozen-LLM variant, output stage 2: prefix decoder on the LLM's hidden states of answers (re-aligns too)",
+        launches=True,
+    ),
     ("eval", "asr"): Command("speechgpt.eval.asr", "WER of a trained model's own transcripts (stage-2 ASR task)"),
     ("eval", "text"): Command(
         "speechgpt.eval.text_qa", "text knowledge: QA accuracy and held-out text loss, before and after speech training"

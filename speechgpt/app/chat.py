@@ -7,7 +7,8 @@
 The wiring lives here (the front layer may import everything): a model folder, a k-means folder (speech -> units)
 and a vocoder folder (units -> speech) become one `speechgpt.infer.ChatSession`. A frozen-LLM variant folder (its
 speech_modules.json says variant "frozen"; or `variant=frozen`) becomes a `FrozenChatSession` instead: it hears
-with its own speech encoder, shows the state head's decisions, and answers in text (k-means and vocoder unused).
+with its own speech encoder (k-means unused), shows the state head's decisions, answers in text and, given its
+speech decoder (`speech_decoder`), in speech through the same vocoder.
 `ChatApp` wraps either session for the terminal and for `speechgpt serve`: wire events for the page and a short
 JSON summary of each answer.
 
@@ -63,6 +64,8 @@ class ChatSetup:
     """k-means folder from `speechgpt units fit` (names its encoder); None: typed questions only."""
     vocoder: Path | None = Path("out/demo/vocoder")
     """Unit vocoder folder (or a legacy CodeHiFiGAN checkpoint); None: spoken answers stay units, no audio."""
+    speech_decoder: Path | None = None
+    """Frozen variant: its speech decoder folder (`speechgpt train frozen-speak`'s final/); None: text answers."""
     session: InferConfig = field(default_factory=InferConfig)
     """How the session prompts, decodes and voices (system text, answer modality, sampling, streaming); the frozen
     variant uses its reply and sampling.max_new_tokens (greedy)."""
@@ -133,6 +136,8 @@ class ChatApp:
 
     @property
     def speaks(self) -> bool:
+        if isinstance(self.session, FrozenChatSession):
+            return self.session.speaks
         return self.session.vocoder is not None
 
     def describe(self) -> dict[str, Any]:
@@ -205,7 +210,7 @@ def load_chat_app(setup: ChatSetup) -> ChatApp:
     if not Path(setup.model).exists():
         raise FileNotFoundError(f"model folder not found: {setup.model} (set `model=...`)")
     frozen = resolve_variant(setup.model, setup.variant) == "frozen"
-    for key in ("base",) if frozen else ("base", "kmeans", "vocoder"):
+    for key in ("base", "speech_decoder", "vocoder") if frozen else ("base", "kmeans", "vocoder"):
         path = getattr(setup, key)
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"{key} folder not found: {path} (set `{key}=...`; None leaves it out)")

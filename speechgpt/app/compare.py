@@ -60,7 +60,7 @@ class Config:
     )
     """Training runs of the unified variant, in order."""
     frozen_runs: list[Path] = field(
-        default_factory=lambda: [Path("out/demo/frozen_ctc"), Path("out/demo/frozen_asr"), Path("out/demo/frozen_qa")]
+        default_factory=lambda: [Path(f"out/demo/frozen_{name}") for name in ("ctc", "asr", "qa", "tts", "speak")]
     )
     """Training runs of the frozen variant, in order."""
     examples: int = 3
@@ -191,7 +191,7 @@ def frozen_variant(cfg: Config, qa: dict[str, Any]) -> dict[str, Any]:
     latency = qa.get("latency", {})
     return {
         "s2t_accuracy": by_group(qa, "s2t_correct", qa["s2t_accuracy"]),
-        "s2s_accuracy": by_group(qa, "s2s_correct", qa.get("s2s_accuracy")),
+        "s2s_accuracy": by_group(qa, "spoken_correct", qa.get("spoken_accuracy")),
         "state_accuracy": qa.get("state", {}).get("accuracy"),
         **text_after(cfg.frozen_text, "frozen"),
         "asr_wer": None,
@@ -200,6 +200,7 @@ def frozen_variant(cfg: Config, qa: dict[str, Any]) -> dict[str, Any]:
         "latency_s": {
             "decision": latency.get("decision_s"),
             "first_token": latency.get("first_token_s"),
+            "first_unit": latency.get("first_unit_s"),
             "first_audio": latency.get("first_audio_s"),
         },
         **training(cfg.frozen_runs),

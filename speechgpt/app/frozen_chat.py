@@ -17,13 +17,21 @@ log = logging.getLogger(__name__)
 
 
 def load_frozen_session(setup: ChatSetup) -> FrozenChatSession:
-    """The frozen variant of `setup.model` (its backbone from speech_modules.json, or `setup.base`)."""
+    """The frozen variant of `setup.model` (its backbone from speech_modules.json, or `setup.base`), speaking
+    through `setup.speech_decoder` and `setup.vocoder` when both are given."""
     from speechgpt.infer.frozen_loading import load_frozen_model
+    from speechgpt.infer.frozen_speaking import load_answer_speaker
+    from vocoder.load import load_vocoder
 
     with contextlib.redirect_stdout(sys.stderr):  # loaders that print progress must not mix it into the answers
         frozen = load_frozen_model(setup.model, backbone=setup.base, dtype=setup.dtype, device=setup.device)
-    log.info("frozen-LLM variant: answers in text (its speech decoder is not built yet); kmeans and vocoder unused")
-    return FrozenChatSession(frozen, config=setup.session, listening=setup.listening)
+        speaker = load_answer_speaker(setup.speech_decoder, frozen) if setup.speech_decoder is not None else None
+        voice = load_vocoder(setup.vocoder) if speaker is not None and setup.vocoder is not None else None
+    if speaker is None:
+        log.info("frozen-LLM variant without speech_decoder: answers in text; kmeans and vocoder unused")
+    elif voice is None:
+        log.warning("frozen-LLM variant: a speech decoder but no vocoder, so answers stay in text")
+    return FrozenChatSession(frozen, config=setup.session, listening=setup.listening, speaker=speaker, vocoder=voice)
 
 
 def describe_listening(listening: dict[str, Any]) -> str:
@@ -39,7 +47,8 @@ def describe_listening(listening: dict[str, Any]) -> str:
         ended = f"{listening['outcome']} at chunk {listening['decision_chunk']}"
     line = f"states: {states or '-'} ({ended})"
     lat = listening["latencies"]
-    for key, label in (("decision_s", "decision"), ("first_token_s", "first text token")):
+    labels = (("decision_s", "decision"), ("first_token_s", "first text token"), ("first_unit_s", "first unit"))
+    for key, label in (*labels, ("first_audio_s", "first audio")):
         if lat.get(key) is not None:
             line += f"; {label} {1000 * lat[key]:.0f} ms after the end of speech"
     return line

@@ -104,14 +104,19 @@ class Turn:
     """When the first answer token existed."""
     last_token_s: float | None = None
     """When the answer ended."""
+    first_unit_s: float | None = None
+    """When the first unit of the spoken answer existed (frozen variant with a speech decoder)."""
+    first_audio_s: float | None = None
+    """When the first audio of the spoken answer existed."""
 
     @property
     def states(self) -> list[int]:
         return [d.state for d in self.decisions]
 
     def latencies(self) -> dict[str, float | None]:
-        """Seconds from the end of speech to the decision and to the first text token (None: did not happen), and
-        the audio heard after the end of speech before the decision."""
+        """Seconds from the end of speech to the decision, the first text token, the first unit and the first audio
+        of the spoken answer (None: did not happen), and the audio heard after the end of speech before the
+        decision."""
 
         def since_end(t: float | None) -> float | None:
             return None if t is None or self.speech_end_s is None else round(t - self.speech_end_s, 4)
@@ -121,6 +126,8 @@ class Turn:
         return {
             "decision_s": since_end(self.decision_s),
             "first_token_s": since_end(self.first_token_s),
+            "first_unit_s": since_end(self.first_unit_s),
+            "first_audio_s": since_end(self.first_audio_s),
             "decision_delay_audio_s": None if delay is None else round(delay, 4),
         }
 
@@ -199,6 +206,7 @@ class FrozenListener:
         self._adapter_history: torch.Tensor | None = None
         self._lm = CachedLM(self.model.lm)
         self._heard, self._answered = 0, False
+        self._answer_hidden: list[torch.Tensor] = []
         self._last_push_s: float | None = None
         self.turn = Turn()
         with torch.inference_mode():
@@ -359,8 +367,21 @@ class FrozenListener:
                 self.turn.first_token_s = time.perf_counter()
             yield token
             if step + 1 < max_new_tokens:
-                with torch.inference_mode():
-                    self._last_hidden = self._lm.feed(self._token_embeds([token]))[:, -1]
+                self._feed_answer_token(token)
+
+    def _feed_answer_token(self, token: int) -> None:
+        with torch.inference_mode():
+            self._last_hidden = self._lm.feed(self._token_embeds([token]))[:, -1]
+        self._answer_hidden.append(self._last_hidden)
+
+    def answer_hidden_states(self) -> torch.Tensor:
+        """(1, T, hidden) the LLM's last hidden states at the answer's T tokens (what the speech decoder's prefix
+        reads), feeding the tokens it has not read yet (the one that ended the answer)."""
+        if not self._answered or not self.turn.tokens:
+            raise ValueError("answer_hidden_states() needs an answered utterance with at least one token")
+        for token in self.turn.tokens[len(self._answer_hidden) :]:
+            self._feed_answer_token(token)
+        return torch.stack(self._answer_hidden[: len(self.turn.tokens)], 1)
 
 
 def _without_partial_end(text: str, end: str) -> str:

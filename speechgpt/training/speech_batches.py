@@ -18,7 +18,7 @@ import torch
 from speechgpt.training.batches import EvalBatch, MicroBatch
 
 IGNORE = -100
-LENGTHS = {"text_ids": "text_lengths", "prefix_ids": "prefix_lengths"}
+LENGTHS = {"text_ids": "text_lengths", "prefix_ids": "prefix_lengths", "context_ids": "context_lengths"}
 """Id sequences padded with 0 and given lengths; every other target is padded with IGNORE."""
 
 
@@ -27,23 +27,30 @@ class SpeechExample:
     id: str
     group: str
     """What evaluation reports it under (asr, question, ignore, noise)."""
-    features: torch.Tensor
-    """(frames, dim) float32."""
+    features: torch.Tensor | None
+    """(frames, dim) float32; None for examples of id sequences only (the speech decoder's text and units)."""
     targets: Mapping[str, Sequence[int]]
-    """Per batch key (ctc_targets, prefix_ids, text_ids, labels, state_labels) the clip's sequence."""
+    """Per batch key (ctc_targets, prefix_ids, text_ids, labels, state_labels, units) the example's sequence."""
 
     @property
     def frames(self) -> int:
+        """Its size for bucketing: feature frames, or (no features) its longest sequence."""
+        if self.features is None:
+            return max(len(sequence) for sequence in self.targets.values())
         return int(self.features.shape[0])
 
 
 def collate_speech(examples: Sequence[SpeechExample]) -> dict[str, torch.Tensor]:
-    """features (B, T, dim) zero-padded with feature_lengths, and each target right-padded (see LENGTHS)."""
-    longest = max(e.frames for e in examples)
-    features = examples[0].features.new_zeros(len(examples), longest, examples[0].features.shape[1])
-    for row, example in enumerate(examples):
-        features[row, : example.frames] = example.features
-    batch = {"features": features, "feature_lengths": torch.tensor([e.frames for e in examples])}
+    """features (B, T, dim) zero-padded with feature_lengths (when the examples have features), and each target
+    right-padded (see LENGTHS)."""
+    batch: dict[str, torch.Tensor] = {}
+    first = examples[0].features
+    if first is not None:
+        longest = max(e.frames for e in examples)
+        features = first.new_zeros(len(examples), longest, first.shape[1])
+        for row, example in enumerate(examples):
+            features[row, : example.frames] = example.features
+        batch = {"features": features, "feature_lengths": torch.tensor([e.frames for e in examples])}
     for key in examples[0].targets:
         sequences = [list(e.targets[key]) for e in examples]
         width = max(len(s) for s in sequences)

@@ -1,0 +1,150 @@
+"""Full-duplex conversation with the frozen-LLM variant over one audio stream (Freeze-Omni's duplex mode).
+
+    duplex = DuplexSession(session)            # a FrozenChatSession, with a speech decoder and vocoder to speak
+    for chunk in microphone_chunks():          # 16 kHz float32, any length (160 ms, the state head's chunk, is natural)
+        for event in duplex.push(chunk):
+            ...                                # DuplexEvent: speech_start, state, text, units, audio, interrupt, answer
+    duplex.finish()                            # the stream ended
+
+The microphone never stops. An energy detector starts an utterance when a chunk is louder than `vad_db` (Freeze-Omni
+puts a VAD there too); from then on the listener hears every chunk and the state head decides when the utterance
+ends: "answer" answers it, "ignore" drops it (noise, speech not addressed to the assistant). An answer plays on
+the input clock: its audio starts when it is made and lasts its length. An "answer" decision while an answer is
+still playing interrupts it: the rest is dropped, an "interrupt" event says how much had played, and the new
+question is answered. An "ignore" decision does not interrupt. The input is assumed echo-free (the assistant does
+not hear itself), as with a headset or an echo canceller.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from speechgpt.infer.frozen_session import FrozenChatSession
+from speechgpt.infer.listening import SAMPLE_RATE
+from speechgpt.infer.results import ChatResult
+from speechgpt.model.state_labels import STATE_NAMES
+
+DuplexKind = Literal["speech_start", "state", "text", "units", "audio", "interrupt", "answer", "ignore"]
+
+
+@dataclass
+class DuplexEvent:
+    """Something that happened on the stream. `at_s` is the input clock (seconds of audio pushed) when it happened.
+    - speech_start: the energy detector opened an utterance;
+    - state: the state head's decision `text` at the end of chunk `chunk` of the utterance;
+    - text / units / audio: the answer's next text piece, units, audio chunk (float32 at `sample_rate`);
+    - interrupt: the answer playing was cut; `played_s` of it had played;
+    - answer: an answer is complete (`result`); it plays from `at_s` for `result`'s audio length;
+    - ignore: the utterance was not for the assistant."""
+
+    kind: DuplexKind
+    at_s: float
+    text: str = ""
+    chunk: int | None = None
+    units: list[int] = field(default_factory=list)
+    audio: np.ndarray | None = field(default=None, repr=False)
+    sample_rate: int | None = None
+    result: ChatResult | None = None
+    played_s: float | None = None
+
+
+@dataclass(kw_only=True)
+class DuplexConfig:
+    vad_db: float = -45.0
+    """RMS level (dB full scale) of a pushed piece of audio that opens an utterance."""
+    speech: bool = True
+    """Answer in speech (when the session has a speech decoder and a vocoder), else in text."""
+
+
+class DuplexSession:
+    """One duplex conversation; not thread-safe (push from one thread)."""
+
+    def __init__(self, session: FrozenChatSession, config: DuplexConfig | None = None) -> None:
+        self.session, self.config = session, config or DuplexConfig()
+        self.listener = session.listener
+        self.clock_s = 0.0
+        """Seconds of audio pushed so far."""
+        self.playing_from_s = self.playing_until_s = 0.0
+        """The current answer's audio plays in [playing_from_s, playing_until_s) of the input clock."""
+        self.answers: list[ChatResult] = []
+        self.interruptions = 0
+        self._open = False
+
+    @property
+    def playing(self) -> bool:
+        return self.clock_s < self.playing_until_s
+
+    def push(self, samples: np.ndarray) -> list[DuplexEvent]:
+        """Hear the next piece of the stream; the events it caused, in order."""
+        wave = np.asarray(samples, dtype=np.float32).reshape(-1)
+        events: list[DuplexEvent] = []
+        if not self._open:
+            if _level_db(wave) < self.config.vad_db:
+                self.clock_s += wave.size / SAMPLE_RATE
+                return events
+            self._open = True
+            self.listener.reset()
+            events.append(DuplexEvent("speech_start", self.clock_s))
+        self.clock_s += wave.size / SAMPLE_RATE
+        decisions = self.listener.push(wave)
+        events += [DuplexEvent("state", self.clock_s, STATE_NAMES[d.state], chunk=d.chunk) for d in decisions]
+        return events + self._after_decisions()
+
+    def finish(self) -> list[DuplexEvent]:
+        """The stream ended: an open utterance is decided at its last chunk (and answered at its end when the
+        state head said nothing, as `ListenConfig.answer_at_end` asks)."""
+        if not self._open:
+            return []
+        decisions = self.listener.finish()
+        events = [DuplexEvent("state", self.clock_s, STATE_NAMES[d.state], chunk=d.chunk) for d in decisions]
+        if self.listener.turn.outcome is None and self.listener.config.answer_at_end:
+            self.listener.force_answer()
+        return events + self._after_decisions()
+
+    def _after_decisions(self) -> list[DuplexEvent]:
+        outcome = self.listener.turn.outcome
+        if outcome is None:
+            return []
+        self._open = False
+        if outcome == "ignore":
+            return [DuplexEvent("ignore", self.clock_s)]
+        events = []
+        if self.playing:
+            self.interruptions += 1
+            events.append(DuplexEvent("interrupt", self.clock_s, played_s=round(self.clock_s - self.playing_from_s, 4)))
+            self.playing_until_s = self.clock_s
+        return events + self._answer()
+
+    def _answer(self) -> list[DuplexEvent]:
+        events, start = [], time.perf_counter()
+        for event in self.session.answer_turn(start, spoken=True, speech=self.config.speech):
+            if event.kind == "done" and event.result is not None:
+                result = event.result
+                self.answers.append(result)
+                seconds = (
+                    len(result.audio) / result.sample_rate if result.audio is not None and result.sample_rate else 0.0
+                )
+                self.playing_from_s, self.playing_until_s = self.clock_s, self.clock_s + seconds
+                events.append(DuplexEvent("answer", self.clock_s, result.answer.text or "", result=result))
+            elif event.kind in ("text", "units", "audio"):
+                events.append(
+                    DuplexEvent(
+                        event.kind,  # type: ignore[arg-type]
+                        self.clock_s,
+                        event.text,
+                        units=list(event.units),
+                        audio=event.audio,
+                        sample_rate=event.sample_rate,
+                    )
+                )
+        return events
+
+
+def _level_db(wave: np.ndarray) -> float:
+    if not wave.size:
+        return float("-inf")
+    return float(10 * np.log10(max(float(np.mean(wave.astype(np.float64) ** 2)), 1e-12)))

@@ -1,0 +1,84 @@
+"""The frozen-LLM variant's spoken answers: its speech decoder reads the answer's tokens (through the frozen LLM's
+token embeddings) and the LLM's last hidden states at them (through the prefix decoder), and writes merged units
+one at a time, which a unit vocoder voices, streamed or whole (speechgpt.infer.speaking.AnswerVoice).
+
+    speaker = load_answer_speaker("out/demo/frozen_speak/final", frozen)   # frozen: load_frozen_model(...)
+    for unit in speaker.units(turn.tokens, listener.answer_hidden_states()):
+        ...
+
+The decoder must have been fitted to this LLM (its weights fingerprint is checked): after a backbone swap, re-align
+it with `speechgpt train frozen-speak backbone=<new LLM> init=<old decoder>`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from speechgpt.infer.frozen_loading import FrozenModel
+from speechgpt.model.frozen_speaker import load_speech_decoder, read_decoder_meta
+from speechgpt.model.speech_decoder import SpeechDecoder
+
+log = logging.getLogger(__name__)
+
+
+class AnswerSpeaker:
+    """Units of an answer from its tokens and the LLM's hidden states at them (greedy, key/value cached)."""
+
+    def __init__(
+        self,
+        decoder: SpeechDecoder,
+        lm: Any,
+        *,
+        units_per_token: int = 16,
+        min_units: int = 2,
+        meta: dict | None = None,
+    ) -> None:
+        self.decoder, self.lm = decoder, lm
+        self.units_per_token, self.min_units = units_per_token, min_units
+        self.meta = meta or {}
+        self.use_prefix = self.meta.get("stage", "frozen-speak") == "frozen-speak"
+        """A `frozen-tts` decoder's prefix decoder never trained: it is left out."""
+
+    @property
+    def num_units(self) -> int:
+        return self.decoder.num_units
+
+    def units(self, tokens: Sequence[int], hidden: torch.Tensor) -> Iterator[int]:
+        """Merged units of the answer whose token ids are `tokens`, `hidden` (1, len(tokens), hidden_size) the
+        LLM's last hidden states at them; at most `units_per_token` units per token."""
+        if not tokens:
+            return
+        if hidden.shape[1] != len(tokens):
+            raise ValueError(f"{len(tokens)} answer tokens but {hidden.shape[1]} hidden states")
+        device = self.decoder.head.weight.device
+        with torch.inference_mode():
+            ids = torch.tensor([list(tokens)], device=device)
+            embeds = self.lm.get_input_embeddings()(ids).float()
+            lengths = torch.tensor([len(tokens)], device=device)
+            prefix = self.decoder.prefix(hidden.to(device), lengths) if self.use_prefix else None
+        limit = min(self.units_per_token * len(tokens), self.decoder.max_positions - len(tokens) - 1)
+        yield from self.decoder.generate(embeds, prefix, max_units=limit, min_units=self.min_units)
+
+
+def load_answer_speaker(folder: str | Path, frozen: FrozenModel, **options: Any) -> AnswerSpeaker:
+    """The speech decoder of `folder` around the frozen variant's LLM; it must have been fitted to that LLM."""
+    meta = read_decoder_meta(folder)
+    fitted, ours = meta.get("lm_fingerprint"), frozen.meta.get("lm_fingerprint")
+    if fitted != ours:
+        raise ValueError(
+            f"{folder}: this speech decoder was fitted to another LLM ({meta.get('backbone')}) than "
+            f"{frozen.source} listens with; re-align it: speechgpt train frozen-speak init={folder} "
+            f"backbone={frozen.meta.get('backbone')}"
+        )
+    if meta.get("stage") != "frozen-speak":
+        log.warning(
+            "%s: stage %s trained no prefix decoder; answers are voiced from tokens alone", folder, meta.get("stage")
+        )
+    decoder = load_speech_decoder(folder)
+    decoder.to(next(frozen.model.parameters()).device).eval()
+    return AnswerSpeaker(decoder, frozen.model.lm, meta=meta, **options)

@@ -1,0 +1,111 @@
+"""The frozen variant's speech decoder: cached generation equals the teacher-forced greedy reading of the same
+sequence, with and without a prefix; it learns text -> units; parts train alone; a backbone of another width keeps
+the AR decoder and rebuilds what reads the LLM."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from speechgpt.model.frozen_speaker import FrozenSpeaker, load_speech_decoder, save_speech_decoder
+from speechgpt.model.speech_decoder import IGNORE, build_speech_decoder
+
+HIDDEN, UNITS = 24, 12
+
+
+def small_decoder(**kw: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_speech_decoder(
+        hidden_size=HIDDEN, num_units=UNITS, dim=32, heads=2, prefix_layers=1, ar_layers=2, dropout=0.0, **kw
+    ).eval()
+
+
+def teacher_forced_greedy(decoder, embeds, prefix, units: list[int], min_units: int) -> list[int]:
+    """The greedy choice at each position of the whole sequence read at once, under generate's rules."""
+    target = torch.tensor([[*units, IGNORE]])  # one more position: the one that must choose EOS
+    lengths = torch.tensor([embeds.shape[1]])
+    plen = torch.tensor([prefix.shape[1]]) if prefix is not None else None
+    with torch.no_grad():
+        logits, _ = decoder._teacher_forced(embeds, lengths, target[:, :-1], prefix, plen)
+    start = (prefix.shape[1] if prefix is not None else 0) + embeds.shape[1]
+    picks, previous = [], None
+    for step in range(len(units) + 1):
+        row = logits[0, start + step].clone()
+        if previous is not None:
+            row[previous] = float("-inf")
+        if step < min_units:
+            row[decoder.eos] = float("-inf")
+        picks.append(int(row.argmax()))
+        previous = picks[-1]
+    return picks
+
+
+@pytest.mark.parametrize("with_prefix", [False, True])
+def test_cached_generation_equals_the_whole_sequence_read_at_once(with_prefix: bool) -> None:
+    decoder = small_decoder()
+    torch.manual_seed(1)
+    embeds = torch.randn(1, 5, HIDDEN)
+    prefix = decoder.prefix(torch.randn(1, 5, HIDDEN), torch.tensor([5])).detach() if with_prefix else None
+    units = list(decoder.generate(embeds, prefix, max_units=30, min_units=3))
+    assert len(units) >= 3
+    assert all(a != b for a, b in itertools.pairwise(units)), "merged units never repeat"
+    whole = teacher_forced_greedy(decoder, embeds, prefix, units, min_units=3)
+    stopped = len(units) < 30
+    assert whole[: len(units)] == units
+    if stopped:
+        assert whole[len(units)] == decoder.eos
+
+
+def test_it_learns_text_to_units() -> None:
+    decoder = small_decoder()
+    decoder.train()
+    embeds = torch.randn(2, 4, HIDDEN)
+    units = torch.tensor([[1, 2, 3, 4, 5], [7, 6, 5, IGNORE, IGNORE]])
+    lengths = torch.tensor([4, 3])
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        parts = decoder.loss(embeds, lengths, units)
+        first = first if first is not None else float(parts["units"])
+        optimizer.zero_grad()
+        parts["loss"].backward()
+        optimizer.step()
+    assert float(parts["units"]) < 0.1 * first and float(parts["accuracy"]) == 1.0
+    decoder.eval()
+    assert list(decoder.generate(embeds[:1], None, max_units=20)) == [1, 2, 3, 4, 5]
+    assert list(decoder.generate(embeds[1:2, :3], None, max_units=20)) == [7, 6, 5]
+
+
+def test_set_trainable_trains_only_the_named_parts() -> None:
+    decoder = small_decoder()
+    count = decoder.set_trainable(["prefix"])
+    trainable = {name.split(".")[0] for name, p in decoder.named_parameters() if p.requires_grad}
+    assert trainable == {"prefix_in", "prefix_positions", "prefix_blocks", "prefix_norm"}
+    assert count == sum(p.numel() for p in decoder.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="trainable must name"):
+        decoder.set_trainable(["encoder"])
+
+
+class _TinyLM(torch.nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(10, width)
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.embed
+
+
+def test_another_width_rebuilds_what_reads_the_llm_and_keeps_the_ar_decoder(tmp_path: Path) -> None:
+    decoder = small_decoder()
+    save_speech_decoder(FrozenSpeaker(_TinyLM(HIDDEN), decoder), tmp_path, stage="frozen-tts")
+    same = load_speech_decoder(tmp_path)
+    assert all(
+        torch.equal(a, b) for a, b in zip(same.state_dict().values(), decoder.state_dict().values(), strict=True)
+    )
+    wider = load_speech_decoder(tmp_path, hidden_size=40)
+    assert wider.prenet[1].in_features == 40 and wider.prefix_in[1].in_features == 40
+    assert torch.equal(wider.head.weight, decoder.head.weight)
+    assert torch.equal(wider.blocks[0].qkv.weight, decoder.blocks[0].qkv.weight)
