@@ -95,6 +95,9 @@ class Config(ChatSetup):
     """One-shot: print one JSON object (transcript, text, units, audio path, timings, problems) instead of text."""
     answers_dir: Path = Path("out/chat")
     """Interactive: each spoken answer is written here as turn-NNN.wav."""
+    duplex: bool = False
+    """Frozen variant, with --audio: stream the file as a live conversation (several questions, interruptions;
+    speechgpt.app.duplex_chat); --out gets the assistant's output track."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -103,6 +106,8 @@ class Config(ChatSetup):
         one_shot = self.audio is not None or self.text is not None
         if not one_shot and (self.out is not None or self.json):
             raise ValueError("--out and --json are for one-shot use: add --audio FILE or --text '...'")
+        if self.duplex and self.audio is None:
+            raise ValueError("--duplex streams a recording: add --audio FILE")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text", help="one-shot: ask this typed question (never read as a file name)")
     parser.add_argument("--out", type=Path, help="one-shot: write the spoken answer to this WAV")
     parser.add_argument("--json", action="store_true", default=None, help="one-shot: print one JSON object")
+    parser.add_argument("--duplex", action="store_true", default=None, help="frozen variant: --audio as a live stream")
     parser.add_argument(
         "--mode",
         dest="session.reply",
@@ -210,7 +216,10 @@ def load_chat_app(setup: ChatSetup) -> ChatApp:
     if not Path(setup.model).exists():
         raise FileNotFoundError(f"model folder not found: {setup.model} (set `model=...`)")
     frozen = resolve_variant(setup.model, setup.variant) == "frozen"
-    for key in ("base", "speech_decoder", "vocoder") if frozen else ("base", "kmeans", "vocoder"):
+    speaks = not frozen or setup.speech_decoder is not None  # a frozen variant without a decoder needs no vocoder
+    for key in (
+        ("base", "speech_decoder", *(["vocoder"] if speaks else [])) if frozen else ("base", "kmeans", "vocoder")
+    ):
         path = getattr(setup, key)
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"{key} folder not found: {path} (set `{key}=...`; None leaves it out)")
@@ -261,7 +270,12 @@ def run(cfg: Config) -> Path:
             audio = read_question_audio(cfg.audio) if cfg.audio is not None else None
             if cfg.text is not None and not cfg.text.strip():
                 raise ValueError("--text is empty")
-            summary = _one_shot(load_chat_app(cfg), cfg, audio)
+            if cfg.duplex and audio is not None:
+                from speechgpt.app.duplex_chat import run_duplex
+
+                summary = run_duplex(load_chat_app(cfg), audio, cfg.out, quiet=cfg.json)
+            else:
+                summary = _one_shot(load_chat_app(cfg), cfg, audio)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         if cfg.json:
             print(json.dumps({"error": str(err)}), file=stdout, flush=True)

@@ -10,6 +10,7 @@ PNG plots and example conversations (question audio, transcript, text answer, an
 - `variants.unified` and `variants.frozen`, each with
   - `s2t_accuracy` and `s2s_accuracy`: `{all, seen_voices, heldout_voices}` (null where the variant has no such
     output), and `direct_s2t_accuracy` for the unified variant (speech -> answer with no transcript) when measured;
+  - `t2s_accuracy`: typed questions answered in speech (the speech output alone, listening aside);
   - `text_accuracy_after`, `heldout_text_loss_after`: the same text probe after the variant's training (forgetting);
   - `asr_wer`: `{seen_voices, heldout_voices}`, WER of the model's transcripts of the test questions, with
     `asr_exact` and `asr_content_words` beside it (speechgpt.eval.transcript_scores); `asr_wer_sentences`: WER on
@@ -172,6 +173,7 @@ def unified_variant(cfg: Config, qa: dict[str, Any], answers: list[dict[str, Any
         "s2t_accuracy": by_group(qa, "text_correct", qa["text_accuracy"]),
         "direct_s2t_accuracy": direct,
         "s2s_accuracy": by_group(qa, "spoken_correct", qa.get("spoken_accuracy")),
+        "t2s_accuracy": (qa.get("typed") or {}).get("t2s_accuracy"),
         **text_after(cfg.unified_text, "unified"),
         "asr_wer": {name: t.get("wer") for name, t in transcripts.items()},
         "asr_exact": {name: t.get("exact") for name, t in transcripts.items()},
@@ -192,6 +194,7 @@ def frozen_variant(cfg: Config, qa: dict[str, Any]) -> dict[str, Any]:
     return {
         "s2t_accuracy": by_group(qa, "s2t_correct", qa["s2t_accuracy"]),
         "s2s_accuracy": by_group(qa, "spoken_correct", qa.get("spoken_accuracy")),
+        "t2s_accuracy": (qa.get("typed") or {}).get("t2s_accuracy"),
         "state_accuracy": qa.get("state", {}).get("accuracy"),
         **text_after(cfg.frozen_text, "frozen"),
         "asr_wer": None,

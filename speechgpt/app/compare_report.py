@@ -56,6 +56,7 @@ def markdown(report: dict[str, Any], examples: dict[str, list[dict[str, Any]]]) 
     for key, label in (("s2t_accuracy", "S2T accuracy"), ("s2s_accuracy", "S2S accuracy")):
         for group, words in GROUPS:
             row(f"{label}, {words}", percent((u[key] or {}).get(group)), percent((f[key] or {}).get(group)))
+    row("T2S accuracy: typed questions, spoken answers", percent(u.get("t2s_accuracy")), percent(f.get("t2s_accuracy")))
     direct = u.get("direct_s2t_accuracy") or {}
     row("S2T accuracy, direct (no transcript), held-out voices", percent(direct.get("heldout_voices")), "-")
     row("text accuracy after training", percent(u["text_accuracy_after"]), percent(f["text_accuracy_after"]))
@@ -66,11 +67,12 @@ def markdown(report: dict[str, Any], examples: dict[str, list[dict[str, Any]]]) 
         u_sent, f_sent = u["asr_wer_sentences"] or {}, f["asr_wer_sentences"] or {}
         row(f"ASR WER, unseen sentences, {words}", percent(u_sent.get(group)), percent(f_sent.get(group)))
     row("end of speech -> first audio, p50 / p90", seconds(u["ttfa_s"]), seconds(f["ttfa_s"]))
-    row(
-        "end of speech -> first text token, p50 / p90",
-        seconds(u["latency_s"]["first_token"]),
-        seconds(f["latency_s"]["first_token"]),
-    )
+    for component, label in (("first_token", "first text token"), ("first_unit", "first answer unit")):
+        row(
+            f"end of speech -> {label}, p50 / p90",
+            seconds(u["latency_s"].get(component)),
+            seconds(f["latency_s"].get(component)),
+        )
     row("parameters trained", f"{u['params_trained']:,}", f"{f['params_trained']:,}")
     row("training time (steps only)", f"{u['train_seconds']:.0f} s", f"{f['train_seconds']:.0f} s")
     lines += ["", "![loss curves](loss_curves.png)", "![accuracy](accuracy.png)", "![latency](latency.png)", ""]

@@ -50,8 +50,10 @@ STEPS = [
     "frozen_ctc",  # frozen-LLM variant: a streaming speech encoder trained as a CTC recognizer
     "frozen_asr",  # encoder + adapter + prompts into the frozen backbone, which says the transcript
     "frozen_qa",  # prompts + state head: spoken questions answered by the frozen backbone, when to answer
+    "frozen_tts",  # its speech decoder learns text -> units from the answer voice, over the backbone's embeddings
+    "frozen_speak",  # the prefix decoder learns to read the backbone's hidden states of its answers
     "frozen_eval_asr",  # the frozen variant's WER on the same examples as eval_asr
-    "frozen_spoken_qa",  # the frozen variant listens to the same spoken questions as spoken_qa, answers in text
+    "frozen_spoken_qa",  # the frozen variant listens to the same spoken questions as spoken_qa, answers in speech
     "eval_text_frozen",  # the text probe through the frozen variant's LLM: unchanged by construction
     "compare",  # both variants side by side: out/demo/report/report.md and report.json
 ]
@@ -184,6 +186,12 @@ def headline(results: dict[str, Any]) -> str:
             f"frozen variant, spoken test questions answered in text: {100 * frozen_qa['s2t_accuracy']:.0f}% "
             f"({groups}); answered at the question's end {100 * frozen_qa['state']['accuracy']:.0f}%"
         )
+        if frozen_qa.get("spoken_accuracy") is not None:
+            typed = frozen_qa.get("typed") or {}
+            said = f"; typed questions, spoken answers {100 * typed['t2s_accuracy']:.0f}%" if typed else ""
+            lines.append(
+                f"frozen variant, spoken answers correct (judge): {100 * frozen_qa['spoken_accuracy']:.0f}%{said}"
+            )
     qa = results.get("spoken_qa")
     if qa:
         example = qa["example"]

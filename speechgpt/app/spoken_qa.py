@@ -15,12 +15,16 @@ units -> vocoder), and the Whisper judge transcribes the spoken answer:
 Both variants report accuracy by voice group (`by_voices`): "held_out" voices never trained, "training" voices are
 the speakers of the `speech` corpus' train split, heard in new renditions (the held-out questions) when
 `seen_voices_speech` gives them. The frozen-LLM variant (a frozen model folder, or `variant=frozen`) listens to each
-question as a stream and answers in text (no speech out yet, so no judge): `s2t_accuracy` overall and by voices,
-the state head's decisions (`state`: answered at the end of the question, not inside it; premature, ignored or
-undecided otherwise) and the latencies from the end of speech (`latency`: p50/p90 of the decision and of the first
-text token), printed as a short table. The text answer is the one the stream gives: where the state head said
-"answer" (a premature decision answers a partial question), at the end when it never decided
-(`listening.answer_at_end`), none when it said "ignore" (scored wrong).
+question as a stream and answers in text, then (given `speech_decoder` and a vocoder) in speech, which the judge
+hears: `s2t_accuracy` and `spoken_accuracy` overall and by voices, the state head's decisions (`state`: answered
+at the end of the question, not inside it; premature, ignored or undecided otherwise) and the latencies from the
+end of speech (`latency`: p50/p90 of the decision, the first text token, the first unit, the first audio), printed
+as a short table. The text answer is the one the stream gives: where the state head said "answer" (a premature
+decision answers a partial question), at the end when it never decided (`listening.answer_at_end`), none when it
+said "ignore" (scored wrong).
+
+With spoken answers, each question is also asked typed (`typed`, speechgpt.app.typed_qa): `typed.t2s_accuracy` is
+how well the variant says answers with no listening involved, the ceiling of its S2S accuracy.
 
 The first question and its spoken answer are written as question.wav and answer.wav.
 """
@@ -59,6 +63,8 @@ class Config(ChatSetup):
     seen_voices_speech: Path | None = None
     """Question audio of the same split spoken by training voices (e.g. `speechgpt corpus synth qa=...` with training
     voices as its `heldout_voices`): asked too, so accuracy is reported on training voices beside held-out ones."""
+    typed: bool = True
+    """Also ask each question typed and judge its spoken answer (T2S: the speech output alone); speech replies only."""
     audio_examples: int = 4
     """Questions whose audio (and spoken answer) are kept under examples/, spread over the voice groups."""
     out: Path = Path("out/demo/spoken_qa")
@@ -86,6 +92,18 @@ def run(cfg: Config) -> Path:
     clips = question_clips(cfg, questions)
     app = load_chat_app(cfg)
     rows, report = run_frozen(app, clips, cfg) if app.variant == "frozen" else run_unified(app, clips, cfg)
+    if cfg.typed and app.speaks and cfg.session.reply != "text":
+        from speechgpt.app.typed_qa import ask_typed
+        from speechgpt.eval.judge import load_judge
+
+        typed_rows, report["typed"] = ask_typed(app, questions, load_judge())
+        atomic_write_text(cfg.out / "typed_answers.jsonl", "".join(json.dumps(r) + "\n" for r in typed_rows))
+        typed = report["typed"]
+        print(
+            f"  typed questions, spoken answers (T2S): {100 * typed['t2s_accuracy']:.1f}% of {typed['questions']}"
+            f" (text answers right {100 * typed['t2t_accuracy']:.1f}%)",
+            flush=True,
+        )
     atomic_write_text(cfg.out / "answers.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_text(cfg.out / "report.json", json.dumps(report, indent=2) + "\n")
     log.info("spoken QA: %s", {k: v for k, v in report.items() if k != "example"})

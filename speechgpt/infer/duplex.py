@@ -71,6 +71,8 @@ class DuplexSession:
         self.playing_from_s = self.playing_until_s = 0.0
         """The current answer's audio plays in [playing_from_s, playing_until_s) of the input clock."""
         self.answers: list[ChatResult] = []
+        self.played: list[list[float]] = []
+        """Per answer, [from_s, until_s]: when it played on the input clock (cut short by an interruption)."""
         self.interruptions = 0
         self._open = False
 
@@ -116,7 +118,7 @@ class DuplexSession:
         if self.playing:
             self.interruptions += 1
             events.append(DuplexEvent("interrupt", self.clock_s, played_s=round(self.clock_s - self.playing_from_s, 4)))
-            self.playing_until_s = self.clock_s
+            self.playing_until_s = self.played[-1][1] = self.clock_s
         return events + self._answer()
 
     def _answer(self) -> list[DuplexEvent]:
@@ -129,11 +131,12 @@ class DuplexSession:
                     len(result.audio) / result.sample_rate if result.audio is not None and result.sample_rate else 0.0
                 )
                 self.playing_from_s, self.playing_until_s = self.clock_s, self.clock_s + seconds
+                self.played.append([self.playing_from_s, self.playing_until_s])
                 events.append(DuplexEvent("answer", self.clock_s, result.answer.text or "", result=result))
             elif event.kind in ("text", "units", "audio"):
                 events.append(
                     DuplexEvent(
-                        event.kind,  # type: ignore[arg-type]
+                        event.kind,
                         self.clock_s,
                         event.text,
                         units=list(event.units),
@@ -142,6 +145,21 @@ class DuplexSession:
                     )
                 )
         return events
+
+    def output_track(self) -> tuple[np.ndarray, int]:
+        """What the assistant said, on the input clock: each answer's audio from when it started playing, cut
+        where it was interrupted; silence elsewhere. (samples, sample rate)."""
+        rates = {r.sample_rate for r in self.answers if r.audio is not None and r.sample_rate}
+        rate = rates.pop() if len(rates) == 1 else SAMPLE_RATE
+        end = max([until for _, until in self.played] + [self.clock_s])
+        track = np.zeros(round(end * rate), np.float32)
+        for result, (start, until) in zip(self.answers, self.played, strict=True):
+            if result.audio is None or not result.audio.size:
+                continue
+            first = round(start * rate)
+            audio = result.audio[: max(0, round(until * rate) - first)]
+            track[first : first + audio.size] = audio[: track.size - first]
+        return track, rate
 
 
 def _level_db(wave: np.ndarray) -> float:

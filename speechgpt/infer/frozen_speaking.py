@@ -34,12 +34,13 @@ class AnswerSpeaker:
         decoder: SpeechDecoder,
         lm: Any,
         *,
-        units_per_token: int = 16,
+        units_per_token: int = 24,
+        floor_units: int = 48,
         min_units: int = 2,
         meta: dict | None = None,
     ) -> None:
         self.decoder, self.lm = decoder, lm
-        self.units_per_token, self.min_units = units_per_token, min_units
+        self.units_per_token, self.floor_units, self.min_units = units_per_token, floor_units, min_units
         self.meta = meta or {}
         self.use_prefix = self.meta.get("stage", "frozen-speak") == "frozen-speak"
         """A `frozen-tts` decoder's prefix decoder never trained: it is left out."""
@@ -50,7 +51,8 @@ class AnswerSpeaker:
 
     def units(self, tokens: Sequence[int], hidden: torch.Tensor) -> Iterator[int]:
         """Merged units of the answer whose token ids are `tokens`, `hidden` (1, len(tokens), hidden_size) the
-        LLM's last hidden states at them; at most `units_per_token` units per token."""
+        LLM's last hidden states at them; at most `units_per_token` units per token or `floor_units` (a one-token
+        answer, its silences included, takes up to ~30 merged units)."""
         if not tokens:
             return
         if hidden.shape[1] != len(tokens):
@@ -61,7 +63,8 @@ class AnswerSpeaker:
             embeds = self.lm.get_input_embeddings()(ids).float()
             lengths = torch.tensor([len(tokens)], device=device)
             prefix = self.decoder.prefix(hidden.to(device), lengths) if self.use_prefix else None
-        limit = min(self.units_per_token * len(tokens), self.decoder.max_positions - len(tokens) - 1)
+        wanted = max(self.units_per_token * len(tokens), self.floor_units)
+        limit = min(wanted, self.decoder.max_positions - len(tokens) - 1)
         yield from self.decoder.generate(embeds, prefix, max_units=limit, min_units=self.min_units)
 
 

@@ -88,6 +88,10 @@ class SpeechDecoder(nn.Module):
         """The builder's arguments (set by `build_speech_decoder`)."""
 
     @property
+    def dtype(self) -> torch.dtype:
+        return self.head.weight.dtype
+
+    @property
     def part_names(self) -> dict[str, list[nn.Module]]:
         """The modules each output stage may train: the pre-net, the prefix decoder, the AR decoder."""
         prefix = [self.prefix_in, self.prefix_positions, self.prefix_blocks, self.prefix_norm]
@@ -108,7 +112,7 @@ class SpeechDecoder(nn.Module):
     def prefix(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, P, hidden_size) LLM hidden states -> (B, P, dim) prefix, attending within each row's `lengths`."""
         steps = torch.arange(hidden.shape[1], device=hidden.device)
-        x = self.prefix_in(hidden.to(self.prefix_in[1].weight.dtype)) + self.prefix_positions(steps)[None]
+        x = self.prefix_in(hidden.to(self.dtype)) + self.prefix_positions(steps)[None]
         valid = steps[None, :] < lengths[:, None]
         mask = valid[:, None, None, :]
         for block in self.prefix_blocks:
@@ -141,7 +145,7 @@ class SpeechDecoder(nn.Module):
         prefix_lengths: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, L, num_units + 1) over the assembled rows and their targets (IGNORE where none)."""
-        text = self.prenet(token_embeds.to(self.prenet[1].weight.dtype))
+        text = self.prenet(token_embeds.to(self.dtype))
         unit_lengths = (units != IGNORE).sum(1)
         rows, targets, sizes = [], [], []
         for b in range(text.shape[0]):
@@ -180,7 +184,7 @@ class SpeechDecoder(nn.Module):
     ) -> Iterator[int]:
         """Greedy merged units of one answer, one at a time (key/value cache): token_embeds (1, T, hidden_size),
         prefix (1, P, dim) or None. Stops at EOS or after `max_units`; never repeats the previous unit."""
-        text = self.prenet(token_embeds.to(self.prenet[1].weight.dtype))[0]
+        text = self.prenet(token_embeds.to(self.dtype))[0]
         t = text.shape[0]
         body = torch.cat([text, self.unit_embed.weight[self.bos][None]])
         x = body + self.positions(torch.arange(t + 1, device=body.device).clamp(max=self.max_positions - 1))

@@ -49,6 +49,8 @@ def collate_speech(examples: Sequence[SpeechExample]) -> dict[str, torch.Tensor]
         longest = max(e.frames for e in examples)
         features = first.new_zeros(len(examples), longest, first.shape[1])
         for row, example in enumerate(examples):
+            if example.features is None:
+                raise ValueError(f"{example.id}: no features, in a batch of examples that have them")
             features[row, : example.frames] = example.features
         batch = {"features": features, "feature_lengths": torch.tensor([e.frames for e in examples])}
     for key in examples[0].targets:

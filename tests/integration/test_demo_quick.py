@@ -20,6 +20,9 @@ FILLED = [
             "s2t_accuracy.all",
             "s2t_accuracy.seen_voices",
             "s2t_accuracy.heldout_voices",
+            "s2s_accuracy.seen_voices",
+            "s2s_accuracy.heldout_voices",
+            "t2s_accuracy",
             "text_accuracy_after",
             "heldout_text_loss_after",
             "asr_wer_sentences.seen_voices",
@@ -28,8 +31,6 @@ FILLED = [
             "train_seconds",
         )
     ),
-    "variants.unified.s2s_accuracy.seen_voices",
-    "variants.unified.s2s_accuracy.heldout_voices",
     "variants.unified.direct_s2t_accuracy.seen_voices",
     "variants.unified.direct_s2t_accuracy.heldout_voices",
     "variants.unified.asr_wer.seen_voices",
@@ -41,8 +42,14 @@ FILLED = [
     "variants.unified.latency_s.first_token.p90",
     "variants.frozen.state_accuracy",
 ]
-# null until the frozen variant speaks (issue 16), or where a quick run's untrained state head never said "answer"
-MAY_BE_NULL = ["variants.frozen.ttfa_s", "variants.frozen.latency_s.decision", "variants.frozen.latency_s.first_token"]
+# null where a quick run's untrained state head never said "answer" (latencies count from its decision)
+MAY_BE_NULL = [
+    "variants.frozen.ttfa_s",
+    *(
+        f"variants.frozen.latency_s.{component}"
+        for component in ("decision", "first_token", "first_unit", "first_audio")
+    ),
+]
 
 
 def lookup(report: dict, dotted: str) -> object:

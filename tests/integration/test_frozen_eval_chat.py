@@ -16,7 +16,7 @@ from speechgpt.data.audio import read_audio, write_audio
 from speechgpt.data.corpus import write_corpus_dataset
 from speechgpt.infer.frozen_loading import load_frozen_model
 from speechgpt.infer.listening import FrozenListener
-from tests.chat_fixtures import chirp, make_frozen_model
+from tests.chat_fixtures import chirp, make_frozen_model, make_speech_decoder, make_vocoder
 
 MAX_NEW_TOKENS = 4
 
@@ -114,6 +114,28 @@ def test_a_head_that_answers_at_once_is_premature_with_latencies(
     assert latency["decision_s"]["p90"] <= latency["first_token_s"]["p90"]
     assert latency["decision_delay_audio_s"]["p90"] < 0  # decided inside the question
     assert "inside it 100.0%" in printed and "end of speech -> first text token: p50 " in printed
+
+
+def test_with_a_speech_decoder_the_answers_are_spoken_and_judged(
+    qa_set: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    decoder = make_speech_decoder(qa_set["model"], tmp_path / "decoder")
+    vocoder = make_vocoder(tmp_path / "vocoder")
+    args = [*eval_args(qa_set, qa_set["model"], tmp_path / "speak"), f"speech_decoder={decoder}", f"vocoder={vocoder}"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    out = tmp_path / "speak"
+    report = json.loads((out / "report.json").read_text())
+    assert report["spoken_accuracy"] is not None and set(report["by_voices"]["held_out"]) >= {"spoken_correct"}
+    for key in ("first_unit_s", "first_audio_s"):  # every question answered (at the end of its audio), spoken
+        assert report["latency"][key] is None  # measured from a decision this head never made
+    rows = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert all(r["units"] > 0 and isinstance(r["heard"], str) for r in rows)
+    assert (out / "answer.wav").is_file()
+    typed = report["typed"]
+    assert typed["questions"] == 2 and 0 <= typed["t2s_accuracy"] <= 1 and typed["t2t_accuracy"] in (0.0, 0.5, 1.0)
+    assert len((out / "typed_answers.jsonl").read_text().splitlines()) == 2
+    assert "answered in text and speech" in printed and "S2S accuracy: " in printed and "(T2S)" in printed
 
 
 def test_frozen_eval_asr_transcribes_the_examples_clips(

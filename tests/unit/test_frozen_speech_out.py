@@ -128,3 +128,24 @@ def test_duplex_speech_not_for_the_assistant_does_not_interrupt(tmp_path: Path) 
     events = [e for piece in pieces(chirp(1.0)) for e in duplex.push(piece)]
     kinds = [e.kind for e in events]
     assert "ignore" in kinds and "answer" not in kinds and "interrupt" not in kinds and not duplex.answers
+
+
+def test_chat_duplex_streams_a_recording_and_writes_the_output_track(tmp_path: Path, capsys) -> None:
+    from speechgpt.app import chat
+    from speechgpt.data.audio import read_audio, write_audio
+
+    parts = make_parts(tmp_path, ANSWER)
+    recording = tmp_path / "talk.wav"
+    write_audio(recording, np.concatenate([np.zeros(8000, np.float32), chirp(1.5)]), 16_000)
+    cfg = chat.Config(
+        model=parts["model"], speech_decoder=parts["decoder"], vocoder=parts["vocoder"], audio=recording,
+        duplex=True, out=tmp_path / "assistant.wav",
+    )  # fmt: skip
+    cfg.session.sampling.max_new_tokens = 6
+    chat.run(cfg)
+    printed = capsys.readouterr().out
+    assert (
+        "[  0.48 s] listening" in printed
+    )  # the 160 ms chunk in which the speech begins and "interrupted" in printed and "answer:" in printed
+    track = read_audio(tmp_path / "assistant.wav")
+    assert track.samples.size and np.abs(track.samples).max() > 0
