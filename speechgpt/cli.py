@@ -99,6 +99,9 @@ COMMANDS: dict[tuple[str, ...], Command] = {
         launches=True,
     ),
     ("vocoder", "synth"): Command("vocoder.synth", "units (dataset rows, a file or a string) -> WAV files"),
+    ("vocoder", "codec-units"): Command(
+        "vocoder.codec_units", "a corpus as EnCodec codes (units contract) and the vocoder folder that decodes them"
+    ),
     ("eval", "resynth"): Command(
         "speechgpt.app.resynth", "held-out sentences -> units -> vocoder: WER/CER, DNSMOS and MCD beside the originals"
     ),

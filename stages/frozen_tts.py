@@ -9,6 +9,7 @@ fingerprint, backbone, units encoder tag, what trained), which `frozen-speak` st
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -48,6 +49,9 @@ class Config:
     """Size of the speech decoder (its input width comes from the backbone)."""
     train_split: str = "train"
     """Corpus split of the clips used (other splits hold held-out voices)."""
+    merged_units: bool | None = None
+    """Whether the units have their repeats merged (null: merged unless some clip has a unit twice in a row, as
+    codec codes from `speechgpt vocoder codec-units` do)."""
     heldout_text_fraction: float = 0.05
     """Share of the texts (all their renditions) held out and evaluated, as split `heldout`."""
     trainable: list[str] = field(default_factory=lambda: ["prenet", "ar"])
@@ -70,7 +74,10 @@ def run(cfg: Config) -> Path:
     frozen = load_frozen_lm(cfg.backbone, engine_bf16(cfg.train, dist))
     tag, clips = spoken_texts(cfg.units)
     hidden = int(frozen.lm.get_input_embeddings().embedding_dim)
-    decoder = build_speech_decoder(hidden_size=hidden, num_units=tag.k, **asdict(cfg.decoder))
+    merged = cfg.merged_units
+    if merged is None:
+        merged = not any(a == b for clip in clips for a, b in itertools.pairwise(clip.units))
+    decoder = build_speech_decoder(hidden_size=hidden, num_units=tag.k, merged=merged, **asdict(cfg.decoder))
     count = decoder.set_trainable(cfg.trainable)
     model = FrozenSpeaker(frozen.lm, decoder)
     examples: dict[str, list[SpeechExample]] = {"train": [], "heldout": []}

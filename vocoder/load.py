@@ -109,3 +109,14 @@ def _load_ours(folder: Path, device: torch.device) -> Vocoder:
         raise ValueError(f"{folder / META_FILE}: unknown route {meta['route']!r}")
     log.info("loaded %s vocoder %s (%d speakers)", meta["route"], folder, len(meta["speakers"]))
     return Vocoder(renderer, duration, meta["speakers"], meta["default_speaker"], route=meta["route"])
+
+
+def load_answer_vocoder(path: str | Path, *, device: str | torch.device = "cpu") -> Any:
+    """What voices a chat's answers: a codec-units vocoder folder (codec.json: EnCodec codes, the frozen variant's
+    codec option), else any vocoder `load_vocoder` reads."""
+    from vocoder.codec_units import CODEC_FILE, load_codec_vocoder
+
+    path = Path(path).expanduser()
+    if (path / CODEC_FILE).is_file() or (path / "vocoder" / CODEC_FILE).is_file():
+        return load_codec_vocoder(path)
+    return load_vocoder(path, device=device)

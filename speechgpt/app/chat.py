@@ -164,9 +164,19 @@ class ChatApp:
             raise ValueError("this chat has no k-means folder, so it cannot hear: ask in text or set `kmeans`")
         return self.session.stream(text=text, audio=audio)
 
-    def events(self, text: str | None = None, audio: np.ndarray | None = None) -> Iterator[dict[str, Any]]:
+    def events(
+        self, text: str | None = None, audio: np.ndarray | None = None, duplex: bool = False
+    ) -> Iterator[dict[str, Any]]:
         """The page's events: the frozen variant's state decisions, the transcript and text so far (whole, not
-        pieces), audio chunks as base64 16-bit PCM, then `done` with `summarize`'s result."""
+        pieces), audio chunks as base64 16-bit PCM, then `done` with `summarize`'s result. `duplex` (frozen
+        variant, a recording): the whole recording as a live stream (speechgpt.app.duplex_chat.page_events)."""
+        if duplex:
+            from speechgpt.app.duplex_chat import page_events
+
+            if audio is None:
+                raise ValueError("duplex mode needs audio (a recording), not text")
+            yield from page_events(self.session, audio)
+            return
         parts = {"transcript": "", "text": ""}
         for event in self.stream(text, audio):
             if event.kind == "state":
@@ -211,7 +221,7 @@ def load_chat_app(setup: ChatSetup) -> ChatApp:
 
     from speechgpt.infer import speech_to_units_from_kmeans
     from speechgpt.infer.frozen_loading import resolve_variant
-    from vocoder.load import load_vocoder
+    from vocoder.load import load_answer_vocoder
 
     if not Path(setup.model).exists():
         raise FileNotFoundError(f"model folder not found: {setup.model} (set `model=...`)")
@@ -228,7 +238,7 @@ def load_chat_app(setup: ChatSetup) -> ChatApp:
         return ChatApp(load_frozen_session(setup), name=_display_name(setup.model))
     with contextlib.redirect_stdout(sys.stderr):  # loaders that print progress must not mix it into the answers
         to_units = speech_to_units_from_kmeans(setup.kmeans) if setup.kmeans is not None else None
-        voice = load_vocoder(setup.vocoder) if setup.vocoder is not None else None
+        voice = load_answer_vocoder(setup.vocoder) if setup.vocoder is not None else None
         session = ChatSession.from_pretrained(
             setup.model,
             base=setup.base,

@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from speechgpt.app.compare_report import write_report
+from speechgpt.app.spoken_qa import spread
 from speechgpt.config import save_config
 from speechgpt.data.io import atomic_write_text
 
@@ -120,15 +119,6 @@ def by_group(qa: dict[str, Any], key: str, overall: float | None) -> dict[str, f
     for group, name in VOICE_GROUPS.items():
         out[name] = groups.get(group, {}).get(key)
     return out
-
-
-def spread(values: list[float | None]) -> dict[str, float] | None:
-    """p50 and p90 of the values present."""
-    present = [v for v in values if v is not None]
-    if not present:
-        return None
-    p50, p90 = np.percentile(present, [50, 90])
-    return {"p50": round(float(p50), 4), "p90": round(float(p90), 4), "count": len(present)}
 
 
 def training(runs: list[Path]) -> dict[str, Any]:

@@ -21,12 +21,12 @@ def load_frozen_session(setup: ChatSetup) -> FrozenChatSession:
     through `setup.speech_decoder` and `setup.vocoder` when both are given."""
     from speechgpt.infer.frozen_loading import load_frozen_model
     from speechgpt.infer.frozen_speaking import load_answer_speaker
-    from vocoder.load import load_vocoder
+    from vocoder.load import load_answer_vocoder
 
     with contextlib.redirect_stdout(sys.stderr):  # loaders that print progress must not mix it into the answers
         frozen = load_frozen_model(setup.model, backbone=setup.base, dtype=setup.dtype, device=setup.device)
         speaker = load_answer_speaker(setup.speech_decoder, frozen) if setup.speech_decoder is not None else None
-        voice = load_vocoder(setup.vocoder) if speaker is not None and setup.vocoder is not None else None
+        voice = load_answer_vocoder(setup.vocoder) if speaker is not None and setup.vocoder is not None else None
     if speaker is None:
         log.info("frozen-LLM variant without speech_decoder: answers in text; kmeans and vocoder unused")
     elif voice is None:

@@ -7,6 +7,8 @@ Standard library only: a ThreadingHTTPServer serves the page (speechgpt/app/stat
                       browser's webm recordings) -> NDJSON events, one per line, as they happen:
                       {"type": "transcript"|"text", "text": ...}, {"type": "audio", "sample_rate", "pcm16": base64},
                       {"type": "done", "result": {...}}, or {"type": "error", "error": ...}
+                      ?duplex=1 (frozen variant, a recording): the recording as a live stream, several questions;
+                      also {"type": "listening"|"interrupt"|"answered"|"ignored", "at_s": ...}
     POST /api/reset   forget the conversation
 
 Bad input is refused before the model is touched, with a JSON `{"error": ...}`: 413 for an upload over the size
@@ -89,7 +91,9 @@ class Responder(Protocol):
 
     def describe(self) -> dict[str, Any]: ...
 
-    def events(self, text: str | None = None, audio: np.ndarray | None = None) -> Iterator[dict[str, Any]]: ...
+    def events(
+        self, text: str | None = None, audio: np.ndarray | None = None, duplex: bool = False
+    ) -> Iterator[dict[str, Any]]: ...
 
     def reset(self) -> None: ...
 
@@ -180,8 +184,9 @@ class ChatHandler(BaseHTTPRequestHandler):
             text = parse_text_request(body, self.server.limits)
         else:
             audio = decode_upload(body, self.server.limits).samples
+        duplex = "duplex=1" in self.path.partition("?")[2].split("&")
         with self._model():
-            events = self.server.chat.events(text=text, audio=audio)
+            events = self.server.chat.events(text=text, audio=audio, **({"duplex": True} if duplex else {}))
             try:  # the question is checked when the first event is asked for: refuse it with a 400, not mid-stream
                 first = next(events)
             except (ValueError, StopIteration) as err:

@@ -44,7 +44,6 @@ from speechgpt.app.chat import ChatApp, ChatSetup, load_chat_app
 from speechgpt.config import save_config
 from speechgpt.data.audio import SAMPLE_RATE, read_audio, write_audio
 from speechgpt.data.io import atomic_write_text
-from speechgpt.infer.listening import Turn
 from speechgpt.text.backbone_text import QA_KEYS, load_qa_split
 
 log = logging.getLogger(__name__)
@@ -91,7 +90,12 @@ def run(cfg: Config) -> Path:
     questions = pick_questions(read_questions(cfg.qa, cfg.split), cfg.max_questions)
     clips = question_clips(cfg, questions)
     app = load_chat_app(cfg)
-    rows, report = run_frozen(app, clips, cfg) if app.variant == "frozen" else run_unified(app, clips, cfg)
+    if app.variant == "frozen":
+        from speechgpt.app.frozen_spoken_qa import run_frozen
+
+        rows, report = run_frozen(app, clips, cfg)
+    else:
+        rows, report = run_unified(app, clips, cfg)
     if cfg.typed and app.speaks and cfg.session.reply != "text":
         from speechgpt.app.typed_qa import ask_typed
         from speechgpt.eval.judge import load_judge
@@ -158,38 +162,42 @@ def run_unified(app: ChatApp, clips: list[QuestionClip], cfg: Config) -> tuple[l
         row["transcript"] = transcript_scores(
             [r["question"] for r in mine], [r["transcript"] for r in mine], [r["family"] for r in mine]
         )
+    report["latency"] = {key: spread([r[f"seconds_to_{name}"] for r in rows]) for key, name in UNIFIED_LATENCIES}
+    print(unified_table(report, cfg.split), flush=True)
     return rows, report
 
 
-def run_frozen(app: ChatApp, clips: list[QuestionClip], cfg: Config) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Each question streamed to the frozen variant's listener (its trailing silence, then the end of the stream),
-    scored on its text answer, its state decisions and its latencies; with a speech decoder and a vocoder (and
-    `session.reply` not text) its spoken answer is judged too. The summary is printed."""
-    from speechgpt.eval.answers import answer_is_correct
-    from speechgpt.eval.judge import load_judge
-    from speechgpt.infer.frozen_session import FrozenChatSession
-    from speechgpt.training.feature_cache import speech_end  # where the frozen stages' state labels put it
+UNIFIED_LATENCIES = (("units_s", "units"), ("first_token_s", "first_token"), ("first_audio_s", "first_audio"))
+"""The unified variant's latencies from the end of speech (the whole question given): its units, the first token
+of the chain of modality, the first audio."""
 
-    if not isinstance(app.session, FrozenChatSession):
-        raise TypeError("run_frozen needs the frozen variant's session")
-    session, rows = app.session, []
-    speak = session.speaks and cfg.session.reply != "text"
-    judge = load_judge() if speak else None
-    for index, clip in enumerate(tqdm(clips, desc="spoken questions", unit="q")):
-        samples = read_audio(clip.audio).samples
-        result = session.respond(audio=samples, reply="speech" if speak else "text")
-        turn, q = session.listener.turn, clip.question
-        correct = answer_is_correct(q["family"], q["output"], turn.text) if turn.outcome == "answer" else False
-        rows.append(frozen_row(clip, turn, speech_end(samples), correct))
-        audio = result.audio if result.audio is not None and result.audio.size else None
-        heard = judge.transcribe([audio])[0] if judge is not None and audio is not None else ""
-        spoken = answer_is_correct(q["family"], q["output"], heard) if speak and turn.outcome == "answer" else False
-        rows[-1].update(heard=heard, spoken_correct=spoken if speak else None, units=len(result.answer.units))
-        answer_audio = (audio, result.sample_rate) if audio is not None and result.sample_rate else None
-        rows[-1].update(save_example(cfg, index, len(clips), samples, answer_audio))
-    report = summarize_frozen(rows, speak)
-    print(frozen_table(report, cfg.split), flush=True)
-    return rows, report
+
+def spread(values: list[float | None]) -> dict[str, Any] | None:
+    """p50 and p90 (and how many) of the values present; None when there is none."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    p50, p90 = np.percentile(present, [50, 90])
+    return {"p50": round(float(p50), 4), "p90": round(float(p90), 4), "count": len(present)}
+
+
+def unified_table(report: dict[str, Any], split: str) -> str:
+    """The unified variant's scores in a few lines, as the frozen variant's table gives its own."""
+    names = {"training": "training voices", "held_out": "held-out voices"}
+    lines = [f"unified variant: {report['questions']} spoken {split} questions, chain of modality"]
+    for key, label, column in (("text_accuracy", "S2T", "text_correct"), ("spoken_accuracy", "S2S", "spoken_correct")):
+        if report.get(key) is None:
+            continue
+        groups = ", ".join(
+            f"{names[g]} {100 * row[column]:.1f}% of {row['questions']}" for g, row in report["by_voices"].items()
+        )
+        lines.append(f"  {label} accuracy: {100 * report[key]:.1f}% ({groups})")
+    lines.append(f"  transcript WER of the questions: {100 * report['transcript_wer']:.1f}%")
+    for key, label in (("units_s", "units"), ("first_token_s", "first token"), ("first_audio_s", "first audio")):
+        row = report["latency"][key]
+        text = "-" if row is None else f"p50 {1000 * row['p50']:.0f} ms, p90 {1000 * row['p90']:.0f} ms"
+        lines.append(f"  end of speech -> {label}: {text}")
+    return "\n".join(lines)
 
 
 def save_example(
@@ -210,103 +218,6 @@ def save_example(
         paths["answer_audio"] = f"examples/{index:03d}-answer.wav"
         write_audio(cfg.out / paths["answer_audio"], answer[0], answer[1])
     return paths
-
-
-def frozen_row(clip: QuestionClip, turn: Turn, end_s: float, correct: bool) -> dict[str, Any]:
-    """A question's scores: the answer, the decisions (0 keep listening, 1 answer, 2 ignore; "premature" when one
-    came at a chunk that ended before the speech did) and the latencies of a decision the state head made."""
-    decided = turn.outcome is not None and not turn.forced
-    decision_audio = turn.decisions[-1].audio_s if decided else None
-    premature = decision_audio is not None and decision_audio < end_s - 1e-6
-    latencies = turn.latencies() if decided else {}
-    return {
-        "id": clip.question["id"],
-        "voices": clip.voices,
-        "speaker": clip.speaker,
-        "question": clip.question["instruction"],
-        "expected": clip.question["output"],
-        "text": turn.text,
-        "s2t_correct": correct,
-        "states": "".join(str(state) for state in turn.states),
-        "outcome": turn.outcome,
-        "forced": turn.forced,
-        "speech_end_s": round(end_s, 3),
-        "decision_audio_s": None if decision_audio is None else round(decision_audio, 3),
-        "state_correct": decided and turn.outcome == "answer" and not premature,
-        "premature": premature,
-        **{key: latencies.get(key) for key in LATENCIES},
-        "decision_delay_audio_s": None if decision_audio is None else round(decision_audio - end_s, 3),
-    }
-
-
-LATENCIES = {
-    "decision_s": "decision",
-    "first_token_s": "first text token",
-    "first_unit_s": "first unit",
-    "first_audio_s": "first audio",
-}
-"""The frozen variant's latencies from the end of speech, per component, and how the table names them."""
-
-
-def summarize_frozen(rows: list[dict[str, Any]], spoken: bool = False) -> dict[str, Any]:
-    def rate(values: list[bool]) -> float:
-        return round(float(np.mean(values)), 4)
-
-    def spread(key: str) -> dict[str, Any] | None:
-        values = [r[key] for r in rows if r[key] is not None]
-        if not values:
-            return None
-        p50, p90 = np.percentile(values, [50, 90])
-        return {"p50": round(float(p50), 4), "p90": round(float(p90), 4), "count": len(values)}
-
-    scored = ("s2t_correct", "state_correct", "spoken_correct") if spoken else ("s2t_correct", "state_correct")
-    return {
-        "variant": "frozen",
-        "questions": len(rows),
-        "s2t_accuracy": rate([r["s2t_correct"] for r in rows]),
-        "spoken_accuracy": rate([r["spoken_correct"] for r in rows]) if spoken else None,
-        "by_voices": by_voices(rows, scored),
-        "state": {
-            "accuracy": rate([r["state_correct"] for r in rows]),
-            "premature": rate([r["premature"] for r in rows]),
-            "ignored": rate([r["outcome"] == "ignore" and not r["premature"] for r in rows]),
-            "undecided": rate([r["outcome"] is None or r["forced"] for r in rows]),
-        },
-        "latency": {key: spread(key) for key in (*LATENCIES, "decision_delay_audio_s")},
-        "example": {k: rows[0][k] for k in ("question", "text", "expected", "states")},
-    }
-
-
-def frozen_table(report: dict[str, Any], split: str) -> str:
-    """The frozen variant's scores in a few lines."""
-    spoken = report.get("spoken_accuracy") is not None
-    answered = "in text and speech" if spoken else "in text"
-    lines = [f"frozen-LLM variant: {report['questions']} spoken {split} questions, answered {answered}"]
-    groups = report["by_voices"]
-    names = {"training": "training voices", "held_out": "held-out voices"}
-    for key, label in (("s2t_accuracy", "S2T"), ("spoken_accuracy", "S2S")):
-        if report.get(key) is None:
-            continue
-        row_key = "s2t_correct" if key == "s2t_accuracy" else "spoken_correct"
-        accuracy = ", ".join(f"{names[g]} {100 * row[row_key]:.1f}% of {row['questions']}" for g, row in groups.items())
-        lines.append(f"  {label} accuracy: {100 * report[key]:.1f}% ({accuracy})")
-    state = report["state"]
-    lines.append(
-        f"  state head: answered at the end of the question {100 * state['accuracy']:.1f}% (inside it "
-        f"{100 * state['premature']:.1f}%, ignored {100 * state['ignored']:.1f}%, "
-        f"no decision {100 * state['undecided']:.1f}%)"
-    )
-    latency = report["latency"]
-    for key, label in LATENCIES.items():
-        row = latency[key]
-        if row is None and key in ("first_unit_s", "first_audio_s"):
-            continue  # answered in text
-        text = "-" if row is None else f"p50 {1000 * row['p50']:.0f} ms, p90 {1000 * row['p90']:.0f} ms"
-        lines.append(f"  end of speech -> {label}: {text}")
-    delay = latency["decision_delay_audio_s"]
-    if delay is not None:
-        lines.append(f"  audio heard after the end of speech before the decision: p50 {1000 * delay['p50']:.0f} ms")
-    return "\n".join(lines)
 
 
 def summarize(rows: list[dict[str, Any]], transcript_wer: float) -> dict[str, Any]:

@@ -6,7 +6,8 @@ One AR sequence per answer: [prefix (from the hidden states)] [pre-net(text toke
 causal, predicting u1 .. un and then EOS. Positions count from the first text token, so the prefix adds keys to
 attend to without moving anything the AR decoder learned before it had one: output stage 1 trains the pre-net and
 AR decoder on text -> speech pairs with no prefix; output stage 2 trains the prefix decoder alone on the frozen
-LLM's hidden states of answers. Units are merged (no unit follows itself), so generation never repeats the last one.
+LLM's hidden states of answers. Units are merged by default (no unit follows itself), so generation never repeats the
+last one; codec codes (one per frame) may.
 Widths of its inputs come from the backbone's hidden size; everything else from `build_speech_decoder`'s arguments.
 """
 
@@ -61,11 +62,12 @@ class SpeechDecoder(nn.Module):
         ffn_dim: int,
         max_positions: int,
         dropout: float,
+        merged: bool,
     ) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"decoder width {dim} is not a multiple of its {heads} heads")
-        self.num_units, self.max_positions = num_units, max_positions
+        self.num_units, self.max_positions, self.merged = num_units, max_positions, merged
         self.bos = self.eos = num_units  # the extra row of the unit embedding / of the head
         # the LLM's embeddings and hidden states come at its own scale: normalized first, so that the text is not
         # drowned by the unit and position embeddings beside it (it was, at 0.02-std inputs: the decoder spoke
@@ -183,7 +185,7 @@ class SpeechDecoder(nn.Module):
         self, token_embeds: torch.Tensor, prefix: torch.Tensor | None = None, *, max_units: int, min_units: int = 1
     ) -> Iterator[int]:
         """Greedy merged units of one answer, one at a time (key/value cache): token_embeds (1, T, hidden_size),
-        prefix (1, P, dim) or None. Stops at EOS or after `max_units`; never repeats the previous unit."""
+        prefix (1, P, dim) or None. Stops at EOS or after `max_units`; merged units never repeat the previous one."""
         text = self.prenet(token_embeds.to(self.dtype))[0]
         t = text.shape[0]
         body = torch.cat([text, self.unit_embed.weight[self.bos][None]])
@@ -195,7 +197,7 @@ class SpeechDecoder(nn.Module):
         previous, position = None, t + 1
         for count in range(max_units):
             logits = self.head(self.norm(hidden[0, -1])).float()
-            if previous is not None:
+            if self.merged and previous is not None:
                 logits[previous] = float("-inf")
             if count < min_units:
                 logits[self.eos] = float("-inf")
@@ -221,8 +223,11 @@ def build_speech_decoder(
     ffn_dim: int | None = None,
     max_positions: int = 1024,
     dropout: float = 0.1,
+    merged: bool = True,
 ) -> SpeechDecoder:
-    """A speech decoder for a backbone of `hidden_size` over `num_units` units (the k-means' k)."""
+    """A speech decoder for a backbone of `hidden_size` over `num_units` units (the k-means' k, or a codec's
+    codebook size); `merged`: the units have their repeats merged (SpeechGPT units), else one per frame (codec
+    codes, which a unit may follow)."""
     spec = {k: v for k, v in locals().items()}
     decoder = SpeechDecoder(
         hidden_size=hidden_size,
@@ -234,6 +239,7 @@ def build_speech_decoder(
         ffn_dim=ffn_dim or 4 * dim,
         max_positions=max_positions,
         dropout=dropout,
+        merged=merged,
     )
     decoder.spec = spec
     return decoder

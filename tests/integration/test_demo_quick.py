@@ -80,6 +80,14 @@ def test_the_quick_demo_fills_every_number_of_the_report(tmp_path: Path, monkeyp
     assert frozen["text_accuracy_after"] == backbone["text_accuracy"]
     assert frozen["heldout_text_loss_after"] == backbone["heldout_text_loss"]
     assert report["variants"]["unified"]["params_trained"] > 0 and frozen["params_trained"] > 0
+    # the frozen variant trained all five stages, and both variants' evals asked the questions typed too (T2S)
+    assert [Path(p).name for p in frozen["stages"]] == [f"frozen_{s}" for s in ("ctc", "asr", "qa", "tts", "speak")]
+    for step in ("spoken_qa", "frozen_spoken_qa"):
+        qa = json.loads((out / step / "report.json").read_text())
+        assert qa["typed"]["questions"] == 3 and qa["spoken_accuracy"] is not None
+    assert set(json.loads((out / "spoken_qa" / "report.json").read_text())["latency"]) == {
+        "units_s", "first_token_s", "first_audio_s",
+    }  # fmt: skip
 
     text = (out / "report" / "report.md").read_text()
     for name in ("loss_curves.png", "accuracy.png", "latency.png"):

@@ -68,3 +68,5 @@ def test_page_shows_the_state_decisions(served: ChatServer) -> None:
     script = get(served, "/static/app.js")[1].decode()
     assert 'id="states"' in page and 'id="states-row"' in page
     assert 'event.type === "state"' in script and "addState(event.state, event.chunk)" in script
+    assert 'id="duplex"' in page and '"/api/chat?duplex=1"' in script  # a recording played as a live stream
+    assert 'event.type === "interrupt"' in script and "player.stop()" in script

@@ -149,3 +149,27 @@ def test_chat_duplex_streams_a_recording_and_writes_the_output_track(tmp_path: P
     )  # the 160 ms chunk in which the speech begins and "interrupted" in printed and "answer:" in printed
     track = read_audio(tmp_path / "assistant.wav")
     assert track.samples.size and np.abs(track.samples).max() > 0
+
+
+def test_the_page_streams_a_recording_in_duplex(tmp_path: Path) -> None:
+    from speechgpt.data.audio import write_audio
+
+    parts = make_parts(tmp_path, ANSWER)
+    setup = ChatSetup(model=parts["model"], speech_decoder=parts["decoder"], vocoder=parts["vocoder"])
+    setup.session.sampling.max_new_tokens = 6
+    server = start_in_thread(load_chat_app(setup), Limits(max_audio_s=5.0))
+    recording = tmp_path / "talk.wav"
+    write_audio(recording, np.concatenate([np.zeros(8000, np.float32), chirp(1.5)]), 16_000)
+    try:
+        status, body = post(server, "/api/chat?duplex=1", recording.read_bytes(), "audio/wav")
+        typed, _ = post(server, "/api/chat?duplex=1", b'{"text": "hi"}', "application/json")
+    finally:
+        server.shutdown()
+        server.server_close()
+    events = events_of(body)
+    kinds = [e["type"] for e in events]
+    assert status == 200 and kinds[0] == "listening" and kinds[-1] == "done"
+    assert "interrupt" in kinds and kinds.count("answered") >= 2 and "audio" in kinds
+    assert events[-1]["result"]["duplex"]["answers"] == kinds.count("answered")
+    assert events[-1]["result"]["duplex"]["interruptions"] == kinds.count("interrupt")
+    assert typed == 400  # duplex takes a recording, not text

@@ -42,7 +42,13 @@ class StreamPlayer {
     this.ctx = Context ? new Context() : null;
     this.next = 0;
     this.chunks = [];
+    this.sources = [];
     this.rate = 16000;
+  }
+  stop() { // an interrupted answer: what is scheduled and not yet heard is dropped
+    for (const source of this.sources) { try { source.stop(); } catch (_) { /* already ended */ } }
+    this.sources = [];
+    this.next = 0;
   }
   push(pcm, rate) {
     this.rate = rate;
@@ -56,6 +62,7 @@ class StreamPlayer {
     source.connect(this.ctx.destination);
     this.next = Math.max(this.next, this.ctx.currentTime + 0.05);
     source.start(this.next);
+    this.sources.push(source);
     this.next += buffer.duration;
   }
   wav() {
@@ -114,6 +121,16 @@ function handleEvent(event, player, turn) {
   } else if (event.type === "audio") {
     player.push(decodePcm(event.pcm16), event.sample_rate);
     $("status").textContent = "speaking…";
+  } else if (event.type === "listening") {
+    $("status").textContent = `listening (${event.at_s.toFixed(2)} s into the recording)…`;
+  } else if (event.type === "interrupt") {
+    player.stop();
+    $("status").textContent = `interrupted after ${event.played_s.toFixed(2)} s: a new question`;
+  } else if (event.type === "answered" || event.type === "ignored") {
+    const item = document.createElement("li");
+    item.textContent = event.type === "ignored" ? `${event.at_s.toFixed(2)} s: ignored`
+      : `${event.at_s.toFixed(2)} s: ${event.result.text || "(no text)"}`;
+    $("history").appendChild(item);
   } else if (event.type === "done") {
     finish(event.result, player, turn);
   } else if (event.type === "error") {
@@ -151,7 +168,9 @@ async function submit(body, contentType, question) {
   const player = new StreamPlayer(); // created inside the click: browsers only let a gesture start audio
   const turn = { question };
   try {
-    const response = await fetch("/api/chat", { method: "POST", headers: { "Content-Type": contentType }, body });
+    const duplex = $("duplex").checked && contentType !== "application/json";
+    const url = duplex ? "/api/chat?duplex=1" : "/api/chat";
+    const response = await fetch(url, { method: "POST", headers: { "Content-Type": contentType }, body });
     if (!response.ok) {
       let message = `${response.status} ${response.statusText}`;
       try { message = (await response.json()).error || message; } catch (_) { /* not JSON */ }
