@@ -27,9 +27,16 @@ from speechgpt.model.frozen_speaker import FrozenSpeaker, load_speech_decoder, r
 from speechgpt.training.checkpoint import seed_everything
 from speechgpt.training.config import TrainConfig
 from speechgpt.training.decoder_stage import SpokenText, plain_text, spoken_text_ids, spoken_texts, train_decoder
-from speechgpt.training.distributed import setup_process
+from speechgpt.training.distributed import Dist, setup_process
 from speechgpt.training.export import FINAL
-from speechgpt.training.frozen_stage import SpeechTemplate, capped, engine_bf16, load_frozen_lm, report_skipped
+from speechgpt.training.frozen_stage import (
+    FrozenLM,
+    SpeechTemplate,
+    capped,
+    engine_bf16,
+    load_frozen_lm,
+    report_skipped,
+)
 from speechgpt.training.speech_batches import IGNORE, SpeechBatches, SpeechExample
 from speechgpt.training.spoken_qa_data import QARecord, backbone_answers, read_qa_records
 
@@ -97,45 +104,44 @@ def sentence_example(clip: SpokenText, template: SpeechTemplate, tokenizer: Any)
     return SpeechExample(clip.id, "sentence", None, targets)
 
 
-def run(cfg: Config) -> Path:
-    dist = setup_process(cfg.train.num_threads)
-    if dist.is_main:
-        save_config(cfg, cfg.out)
-    seed_everything(cfg.train.seed)
-    before = read_decoder_meta(cfg.init)
-    frozen = load_frozen_lm(cfg.backbone or before["backbone"], engine_bf16(cfg.train, dist))
-    tag, clips = spoken_texts(cfg.units)
-    if before.get("units_encoder") not in (None, str(tag)):
+def decoder_to_train(cfg: Config, frozen: FrozenLM, before: dict[str, Any], tag: str) -> tuple[Any, list[str], int]:
+    """The decoder of `init` around this LLM, the parts that train (the pre-net too when the LLM is not the one
+    the decoder was fitted to: a re-alignment) and their parameter count."""
+    if before.get("units_encoder") not in (None, tag):
         raise ValueError(f"{cfg.init} speaks units of {before['units_encoder']}, the units datasets are of {tag}")
     decoder = load_speech_decoder(cfg.init, hidden_size=int(frozen.lm.get_input_embeddings().embedding_dim))
     trainable = list(cfg.trainable)
     if before["lm_fingerprint"] != frozen.fingerprint and "prenet" not in trainable:
-        log.info(
-            "%s: the decoder was fitted to another LLM (%s): re-aligning, the pre-net trains too",
-            STAGE,
-            before["backbone"],
-        )
+        log.info("%s: the decoder was fitted to another LLM (%s): re-aligning, the pre-net trains too", STAGE,
+                 before["backbone"])  # fmt: skip
         trainable.append("prenet")
-    count = decoder.set_trainable(trainable)
-    model = FrozenSpeaker(frozen.lm, decoder)
+    return decoder, trainable, decoder.set_trainable(trainable)
+
+
+def answers_of(cfg: Config, frozen: FrozenLM, records: dict[str, QARecord], splits: list[str], dist: Dist) -> dict:
+    """Each record's answer: the dataset's, or the frozen LLM's own greedy one (cached in <out>)."""
+    if cfg.answers == "dataset":
+        return {rid: r.answer for rid, r in records.items()}
+    return backbone_answers(
+        frozen.lm,
+        frozen.tokenizer,
+        SpeechTemplate(cfg.template, cfg.eos),
+        {rid: r.question for rid, r in records.items() if r.split in splits},
+        max_new_tokens=cfg.max_answer_tokens,
+        cache=cfg.out / "backbone_answers.json",
+        fingerprint=frozen.fingerprint,
+        rank=dist.rank,
+        world=dist.world,
+    )
+
+
+def build_examples(
+    cfg: Config, records: dict[str, QARecord], answers: dict, clips: list[SpokenText], tokenizer: Any, splits: list[str]
+) -> tuple[dict[str, list[SpeechExample]], dict[str, Counter[str]]]:
+    """Per split, an example per spoken rendition of each record's answer (training: clips of train_split only;
+    evaluated: held-out voices' renditions first), plus `sentences` spoken sentences in training; and per split
+    the records left out, by reason."""
     template = SpeechTemplate(cfg.template, cfg.eos)
-    records = read_qa_records(cfg.qa)
-    splits = list(dict.fromkeys([cfg.train_split, *cfg.train.eval_splits]))
-    if cfg.answers == "backbone":
-        asked = {rid: r.question for rid, r in records.items() if r.split in splits}
-        answers = backbone_answers(
-            frozen.lm,
-            frozen.tokenizer,
-            template,
-            asked,
-            max_new_tokens=cfg.max_answer_tokens,
-            cache=cfg.out / "backbone_answers.json",
-            fingerprint=frozen.fingerprint,
-            rank=dist.rank,
-            world=dist.world,
-        )
-    else:
-        answers = {rid: r.answer for rid, r in records.items()}
     by_text: dict[tuple[bool, str], list[SpokenText]] = defaultdict(list)
     for clip in clips:
         by_text[clip.split == cfg.train_split, plain_text(clip.text)].append(clip)
@@ -144,24 +150,38 @@ def run(cfg: Config) -> Path:
     for record in sorted(records.values(), key=lambda r: r.id):
         if record.split not in examples:
             continue
-        answer = answers.get(record.id)
-        trained = record.split == cfg.train_split
-        spoken = by_text.get((True, plain_text(answer or "")), [])
-        if not trained:  # evaluated: held-out voices' renditions first
-            spoken = by_text.get((False, plain_text(answer or "")), []) or spoken
+        answer = answers.get(record.id) or ""
+        spoken = by_text.get((True, plain_text(answer)), [])
+        if record.split != cfg.train_split:
+            spoken = by_text.get((False, plain_text(answer)), []) or spoken
         if not spoken:
             skipped[record.split]["no answer" if not answer else "answer spoken in no units dataset"] += 1
-        examples[record.split] += [answer_example(record, answer or "", c, template, frozen.tokenizer) for c in spoken]
+        examples[record.split] += [answer_example(record, answer, c, template, tokenizer) for c in spoken]
     used = {plain_text(a) for a in answers.values()}
     others = [c for c in clips if c.split == cfg.train_split and plain_text(c.text) not in used]
     chosen = random.Random(cfg.train.seed).sample(others, min(cfg.sentences, len(others)))
-    examples[cfg.train_split] += [sentence_example(c, template, frozen.tokenizer) for c in chosen]
+    examples[cfg.train_split] += [sentence_example(c, template, tokenizer) for c in chosen]
+    return examples, skipped
+
+
+def run(cfg: Config) -> Path:
+    dist = setup_process(cfg.train.num_threads)
+    if dist.is_main:
+        save_config(cfg, cfg.out)
+    seed_everything(cfg.train.seed)
+    before = read_decoder_meta(cfg.init)
+    frozen = load_frozen_lm(cfg.backbone or before["backbone"], engine_bf16(cfg.train, dist))
+    tag, clips = spoken_texts(cfg.units)
+    decoder, trainable, count = decoder_to_train(cfg, frozen, before, str(tag))
+    records = read_qa_records(cfg.qa)
+    splits = list(dict.fromkeys([cfg.train_split, *cfg.train.eval_splits]))
+    answers = answers_of(cfg, frozen, records, splits, dist)
+    examples, skipped = build_examples(cfg, records, answers, clips, frozen.tokenizer, splits)
     report_skipped(cfg.out, skipped, dist)
     train_set = examples.pop(cfg.train_split)
     evals = {s: capped(examples[s], cfg.train.max_eval_examples, cfg.train.seed) for s in cfg.train.eval_splits}
-    log.info(
-        "%s: %d training answers and sentences, %d trainable parameters (%s)", STAGE, len(train_set), count, trainable
-    )
+    log.info("%s: %d training answers and sentences, %d trainable parameters (%s)", STAGE, len(train_set), count,
+             trainable)  # fmt: skip
     batches = SpeechBatches(
         train_set, micro_batch=cfg.train.micro_batch, seed=cfg.train.seed, weight_key="units", eval_sets=evals
     )
@@ -169,11 +189,12 @@ def run(cfg: Config) -> Path:
         "stage": STAGE,
         "backbone": frozen.path,
         "units_encoder": str(tag),
-        "template": template.meta(),
+        "template": SpeechTemplate(cfg.template, cfg.eos).meta(),
         "answers": cfg.answers,
         "trainable": trainable,
         "trainable_parameters": count,
         "init": str(cfg.init.resolve()),
     }
+    model = FrozenSpeaker(frozen.lm, decoder)
     train_decoder(cfg.train, model, frozen.fingerprint, batches, cfg.out, extra, dist, "speak")
     return cfg.out / FINAL
