@@ -27,10 +27,11 @@ def test_config_loads_into_its_command(path: Path) -> None:
 def test_demo_has_a_config_per_step() -> None:
     tiny = {p.stem for p in CONFIGS if p.parent.name == "tiny"}
     assert set(STEPS) <= tiny
-    by_hand = {"chat", "resynth"}  # used by hand on the demo's outputs, not demo steps
+    by_hand = {"chat", "frozen_chat", "resynth"}  # used by hand on the demo's outputs, not demo steps
     assert tiny - set(STEPS) == by_hand
     assert STEPS.index("voice_units") < STEPS.index("vocoder")  # the vocoder trains on the answer voice's units
     assert STEPS.index("frozen_qa") < STEPS.index("frozen_spoken_qa")
+    assert STEPS.index("frozen_tts") < STEPS.index("frozen_speak") < STEPS.index("frozen_spoken_qa")
 
 
 def test_quick_overrides_apply_to_their_steps() -> None:
