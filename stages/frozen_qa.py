@@ -48,7 +48,7 @@ from speechgpt.training.frozen_stage import (
 from speechgpt.training.speech_batches import SpeechBatches, SpeechExample
 from speechgpt.training.spoken_qa_data import (
     QARecord,
-    backbone_answers,
+    chosen_answers,
     question_clip_id,
     read_qa_records,
     write_noise_clips,
@@ -146,22 +146,6 @@ def ignore_rows(cfg: Config, records: dict[str, QARecord], splits: Sequence[str]
     return rows
 
 
-def answers_of(cfg: Config, frozen: FrozenLM, records: dict[str, QARecord], used: set[str], dist: Dist) -> dict:
-    if cfg.answers == "dataset":
-        return {rid: records[rid].answer for rid in used}
-    return backbone_answers(
-        frozen.lm,
-        frozen.tokenizer,
-        SpeechTemplate(cfg.template, cfg.eos),
-        {rid: records[rid].question for rid in used},
-        max_new_tokens=cfg.max_answer_tokens,
-        cache=cfg.out / "backbone_answers.json",
-        fingerprint=frozen.fingerprint,
-        rank=dist.rank,
-        world=dist.world,
-    )
-
-
 def clip_targets(
     row: dict[str, Any], frames: int, model: FrozenSpeechLM, template: SpeechTemplate, tokenizer: Any, feats: Any
 ) -> dict[str, list[int]] | str:
@@ -208,7 +192,16 @@ def run(cfg: Config) -> Path:
     questions = question_rows(cfg, records, splits)
     for split in set(splits) - {cfg.train_split}:
         questions[split] = capped(questions[split], cfg.train.max_eval_examples, cfg.train.seed)
-    answers = answers_of(cfg, frozen, records, {r["record"] for s in questions.values() for r in s}, dist)
+    answers = chosen_answers(
+        cfg.answers,
+        records,
+        {r["record"] for s in questions.values() for r in s},
+        frozen,
+        SpeechTemplate(cfg.template, cfg.eos),
+        max_new_tokens=cfg.max_answer_tokens,
+        cache=cfg.out / "backbone_answers.json",
+        dist=dist,
+    )
     others = ignore_rows(cfg, records, splits)
     rows = {s: [{**r, "answer": answers.get(r["record"])} for r in questions[s]] + others[s] for s in splits}
     feats = cached_features(

@@ -27,7 +27,7 @@ from speechgpt.model.frozen_speaker import FrozenSpeaker, load_speech_decoder, r
 from speechgpt.training.checkpoint import seed_everything
 from speechgpt.training.config import TrainConfig
 from speechgpt.training.decoder_stage import SpokenText, plain_text, spoken_text_ids, spoken_texts, train_decoder
-from speechgpt.training.distributed import Dist, setup_process
+from speechgpt.training.distributed import setup_process
 from speechgpt.training.export import FINAL
 from speechgpt.training.frozen_stage import (
     FrozenLM,
@@ -38,7 +38,7 @@ from speechgpt.training.frozen_stage import (
     report_skipped,
 )
 from speechgpt.training.speech_batches import IGNORE, SpeechBatches, SpeechExample
-from speechgpt.training.spoken_qa_data import QARecord, backbone_answers, read_qa_records
+from speechgpt.training.spoken_qa_data import QARecord, chosen_answers, read_qa_records
 
 log = logging.getLogger(__name__)
 STAGE = "frozen-speak"
@@ -118,23 +118,6 @@ def decoder_to_train(cfg: Config, frozen: FrozenLM, before: dict[str, Any], tag:
     return decoder, trainable, decoder.set_trainable(trainable)
 
 
-def answers_of(cfg: Config, frozen: FrozenLM, records: dict[str, QARecord], splits: list[str], dist: Dist) -> dict:
-    """Each record's answer: the dataset's, or the frozen LLM's own greedy one (cached in <out>)."""
-    if cfg.answers == "dataset":
-        return {rid: r.answer for rid, r in records.items()}
-    return backbone_answers(
-        frozen.lm,
-        frozen.tokenizer,
-        SpeechTemplate(cfg.template, cfg.eos),
-        {rid: r.question for rid, r in records.items() if r.split in splits},
-        max_new_tokens=cfg.max_answer_tokens,
-        cache=cfg.out / "backbone_answers.json",
-        fingerprint=frozen.fingerprint,
-        rank=dist.rank,
-        world=dist.world,
-    )
-
-
 def build_examples(
     cfg: Config, records: dict[str, QARecord], answers: dict, clips: list[SpokenText], tokenizer: Any, splits: list[str]
 ) -> tuple[dict[str, list[SpeechExample]], dict[str, Counter[str]]]:
@@ -157,7 +140,7 @@ def build_examples(
         if not spoken:
             skipped[record.split]["no answer" if not answer else "answer spoken in no units dataset"] += 1
         examples[record.split] += [answer_example(record, answer, c, template, tokenizer) for c in spoken]
-    used = {plain_text(a) for a in answers.values()}
+    used = {plain_text(a) for a in [*answers.values(), *(r.answer for r in records.values())]}
     others = [c for c in clips if c.split == cfg.train_split and plain_text(c.text) not in used]
     chosen = random.Random(cfg.train.seed).sample(others, min(cfg.sentences, len(others)))
     examples[cfg.train_split] += [sentence_example(c, template, tokenizer) for c in chosen]
@@ -175,7 +158,16 @@ def run(cfg: Config) -> Path:
     decoder, trainable, count = decoder_to_train(cfg, frozen, before, str(tag))
     records = read_qa_records(cfg.qa)
     splits = list(dict.fromkeys([cfg.train_split, *cfg.train.eval_splits]))
-    answers = answers_of(cfg, frozen, records, splits, dist)
+    answers = chosen_answers(
+        cfg.answers,
+        records,
+        [rid for rid, r in records.items() if r.split in splits],
+        frozen,
+        SpeechTemplate(cfg.template, cfg.eos),
+        max_new_tokens=cfg.max_answer_tokens,
+        cache=cfg.out / "backbone_answers.json",
+        dist=dist,
+    )
     examples, skipped = build_examples(cfg, records, answers, clips, frozen.tokenizer, splits)
     report_skipped(cfg.out, skipped, dist)
     train_set = examples.pop(cfg.train_split)

@@ -18,8 +18,7 @@ from speechgpt.model.frozen_speaker import FrozenSpeaker, save_speech_decoder
 from speechgpt.training.config import TrainConfig
 from speechgpt.training.distributed import Dist
 from speechgpt.training.engine import RunResult, train
-from speechgpt.training.export import FINAL
-from speechgpt.training.frozen_stage import check_unchanged, gathered
+from speechgpt.training.frozen_stage import export_checked
 from speechgpt.training.speech_batches import SpeechBatches
 
 log = logging.getLogger(__name__)
@@ -87,15 +86,6 @@ def spoken_text_ids(tokenizer: Any, text: str) -> list[int]:
     return [int(i) for i in tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]]
 
 
-def export_decoder(engine: Any, out: Path, fingerprint: str, extra: dict[str, Any], dist: Dist) -> None:
-    """Check the LLM unchanged, then write <out>/final (decoder weights and meta) on rank 0."""
-    with gathered(engine):
-        check_unchanged(engine.module.lm, fingerprint)
-        if dist.is_main:
-            save_speech_decoder(engine.module, out / FINAL, **extra)
-            log.info("exported %s", out / FINAL)
-
-
 def train_decoder(
     cfg: TrainConfig,
     model: FrozenSpeaker,
@@ -113,6 +103,6 @@ def train_decoder(
         batches,
         out,
         loss=lambda engine, batch: engine(batch, objective),
-        export=lambda engine, out: export_decoder(engine, out, fingerprint, extra, dist),
+        export=lambda engine, out: export_checked(engine, out, fingerprint, extra, dist, save_speech_decoder),
         dist=dist,
     )

@@ -277,12 +277,15 @@ def check_unchanged(lm: Any, fingerprint: str) -> None:
         raise RuntimeError(f"the frozen LLM's weights changed during training (fingerprint {fingerprint} -> {now})")
 
 
-def export_speech_lm(engine: Any, out: Path, fingerprint: str, extra: dict[str, Any], dist: Dist) -> None:
-    """Check the LLM unchanged, then write <out>/final (speech modules and meta) on rank 0."""
+def export_checked(
+    engine: Any, out: Path, fingerprint: str, extra: dict[str, Any], dist: Dist, save: Callable[..., Any]
+) -> None:
+    """Check the frozen LLM (`engine.module.lm`) unchanged, then `save(module, <out>/final, **extra)` on rank 0:
+    the export of every stage that trains around the frozen LLM (speech modules, or the speech decoder)."""
     with gathered(engine):
         check_unchanged(engine.module.lm, fingerprint)
         if dist.is_main:
-            save_speech_modules(engine.module, out / FINAL, **extra)
+            save(engine.module, out / FINAL, **extra)
             log.info("exported %s", out / FINAL)
 
 
@@ -332,7 +335,7 @@ def train_speech_lm(
         batches,
         out,
         loss=lambda engine, batch: engine(with_feature_dtype(engine, batch), objective, **options),
-        export=lambda engine, out: export_speech_lm(engine, out, frozen.fingerprint, extra, dist),
+        export=lambda engine, out: export_checked(engine, out, frozen.fingerprint, extra, dist, save_speech_modules),
         dist=dist,
     )
 

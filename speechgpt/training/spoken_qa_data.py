@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from speechgpt.data.audio import SAMPLE_RATE, write_audio
 from speechgpt.data.corpus import safe_name
 from speechgpt.data.io import atomic_write_text
 from speechgpt.training.collectives import all_gather_objects
-from speechgpt.training.frozen_stage import SpeechTemplate
+from speechgpt.training.distributed import Dist
+from speechgpt.training.frozen_stage import FrozenLM, SpeechTemplate
 
 log = logging.getLogger(__name__)
 QA_SPLITS = ("train", "dev", "test")
@@ -128,6 +130,34 @@ def backbone_answers(
 
 
 @torch.no_grad()
+def chosen_answers(
+    source: str,
+    records: dict[str, QARecord],
+    ids: Iterable[str],
+    frozen: FrozenLM,
+    template: SpeechTemplate,
+    *,
+    max_new_tokens: int,
+    cache: Path,
+    dist: Dist,
+) -> dict[str, str]:
+    """The answers of the records `ids`: the QA dataset's (`source` "dataset"), or (`source` "backbone") the frozen
+    LLM's own greedy answers to the questions' text, cached in `cache` (`backbone_answers`)."""
+    if source == "dataset":
+        return {rid: records[rid].answer for rid in ids}
+    return backbone_answers(
+        frozen.lm,
+        frozen.tokenizer,
+        template,
+        {rid: records[rid].question for rid in ids},
+        max_new_tokens=max_new_tokens,
+        cache=cache,
+        fingerprint=frozen.fingerprint,
+        rank=dist.rank,
+        world=dist.world,
+    )
+
+
 def generate_answer(lm: Any, tokenizer: Any, template: SpeechTemplate, question: str, max_new_tokens: int) -> str:
     """The LLM's greedy continuation of the question's text fed as the speech is (prefix, question, the text between
     speech and target), cut where the template's text after the target begins."""
