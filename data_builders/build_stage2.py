@@ -64,8 +64,13 @@ class Config:
     """Chance that an utterance becomes an ASR example (else TTS); ignored with both_tasks."""
     both_tasks: bool = False
     """Every utterance yields an ASR and a TTS example."""
+    tts_units: Path | None = None
+    """Units dataset of one answer voice (e.g. `voice_units`, the vocoder's speech) that the TTS examples say their
+    sentences in, so a sentence's units follow from its text alone, as the answers of stage 3 and the vocoder's
+    voice; `units` then gives the ASR examples only. Its sentences fall into the same train/dev/test buckets. Null:
+    TTS examples come from the utterances of `units`, in their many voices."""
     tts_share: float = 1.0
-    """With both_tasks: the chance that an utterance's TTS example is kept (its ASR one always is). A TTS example
+    """With both_tasks or tts_units: the chance that an utterance's TTS example is kept (its ASR one always is). A TTS example
     trains ~5x the tokens of an ASR one, so a small model given both for every utterance learns speech out at the
     cost of recognition; fewer TTS examples rebalance the two without losing any ASR example."""
     max_tokens: int = 1024
@@ -134,12 +139,35 @@ def unsafe_transcript(text: str) -> bool:
     )
 
 
-def make_singles(rows: list[dict[str, Any]], cfg: Config, skipped: Counter[str]) -> list[Single]:
+def make_singles(
+    rows: list[dict[str, Any]], cfg: Config, skipped: Counter[str], tts_rows: list[dict[str, Any]] | None = None
+) -> list[Single]:
+    """The turns of `rows` (ASR, and TTS unless `tts_rows`), then the TTS turns of `tts_rows` (one answer voice)."""
     train_voices = {r["speaker"] for r in rows if r["split"] in cfg.train_splits}
+    singles = singles_of(
+        rows,
+        cfg,
+        skipped,
+        lambda row, bucket: assign_split(row, bucket, train_voices, cfg.train_splits),
+        tts=tts_rows is None,
+    )
+    if tts_rows is not None:
+        singles += singles_of(tts_rows, cfg, skipped, lambda row, bucket: bucket, asr=False)
+    return singles
+
+
+def singles_of(
+    rows: list[dict[str, Any]],
+    cfg: Config,
+    skipped: Counter[str],
+    split_of: Callable[[dict[str, Any], str], str],
+    asr: bool = True,
+    tts: bool = True,
+) -> list[Single]:
     singles = []
     for row in rows:
         bucket = sentence_bucket(row["text"], cfg.dev_fraction, cfg.test_fraction)
-        split = assign_split(row, bucket, train_voices, cfg.train_splits)
+        split = split_of(row, bucket)
         reason = split.removeprefix("skip:") if split.startswith("skip:") else None
         if reason is None and split not in cfg.splits:
             reason = f"split {split} not in splits"
@@ -153,9 +181,9 @@ def make_singles(rows: list[dict[str, Any]], cfg: Config, skipped: Counter[str])
             continue
         # a generator per row: a row's task and phrasing do not depend on which other rows exist
         rng = random.Random(f"{cfg.seed}/{row['id']}")
-        if cfg.both_tasks:
-            keep_tts = cfg.tts_share >= 1 or rng.random() < cfg.tts_share  # no draw at 1: same data as before
-            tasks: list[Task] = ["asr", "tts"] if keep_tts else ["asr"]
+        if not (asr and tts) or cfg.both_tasks:
+            keep_tts = tts and (cfg.tts_share >= 1 or rng.random() < cfg.tts_share)  # no draw at 1: as before
+            tasks: list[Task] = [*(["asr"] if asr else []), *(["tts"] if keep_tts else [])]
         else:
             tasks = ["asr" if rng.random() < cfg.asr_fraction else "tts"]
         units = tuple(row["units"])
@@ -227,11 +255,19 @@ def run(cfg: Config) -> Path:
     units = UnitFormat(cfg.unit_format, codebook_size(tag, rows, cfg.k))
     template = ChatTemplate(units, loss_on=cfg.loss_on)
     count = TokenCounter(units, cfg.tokenizer)
+    tts_rows = None
+    if cfg.tts_units is not None:
+        tts_tag, tts_rows = load_units_rows(cfg.tts_units, COLUMNS)
+        if tts_tag != tag:
+            raise ValueError(
+                f"{cfg.tts_units}: units from {tts_tag}, but {cfg.units} has {tag}; extract both with the same k-means"
+            )
+        codebook_size(tag, tts_rows, units.k)
     skipped: Counter[str] = Counter()
-    singles = make_singles(rows, cfg, skipped)
+    singles = make_singles(rows, cfg, skipped, tts_rows)
     examples, pack_skipped = build_examples(singles, cfg, lambda turns: count(template.format(turns).text))
     skipped.update(pack_skipped)
-    sentences = {sentence_key(r["text"]) for r in rows}
+    sentences = {sentence_key(r["text"]) for r in [*rows, *(tts_rows or [])]}
     buckets = Counter(sentence_bucket(t, cfg.dev_fraction, cfg.test_fraction) for t in sentences)
     extra = {
         "unit_format": units.name,

@@ -117,7 +117,8 @@ def speech_units(path: Path, pairs: list[QAPair]) -> tuple[EncoderTag, SpeechUni
     """The units dataset's tag, the units of every clip of `pairs` (or why it has none), and a summary of the clips.
 
     ValueError when a clip speaks other text than its question or answer (speech made from other questions), or when
-    a voice speaks both train and dev/test clips (held-out voices must stay unseen)."""
+    a voice speaks both train and dev/test questions (held-out voices must stay unseen; answers are what the model
+    says, so one answer voice may speak them all)."""
     tag, rows = load_units_rows(path, UNITS_COLUMNS)
     by_id = {row["id"]: row for row in rows}
     found: SpeechUnits = {}
@@ -125,8 +126,10 @@ def speech_units(path: Path, pairs: list[QAPair]) -> tuple[EncoderTag, SpeechUni
     for record in read_jsonl(folder / "rejected.jsonl"):
         found[record["id"]] = f"units rejected: {record['reason']}"
     spoken: list[tuple[str, str]] = []
+    questions_spoken: list[tuple[str, str]] = []
     for pair in pairs:
-        for clip_id, text in zip(qa_clip_ids(pair.id), (pair.question, pair.answer), strict=True):
+        clips = zip(qa_clip_ids(pair.id), (pair.question, pair.answer), (True, False), strict=True)
+        for clip_id, text, is_question in clips:
             row = by_id.get(clip_id)
             if row is None:
                 found.setdefault(clip_id, f"not in {path} (rejected by the corpus? see its rejected.jsonl)")
@@ -138,7 +141,9 @@ def speech_units(path: Path, pairs: list[QAPair]) -> tuple[EncoderTag, SpeechUni
                 )
             found[clip_id] = tuple(row["units"])
             spoken.append((row["speaker"], pair.split))
-    _check_heldout_voices(path, spoken)
+            if is_question:
+                questions_spoken.append((row["speaker"], pair.split))
+    _check_heldout_voices(path, questions_spoken)
     summary = {"clips": len(spoken), "speakers": len({speaker for speaker, _ in spoken}), "encoder": str(tag)}
     return tag, found, summary
 

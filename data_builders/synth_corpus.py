@@ -94,8 +94,13 @@ class Config:
     questions no training clip speaks, by voices the model knows: the eval set that separates new questions from
     new voices)."""
 
+    qa_answer_voice: str | None = None
+    """Speak every answer of `qa` with this one voice, as SpeechGPT renders its answers in one voice (the vocoder's
+    answer voice): then the units of an answer follow from its text alone, which a model can learn to say. Null:
+    each answer gets a drawn voice, like its question."""
+
     def __post_init__(self) -> None:
-        for key in [*self.voices, *self.heldout_voices]:
+        for key in [*self.voices, *self.heldout_voices, *([self.qa_answer_voice] if self.qa_answer_voice else [])]:
             parse_voice(key)
         stray = sorted(set(self.heldout_voices) - set(self.voices))
         if stray:
@@ -115,13 +120,15 @@ class Config:
                 )
             if not self.heldout_voices or not set(self.voices) - set(self.heldout_voices):
                 raise ValueError("qa needs heldout_voices and at least one other (training) voice among voices")
+        elif self.qa_answer_voice is not None:
+            raise ValueError("qa_answer_voice applies only with qa")
 
 
 def run(cfg: Config) -> Path:
     """Synthesize every clip not yet done, then write the corpus dataset. Returns cfg.out."""
     save_config(cfg, cfg.out)
     voices = [parse_voice(key) for key in cfg.voices]
-    for voice in voices:
+    for voice in [*voices, *([parse_voice(cfg.qa_answer_voice)] if cfg.qa_answer_voice else [])]:
         check_voice(voice)
     items = qa_items(cfg, cfg.qa) if cfg.qa is not None else synth_items(cfg, voices, corpus_sentences(cfg))
     settings = build_settings(cfg, items)
@@ -193,7 +200,8 @@ def synth_items(cfg: Config, voices: list[Voice], sentences: list[str]) -> list[
 def qa_items(cfg: Config, qa: Path) -> list[SourceItem]:
     """A question clip and an answer clip per pair of `qa`, each spoken by a voice drawn by the pair's seeded generator
     (question first): from the training voices (voices not held out) for train pairs, from heldout_voices otherwise
-    (or from the training voices, with qa_heldout_speakers=training_voices)."""
+    (or from the training voices, with qa_heldout_speakers=training_voices). With qa_answer_voice, that voice speaks
+    every answer."""
     pairs, bad = read_text_instructions(qa, all_pairs=cfg.qa_all_pairs)
     if bad:
         log.warning("%s: %d records are not usable, so not spoken (`speechgpt build stage3` lists them)", qa, len(bad))
@@ -208,5 +216,7 @@ def qa_items(cfg: Config, qa: Path) -> list[SourceItem]:
         spoken = zip(qa_clip_ids(pair.id), ("question", "answer"), (pair.question, pair.answer), strict=True)
         for clip_id, role, text in spoken:
             voice = parse_voice(rng.choice(pool))
+            if role == "answer" and cfg.qa_answer_voice is not None:
+                voice = parse_voice(cfg.qa_answer_voice)
             items.append(tts_item(clip_id, voice, text, pair.split, f"{voice.key} {role} of {pair.id}"))
     return items

@@ -77,9 +77,11 @@ def make_frozen_model(
     stage: str = "frozen_qa",
     state_bias: tuple[float, ...] | None = None,
     template: str = "{speech}{target}",
+    features: dict | None = None,
 ) -> Path:
     """A frozen-variant model folder as the frozen stages export it: speech modules around a tiny random LLM saved
-    beside it (`<root>/backbone`, named in the meta), fbank features with a CMVN fitted on a chirp. `state_bias`
+    beside it (`<root>/backbone`, named in the meta), `features` (default FROZEN_FEATURES: fbank; 50 Hz kinds get
+    2x subsampling) with a CMVN fitted on a chirp. `state_bias`
     (3 logits) replaces the state head's bias, e.g. (60, 0, 0) to keep listening whatever it hears; `template`: the
     text around the speech, as the stages write it."""
     import torch
@@ -88,7 +90,7 @@ def make_frozen_model(
     from speechgpt.model.frozen_lm import build_frozen_speech_lm
     from speechgpt.model.load import load_lm
     from speechgpt.model.speech_encoder import build_speech_encoder
-    from speechgpt.model.speech_features import fbank, fit_cmvn
+    from speechgpt.model.speech_features import build_feature_extractor, fit_cmvn
     from speechgpt.model.state_labels import STATE_NAMES
 
     backbone = make_tiny_lm(root / "backbone", tie=False)
@@ -96,12 +98,14 @@ def make_frozen_model(
     with torch.no_grad():  # a random 0.02-scale head makes every logit near 0: greedy text would be one token repeated
         lm.get_output_embeddings().weight.mul_(20)
     lm.save_pretrained(backbone)
+    features = dict(features or FROZEN_FEATURES)
+    extract = build_feature_extractor(**features)
     torch.manual_seed(0)
     encoder = build_speech_encoder(
-        input_dim=FROZEN_FEATURES["num_mel_bins"], frame_rate=100, dim=32, num_layers=2, num_heads=4, left_chunks=2,
-        dropout=0.0,
+        input_dim=extract.dim, frame_rate=extract.frame_rate, subsampling=4 if extract.frame_rate == 100 else 2,
+        dim=32, num_layers=2, num_heads=4, left_chunks=2, dropout=0.0,
     )  # fmt: skip
-    encoder.set_cmvn(*fit_cmvn([fbank(torch.from_numpy(chirp(2.0)), FROZEN_FEATURES["num_mel_bins"])]))
+    encoder.set_cmvn(*fit_cmvn(extract([torch.from_numpy(chirp(2.0))])))
     model = build_frozen_speech_lm(lm, encoder, num_prompts=3, seed=1)
     if state_bias is not None:
         with torch.no_grad():
@@ -111,7 +115,7 @@ def make_frozen_model(
         root / "final",
         stage=stage,
         backbone=str(backbone.resolve()),
-        features=dict(FROZEN_FEATURES),
+        features=features,
         template={"text": template, "eos": True},
         states=list(STATE_NAMES),
         trailing_silence_s=0.48,

@@ -73,6 +73,8 @@ class Decision:
     """Audio time of the chunk's end, from the utterance start."""
     time_s: float
     """time.perf_counter() when it was decided."""
+    heard_s: float
+    """Audio heard when it was decided: the chunk's end, or later where the features come a window late."""
 
 
 @dataclass
@@ -121,7 +123,7 @@ class Turn:
         def since_end(t: float | None) -> float | None:
             return None if t is None or self.speech_end_s is None else round(t - self.speech_end_s, 4)
 
-        heard = self.decisions[-1].audio_s if self.outcome and self.decisions and not self.forced else self.audio_s
+        heard = self.decisions[-1].heard_s if self.outcome and self.decisions and not self.forced else self.audio_s
         delay = None if self.speech_end_audio_s is None or self.outcome is None else heard - self.speech_end_audio_s
         return {
             "decision_s": since_end(self.decision_s),
@@ -160,20 +162,6 @@ class CachedLM:
         return out.last_hidden_state
 
 
-class _RecomputedFeatures:
-    """Frames of a feature kind that does not stream (a unit encoder sees the whole clip): recomputed on all audio
-    heard so far, handing on the frames not given yet. Close to, not equal to, the whole clip's frames."""
-
-    def __init__(self, extract: Any) -> None:
-        self.extract, self.audio, self.given = extract, torch.zeros(0), 0
-
-    def push(self, samples: torch.Tensor) -> torch.Tensor:
-        self.audio = torch.cat([self.audio, samples])
-        frames = self.extract([self.audio])[0]
-        new, self.given = frames[self.given :], max(self.given, frames.shape[0])
-        return new
-
-
 class FrozenListener:
     """Listens to one stream of audio and answers in text; not thread-safe (one stream per listener)."""
 
@@ -198,10 +186,7 @@ class FrozenListener:
         self._start(self.frozen.prefix_ids, prompt=True)
 
     def _start(self, ids: list[int], prompt: bool) -> None:
-        from speechgpt.model.speech_features import FbankStream
-
-        f = self.frozen.features
-        self._features: Any = FbankStream(f.dim) if f.kind == "fbank" else _RecomputedFeatures(f)
+        self._features: Any = self.frozen.features.stream()
         self._encoder_state: Any = None
         self._adapter_history: torch.Tensor | None = None
         self._lm = CachedLM(self.model.lm)
@@ -235,7 +220,8 @@ class FrozenListener:
         if self.turn.outcome is not None or self._fresh:
             return []
         with torch.inference_mode():
-            return self._encode(torch.zeros(0, self.frozen.features.dim), final=True)
+            rest = self._features.flush()
+            return self._encode(rest if rest.numel() else torch.zeros(0, self.frozen.features.dim), final=True)
 
     def end_of_speech(self) -> None:
         """Mark the audio pushed so far as the end of the speech (latencies count from the last push)."""
@@ -337,7 +323,7 @@ class FrozenListener:
         index = len(self.turn.decisions)
         audio_s = min((index + 1) * self.chunk_s, self.turn.audio_s)  # the last, partial chunk ends with the audio
         state = int(logits.argmax()) if self.config.decide else KEEP_LISTENING
-        decision = Decision(index, state, logits.tolist(), audio_s, time.perf_counter())
+        decision = Decision(index, state, logits.tolist(), audio_s, time.perf_counter(), self.turn.audio_s)
         self.turn.decisions.append(decision)
         if decision.state in (ANSWER, IGNORE_SPEECH):
             self.end_of_speech()

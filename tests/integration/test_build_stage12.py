@@ -143,6 +143,32 @@ def test_stage2_answers_equal_their_source_rows(units_dir: Path, tmp_path: Path)
     assert {r["task"] for split_rows in rows.values() for r in split_rows} == {"asr", "tts"}
 
 
+def test_stage2_tts_from_one_answer_voice(units_dir: Path, synthetic_units: Path, tmp_path: Path) -> None:
+    """tts_units: the TTS examples say sentences in that one voice (its rows), the ASR ones listen to `units`; a
+    units set from another k-means is refused."""
+    source = sources_of(units_dir)
+    voice = sorted({r["speaker"] for r in source.values()})[0]
+    voice_rows = [r for r in source.values() if r["speaker"] == voice]
+    write_dataset(voice_rows, tmp_path / "voice" / "dataset", units_features())
+    cfg = build_stage2.Config(
+        units=units_dir, tts_units=tmp_path / "voice", out=tmp_path / "s2", dev_fraction=0.25, test_fraction=0.25
+    )
+    rows = rows_of(build_stage2.run(cfg))
+    check_answers(rows, source)
+    by_task: dict[str, list[str]] = {"asr": [], "tts": []}
+    for split_rows in rows.values():
+        for row in split_rows:
+            by_task[row["task"]] += row["source_ids"]
+    assert sorted(by_task["tts"]) == sorted(r["id"] for r in voice_rows)
+    heldout_skipped = json.loads((cfg.out / "summary.json").read_text())["skipped"].get(
+        "held-out voice with a training sentence", 0
+    )
+    assert len(by_task["asr"]) + heldout_skipped == len(source)
+
+    with pytest.raises(ValueError, match="extract both with the same k-means"):
+        build_stage2.run(build_stage2.Config(units=units_dir, tts_units=synthetic_units, out=tmp_path / "x"))
+
+
 def test_stage2_splits_keep_sentences_and_voices_apart(synthetic_units: Path, tmp_path: Path) -> None:
     source = sources_of(synthetic_units)
     cfg = build_stage2.Config(

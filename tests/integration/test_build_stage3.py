@@ -191,6 +191,31 @@ def test_voices_are_drawn_per_question_as_the_demo_always_drew_them(tmp_path: Pa
     assert len({i.speaker for i in items.values() if i.split == "train"}) == len(DEMO_TRAIN_VOICES)
 
 
+def test_one_answer_voice_speaks_every_answer_and_questions_keep_their_voices(tmp_path: Path) -> None:
+    """qa_answer_voice: every answer clip in that voice, so an answer's units follow from its text; the questions are
+    spoken by the same drawn voices as without it."""
+    questions = {
+        split: [{"id": f"{split}-{i}", "instruction": f"q {i}", "output": "y"} for i in range(10)]
+        for split in ("train", "test")
+    }
+    folder = write_questions(tmp_path / "q", questions)
+    voices = [*DEMO_TRAIN_VOICES, *DEMO_HELDOUT_VOICES]
+    drawn = synth_corpus.qa_items(
+        synth_corpus.Config(qa=folder, voices=voices, heldout_voices=DEMO_HELDOUT_VOICES), folder
+    )
+    cfg = synth_corpus.Config(
+        qa=folder, voices=voices, heldout_voices=DEMO_HELDOUT_VOICES, qa_answer_voice="espeak-ng:en-us"
+    )
+    items = synth_corpus.qa_items(cfg, folder)
+    answer_speaker = parse_voice("espeak-ng:en-us").speaker
+    assert {i.speaker for i in items if i.id.startswith("a-")} == {answer_speaker}
+    assert [(i.id, i.speaker) for i in items if i.id.startswith("q-")] == [
+        (i.id, i.speaker) for i in drawn if i.id.startswith("q-")
+    ]
+    with pytest.raises(ValueError, match="qa_answer_voice applies only with qa"):
+        synth_corpus.Config(voices=voices, heldout_voices=DEMO_HELDOUT_VOICES, qa_answer_voice="espeak-ng:en-us")
+
+
 def test_test_questions_in_new_renditions_by_training_voices(tmp_path: Path) -> None:
     """qa_splits + qa_heldout_speakers=training_voices: only the test questions, each spoken by a training voice (the
     eval set of known voices on questions no training clip speaks)."""
@@ -307,3 +332,10 @@ def test_the_join_lists_clips_without_units_and_refuses_other_questions_or_share
     )
     with pytest.raises(ValueError, match=r"voices \['v1'\] speak both train and dev/test questions"):
         build_stage3.run(shared_cfg)
+
+    answer_voice = [*clips, ("a-sub-9-2", "seven", "v1", "dev")]
+    answer_voice_cfg = build_stage3.Config(
+        questions=questions_dir, units=fake_units(tmp_path / "a", answer_voice), out=tmp_path / "a3"
+    )
+    summary = json.loads((build_stage3.run(answer_voice_cfg) / "summary.json").read_text())
+    assert summary["speech"]["clips"] == 4, "one answer voice may speak the answers of every split"

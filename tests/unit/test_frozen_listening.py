@@ -14,7 +14,6 @@ import torch
 from speechgpt.infer.frozen_loading import FrozenModel, load_frozen_model, model_variant, resolve_variant, template_ids
 from speechgpt.infer.listening import CachedLM, FrozenListener, ListenConfig
 from speechgpt.model.frozen_lm import chunk_end_positions
-from speechgpt.model.speech_features import fbank
 from speechgpt.model.tiny import build_tiny_lm
 from tests.chat_fixtures import FROZEN_FEATURES, chirp, make_frozen_model
 
@@ -40,7 +39,7 @@ def full_pass_hidden(frozen: FrozenModel, samples: np.ndarray) -> tuple[torch.Te
     """(hidden states of [prefix, prompt, speech] in one pass, chunk end positions, speech start)."""
     model = frozen.model
     with torch.no_grad():
-        feats = fbank(torch.from_numpy(samples), FROZEN_FEATURES["num_mel_bins"])[None]
+        feats = frozen.features([torch.from_numpy(samples)])[0][None]
         embeds, _, frame_lengths = model.speech_embeddings(feats, torch.tensor([feats.shape[1]]))
         prefix = model.embed_tokens(torch.tensor([frozen.prefix_ids]))
         inputs = torch.cat([prefix, model.prompt_embeddings()[None], embeds], 1)
@@ -132,6 +131,27 @@ def test_streaming_gives_the_full_pass_state_logits(frozen: FrozenModel, piece: 
     assert [round(d.audio_s, 2) for d in decisions] == [*(round(0.16 * (c + 1), 2) for c in range(8)), CLIP_S]
 
 
+def test_windowed_unit_encoder_frames_stream_to_the_full_pass(tmp_path: Path) -> None:
+    """A model trained on windowed unit-encoder frames hears a stream exactly as it trained: the frames of each
+    window come once the window is heard, and the state logits equal the full pass's."""
+    features = {"kind": "unit_encoder", "encoder_kind": "logmel", "window_s": 0.32, "context_s": 0.32}
+    frozen = load_frozen_model(
+        make_frozen_model(tmp_path, state_bias=(60.0, 0.0, 0.0), features=features), device="cpu"
+    )
+    assert frozen.features.streamable and frozen.features.window == 5120
+    samples = clip()
+    hidden, positions, _ = full_pass_hidden(frozen, samples)
+    full = frozen.model.state_logits(hidden[0, positions]).detach()
+    listener = FrozenListener(frozen)
+    decisions = []
+    for offset in range(0, len(samples), 999):
+        decisions += listener.push(samples[offset : offset + 999])
+    assert [d.audio_s for d in decisions][:2] == [0.16, 0.32]
+    assert [d.heard_s for d in decisions][:2] == [6 * 999 / 16_000] * 2, "a window's chunks come once it is heard"
+    decisions += listener.finish()
+    torch.testing.assert_close(torch.tensor([d.logits for d in decisions]), full, rtol=0, atol=2e-4)
+
+
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3"])
 def test_cached_lm_equals_one_pass(frozen: FrozenModel, family: str) -> None:
     lm = build_tiny_lm(family, frozen.tokenizer, hidden_size=32, num_layers=2, num_heads=4, seed=3)  # type: ignore[arg-type]
@@ -181,7 +201,7 @@ def test_answer_decided_at_a_chosen_chunk_starts_the_text_answer_there(frozen: F
 
 def _inputs_until(frozen: FrozenModel, last: int) -> torch.Tensor:
     model = frozen.model
-    feats = fbank(torch.from_numpy(clip()), FROZEN_FEATURES["num_mel_bins"])[None]
+    feats = frozen.features([torch.from_numpy(clip())])[0][None]
     embeds, _, _ = model.speech_embeddings(feats, torch.tensor([feats.shape[1]]))
     prefix = model.embed_tokens(torch.tensor([frozen.prefix_ids]))
     return torch.cat([prefix, model.prompt_embeddings()[None], embeds], 1)[:, : last + 1]
