@@ -70,9 +70,9 @@ class Config:
     voice; `units` then gives the ASR examples only. Its sentences fall into the same train/dev/test buckets. Null:
     TTS examples come from the utterances of `units`, in their many voices."""
     tts_share: float = 1.0
-    """With both_tasks or tts_units: the chance that an utterance's TTS example is kept (its ASR one always is). A TTS example
-    trains ~5x the tokens of an ASR one, so a small model given both for every utterance learns speech out at the
-    cost of recognition; fewer TTS examples rebalance the two without losing any ASR example."""
+    """With both_tasks or tts_units: the chance that an utterance's TTS example is kept (its ASR one always is). A
+    TTS example trains ~5x the tokens of an ASR one, so a small model given both for every utterance learns speech
+    out at the cost of recognition; fewer TTS examples rebalance the two without losing any ASR example."""
     max_tokens: int = 1024
     """Token budget of one (multi-turn) example; a single turn over it is skipped and counted."""
     turns_per_example: int = 4
