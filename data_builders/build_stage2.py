@@ -29,7 +29,16 @@ from speechgpt.config import save_config
 from speechgpt.data.instruct import Task
 from speechgpt.data.units import codebook_size, load_units_rows
 from speechgpt.text.conversation import Turn
-from speechgpt.text.template import INPUT_JOIN, TQ, AssistantTurn, ChatTemplate, LossOn, UserTurn, marker_tokens
+from speechgpt.text.template import (
+    INPUT_JOIN,
+    TQ,
+    AssistantTurn,
+    ChatTemplate,
+    LossOn,
+    UserTurn,
+    marker_tokens,
+    system_text,
+)
 from speechgpt.text.units import UnitFormat, UnitFormatName
 
 log = logging.getLogger(__name__)
@@ -85,6 +94,10 @@ class Config:
     """Share of distinct sentences in the test bucket."""
     loss_on: LossOn = "answers"
     """'answers': train on the answers only; 'after_system': everything after the system prompt (SpeechGPT)."""
+    system: str | None = None
+    """System text that starts every example; null: SpeechGPT's. It is recorded in summary.json, the stages write
+    it into the trained model's config.json (`speechgpt_system`) and chat sessions prompt with it from there. A
+    tiny model spends about half of its compute on SpeechGPT's 83-token text."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.asr_fraction <= 1.0 or not 0.0 <= self.tts_share <= 1.0:
@@ -253,7 +266,7 @@ def run(cfg: Config) -> Path:
     save_config(cfg, cfg.out)
     tag, rows = load_units_rows(cfg.units, COLUMNS)
     units = UnitFormat(cfg.unit_format, codebook_size(tag, rows, cfg.k))
-    template = ChatTemplate(units, loss_on=cfg.loss_on)
+    template = ChatTemplate(units, loss_on=cfg.loss_on, system=system_text(cfg.system))
     count = TokenCounter(units, cfg.tokenizer)
     tts_rows = None
     if cfg.tts_units is not None:
@@ -275,6 +288,7 @@ def run(cfg: Config) -> Path:
         "encoder": str(tag),
         "sentences_per_bucket": dict(sorted(buckets.items())),
         "turns": len(singles) - skipped[OVER_BUDGET],
+        "system": template.system,
     }
     out_rows = [to_row(example, template, count) for example in examples]
     write_instruct_dataset(out_rows, cfg.out, skipped=skipped, extra=extra, exact_tokens=count.exact)

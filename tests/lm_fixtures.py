@@ -60,7 +60,7 @@ def make_instruct_dataset(out: Path, tasks: list[str], count: int = 60, seed: in
         examples.append(Example(f"{task}-{i:03d}", task, split, _turns(task, text, units), [str(i)], units))  # type: ignore[arg-type]
     count_tokens = TokenCounter(UNITS)
     rows = [to_row(e, template, count_tokens) for e in examples]
-    write_instruct_dataset(rows, out, skipped=Counter())
+    write_instruct_dataset(rows, out, skipped=Counter(), extra=None if tasks == ["unit_lm"] else {"system": SYSTEM})
     return out
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from speechgpt.model.load import DType, load_lm
+from speechgpt.text.template import SYSTEM_CONFIG_KEY
 from speechgpt.text.units import UnitFormat, detect_unit_format
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ class LoadedModel:
     """'model': a plain HF folder; 'adapter': a peft adapter applied over its base."""
     source: str
     """The folder (or hub id) the model was loaded from."""
+    system: str | None = None
+    """The system text the model was trained with (its config.json's `speechgpt_system`, written by the stages);
+    None when the model does not say."""
 
 
 def load_chat_model(
@@ -71,7 +75,8 @@ def load_chat_model(
         raise ValueError(f"{path}: the model has {rows} embedding rows for a tokenizer of {len(tokenizer)} tokens")
     model.to(device).eval()
     log.info("loaded %s (%s, units %s k=%d) on %s", path, layout, units.name, units.k, device)
-    return LoadedModel(model, tokenizer, units, layout, str(path))
+    system = getattr(model.config, SYSTEM_CONFIG_KEY, None)
+    return LoadedModel(model, tokenizer, units, layout, str(path), system if isinstance(system, str) else None)
 
 
 def _load_adapter(path: Path, base: str | Path | None, dtype: DType, merge: bool) -> tuple[Any, Any]:

@@ -38,7 +38,7 @@ from speechgpt.infer.routing import AnswerRouter, Delta
 from speechgpt.infer.speaking import AnswerVoice
 from speechgpt.infer.vocoding import UnitsToAudio
 from speechgpt.model.load import DType
-from speechgpt.text.template import SPEECHGPT_SYSTEM, AssistantTurn, ChatTemplate, ParsedAnswer, UserTurn
+from speechgpt.text.template import AssistantTurn, ChatTemplate, ParsedAnswer, UserTurn, system_text
 from speechgpt.units.runs import merge_repeats
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,9 @@ class PromptTooLongError(ValueError):
 class SessionConfig:
     """How a session prompts, decodes and voices."""
 
-    system: str = SPEECHGPT_SYSTEM
-    """System text that starts every prompt; use the one the model was trained with."""
+    system: str | None = None
+    """System text that starts every prompt; None: the one the model was trained with (its config.json's
+    `speechgpt_system`, which the stages write), else SpeechGPT's."""
     instruction: str = ""
     """Instruction put before each question (`{instruction} This is input: {question}`); empty: the question only."""
     reply: Reply = "same"
@@ -103,7 +104,8 @@ class ChatSession:
         self.model, self.tokenizer, self.units = loaded.model, loaded.tokenizer, loaded.units
         self.speech_to_units, self.vocoder = speech_to_units, vocoder
         self.config = config or SessionConfig()
-        self.template = ChatTemplate(self.units, system=self.config.system)
+        system = self.config.system if self.config.system is not None else loaded.system
+        self.template = ChatTemplate(self.units, system=system_text(system))
         self.classes = TokenClasses(self.tokenizer, self.units)
         self._history: list[Turn] = []
 

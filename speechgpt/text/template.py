@@ -25,6 +25,15 @@ SPEECHGPT_SYSTEM = (
     "- It can perceive cross-modal inputs and generate cross-modal outputs.\n"
 )
 LossOn = Literal["answers", "after_system"]
+SYSTEM_CONFIG_KEY = "speechgpt_system"
+"""Key of the system text in a trained model's config.json (written by the stages, read by chat sessions)."""
+
+
+def system_text(system: str | None) -> str:
+    """The system text of a template: SpeechGPT's for None, else `system` ending in a newline (empty: none)."""
+    if system is None:
+        return SPEECHGPT_SYSTEM
+    return system if not system or system.endswith("\n") else system + "\n"
 
 
 def marker_tokens() -> list[str]:

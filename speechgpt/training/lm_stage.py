@@ -3,6 +3,7 @@ the engine, and a Hugging Face export. Each stage file only says which model, wh
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from speechgpt.config import save_config
 from speechgpt.data.instruct import load_instruct_dataset
 from speechgpt.model.load import load_lm
 from speechgpt.model.vocab import SpeechVocab, add_speech_tokens
+from speechgpt.text.template import SYSTEM_CONFIG_KEY
 from speechgpt.text.units import UnitFormat
 from speechgpt.training.batches import TokenBatches
 from speechgpt.training.checkpoint import seed_everything
@@ -81,17 +83,24 @@ class TextReplay:
 
 
 def replay_rows(
-    cfg: TextReplay, train: list[Tokenized], tokenizer: Any, seq_len: int, seed: int, units: UnitFormat
+    cfg: TextReplay,
+    train: list[Tokenized],
+    tokenizer: Any,
+    seq_len: int,
+    seed: int,
+    units: UnitFormat,
+    system: str | None = None,
 ) -> list[Tokenized]:
-    """Text rows (cycled through in a seeded order) whose trained tokens make `cfg.fraction` of all trained tokens."""
+    """Text rows (cycled through in a seeded order) whose trained tokens make `cfg.fraction` of all trained tokens;
+    the chat form starts with `system` (None: SpeechGPT's), the system text of the stage's data."""
     import random
 
     from speechgpt.text.backbone_text import corpus_sentences, load_qa_split, qa_rows, qa_text, sentence_rows
-    from speechgpt.text.template import AssistantTurn, ChatTemplate, UserTurn
+    from speechgpt.text.template import AssistantTurn, ChatTemplate, UserTurn, system_text
 
     if cfg.fraction == 0:
         return []
-    eos, template = tokenizer.eos_token, ChatTemplate(units)
+    eos, template = tokenizer.eos_token, ChatTemplate(units, system=system_text(system))
     records = [r for s in cfg.qa_splits for r in load_qa_split(cfg.qa, s)] if cfg.qa is not None else []
     rows = qa_rows(records, eos, prefix="replay-qa") if "plain" in cfg.forms else []
     for record in records if "chat" in cfg.forms else []:
@@ -142,7 +151,10 @@ def prepare(cfg: LMStageConfig, dist: Dist, expected_tasks: Sequence[str] | None
     train_rows, skipped = tokenize_rows(data["train"], tokenizer, cfg.train.seq_len)
     if skipped and dist.is_main:
         log.warning("train examples skipped: %s", dict(skipped))
-    replayed = replay_rows(cfg.replay, train_rows, tokenizer, cfg.train.seq_len, cfg.train.seed, cfg.units)
+    system = data_system(cfg.data)
+    if system is not None:  # the export's config.json carries it to chat sessions
+        setattr(model.config, SYSTEM_CONFIG_KEY, system)
+    replayed = replay_rows(cfg.replay, train_rows, tokenizer, cfg.train.seq_len, cfg.train.seed, cfg.units, system)
     if replayed and dist.is_main:
         log.info("replay: %d text rows mixed into %d training rows", len(replayed), len(train_rows))
     train_rows += replayed
@@ -152,6 +164,16 @@ def prepare(cfg: LMStageConfig, dist: Dist, expected_tasks: Sequence[str] | None
             rows = data[split].select(range(min(len(data[split]), cfg.train.max_eval_examples)))
             evals[split] = tokenize_rows(rows, tokenizer, cfg.train.seq_len)[0]
     return Prepared(model, tokenizer, vocab, train_rows, evals)
+
+
+def data_system(data: Path) -> str | None:
+    """The system text an instruction dataset's examples start with (its builder's summary.json), None when the
+    folder does not say (stage 1's unit sequences, or a dataset made elsewhere)."""
+    summary = Path(data) / "summary.json"
+    if not summary.is_file():
+        return None
+    value = json.loads(summary.read_text(encoding="utf-8")).get("system")
+    return value if isinstance(value, str) else None
 
 
 def run_lm_stage(

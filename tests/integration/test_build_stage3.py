@@ -5,6 +5,7 @@ checks on units made from other questions or other voices."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -16,7 +17,7 @@ from data_builders.tts import parse_voice
 from speechgpt.data.corpus import load_corpus, write_dataset
 from speechgpt.data.instruct import load_instruct_dataset
 from speechgpt.data.units import units_features
-from speechgpt.text.template import ChatTemplate
+from speechgpt.text.template import SPEECHGPT_SYSTEM, ChatTemplate
 from speechgpt.text.units import SOSP, UnitFormat
 from speechgpt.units import extract, fit
 
@@ -339,3 +340,14 @@ def test_the_join_lists_clips_without_units_and_refuses_other_questions_or_share
     )
     summary = json.loads((build_stage3.run(answer_voice_cfg) / "summary.json").read_text())
     assert summary["speech"]["clips"] == 4, "one answer voice may speak the answers of every split"
+
+
+def test_a_short_system_text_starts_every_example_and_is_recorded(built: build_stage3.Config, tmp_path: Path) -> None:
+    """system: the text every example starts with (a tiny model spends half its compute on SpeechGPT's); the
+    summary records it for the training stage to write into the model."""
+    cfg = dataclasses.replace(built, out=tmp_path / "short", system="You are SpeechGPT.")
+    rows = load_instruct_dataset(build_stage3.run(cfg))["train"].to_list()
+    assert rows and all(r["text"].startswith("You are SpeechGPT.\n[Human]: ") for r in rows)
+    assert json.loads((cfg.out / "summary.json").read_text())["system"] == "You are SpeechGPT.\n"
+    default = json.loads((built.out / "summary.json").read_text())["system"]
+    assert default == SPEECHGPT_SYSTEM

@@ -14,11 +14,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from speechgpt.infer.loading import load_chat_model
+from speechgpt.infer.session import ChatSession, SessionConfig
 from speechgpt.text.template import ChatTemplate, UserTurn
 from speechgpt.training.config import TrainConfig
 from stages import stage1_modality_adaptation, stage2_cross_modal, stage3_chain_of_modality
 from tests.conftest import subprocess_env
-from tests.lm_fixtures import UNITS, K, make_instruct_dataset, make_tiny_lm
+from tests.lm_fixtures import SYSTEM, UNITS, K, make_instruct_dataset, make_tiny_lm
 
 SPEECHGPT = [sys.executable, "-m", "speechgpt.cli"]
 
@@ -63,6 +65,11 @@ def test_three_stages_chain_and_export(work: Path) -> None:
         assert sorted(p.name for p in (out / "checkpoints").glob("step*")) == ["step0000003", "step0000006"]
     model = AutoModelForCausalLM.from_pretrained(s3)
     tokenizer = AutoTokenizer.from_pretrained(s3)
+    # the data's system text travels in config.json to chat sessions, which prompt with it unless told otherwise
+    assert model.config.speechgpt_system == SYSTEM
+    loaded = load_chat_model(s3, device="cpu")
+    assert ChatSession(loaded).template.system == SYSTEM
+    assert ChatSession(loaded, config=SessionConfig(system="Other.")).template.system == "Other.\n"
     assert tokenizer.convert_tokens_to_ids(UNITS.token(K - 1)) < model.get_input_embeddings().weight.shape[0]
     assert (work / "s3" / "adapter" / "adapter_config.json").exists()
     run2, run3 = (json.loads((work / s / "run.json").read_text()) for s in ("s2", "s3"))
