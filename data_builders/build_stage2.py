@@ -162,10 +162,10 @@ def make_singles(
         cfg,
         skipped,
         lambda row, bucket: assign_split(row, bucket, train_voices, cfg.train_splits),
-        tts=tts_rows is None,
+        only=None if tts_rows is None else "asr",
     )
     if tts_rows is not None:
-        singles += singles_of(tts_rows, cfg, skipped, lambda row, bucket: bucket, asr=False)
+        singles += singles_of(tts_rows, cfg, skipped, lambda row, bucket: bucket, only="tts")
     return singles
 
 
@@ -174,9 +174,10 @@ def singles_of(
     cfg: Config,
     skipped: Counter[str],
     split_of: Callable[[dict[str, Any], str], str],
-    asr: bool = True,
-    tts: bool = True,
+    only: Task | None = None,
 ) -> list[Single]:
+    """The turns of `rows` in the splits `split_of` gives: ASR and TTS as the config mixes them, or `only` one task
+    (a TTS turn kept at tts_share)."""
     singles = []
     for row in rows:
         bucket = sentence_bucket(row["text"], cfg.dev_fraction, cfg.test_fraction)
@@ -194,9 +195,12 @@ def singles_of(
             continue
         # a generator per row: a row's task and phrasing do not depend on which other rows exist
         rng = random.Random(f"{cfg.seed}/{row['id']}")
-        if not (asr and tts) or cfg.both_tasks:
-            keep_tts = tts and (cfg.tts_share >= 1 or rng.random() < cfg.tts_share)  # no draw at 1: as before
-            tasks: list[Task] = [*(["asr"] if asr else []), *(["tts"] if keep_tts else [])]
+        if only == "asr":
+            tasks: list[Task] = ["asr"]
+        elif only == "tts":
+            tasks = ["tts"] if _keep_tts(cfg, rng) else []
+        elif cfg.both_tasks:
+            tasks = ["asr", "tts"] if _keep_tts(cfg, rng) else ["asr"]
         else:
             tasks = ["asr" if rng.random() < cfg.asr_fraction else "tts"]
         units = tuple(row["units"])
@@ -207,6 +211,11 @@ def singles_of(
                 turn = (UserTurn(sample_instruction("tts", rng), text=transcript), AssistantTurn(units=units))
             singles.append(Single(task, split, turn, row["id"]))
     return singles
+
+
+def _keep_tts(cfg: Config, rng: random.Random) -> bool:
+    """Whether a row's TTS turn is kept (chance tts_share; no draw at 1, so the data stay as without the share)."""
+    return cfg.tts_share >= 1 or rng.random() < cfg.tts_share
 
 
 def pack(

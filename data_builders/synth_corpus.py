@@ -100,7 +100,7 @@ class Config:
     each answer gets a drawn voice, like its question."""
 
     def __post_init__(self) -> None:
-        for key in [*self.voices, *self.heldout_voices, *([self.qa_answer_voice] if self.qa_answer_voice else [])]:
+        for key in [*self.speaking_voices(), *self.heldout_voices]:
             parse_voice(key)
         stray = sorted(set(self.heldout_voices) - set(self.voices))
         if stray:
@@ -123,13 +123,17 @@ class Config:
         elif self.qa_answer_voice is not None:
             raise ValueError("qa_answer_voice applies only with qa")
 
+    def speaking_voices(self) -> list[str]:
+        """Every voice that speaks in this corpus: `voices`, and the answer voice."""
+        return [*self.voices, *([self.qa_answer_voice] if self.qa_answer_voice else [])]
+
 
 def run(cfg: Config) -> Path:
     """Synthesize every clip not yet done, then write the corpus dataset. Returns cfg.out."""
     save_config(cfg, cfg.out)
     voices = [parse_voice(key) for key in cfg.voices]
-    for voice in [*voices, *([parse_voice(cfg.qa_answer_voice)] if cfg.qa_answer_voice else [])]:
-        check_voice(voice)
+    for key in cfg.speaking_voices():
+        check_voice(parse_voice(key))
     items = qa_items(cfg, cfg.qa) if cfg.qa is not None else synth_items(cfg, voices, corpus_sentences(cfg))
     settings = build_settings(cfg, items)
     build = CorpusBuild(cfg.out, settings, cfg.max_duration_s, num_workers=cfg.num_workers, max_items=cfg.limit)
@@ -215,8 +219,7 @@ def qa_items(cfg: Config, qa: Path) -> list[SourceItem]:
         rng = random.Random(f"{cfg.seed}:voice:{pair.id}")
         spoken = zip(qa_clip_ids(pair.id), ("question", "answer"), (pair.question, pair.answer), strict=True)
         for clip_id, role, text in spoken:
-            voice = parse_voice(rng.choice(pool))
-            if role == "answer" and cfg.qa_answer_voice is not None:
-                voice = parse_voice(cfg.qa_answer_voice)
+            answer_voice = cfg.qa_answer_voice if role == "answer" else None
+            voice = parse_voice(answer_voice or rng.choice(pool))  # the question draws first: its voice is kept
             items.append(tts_item(clip_id, voice, text, pair.split, f"{voice.key} {role} of {pair.id}"))
     return items

@@ -192,15 +192,19 @@ def test_voices_are_drawn_per_question_as_the_demo_always_drew_them(tmp_path: Pa
     assert len({i.speaker for i in items.values() if i.split == "train"}) == len(DEMO_TRAIN_VOICES)
 
 
+def numbered_questions(tmp_path: Path, count: int) -> tuple[Path, list[str]]:
+    """`count` train and `count` test questions "q <i>" (answer "y"), and the demo's voices."""
+    questions = {
+        split: [{"id": f"{split}-{i}", "instruction": f"q {i}", "output": "y"} for i in range(count)]
+        for split in ("train", "test")
+    }
+    return write_questions(tmp_path / "q", questions), [*DEMO_TRAIN_VOICES, *DEMO_HELDOUT_VOICES]
+
+
 def test_one_answer_voice_speaks_every_answer_and_questions_keep_their_voices(tmp_path: Path) -> None:
     """qa_answer_voice: every answer clip in that voice, so an answer's units follow from its text; the questions are
     spoken by the same drawn voices as without it."""
-    questions = {
-        split: [{"id": f"{split}-{i}", "instruction": f"q {i}", "output": "y"} for i in range(10)]
-        for split in ("train", "test")
-    }
-    folder = write_questions(tmp_path / "q", questions)
-    voices = [*DEMO_TRAIN_VOICES, *DEMO_HELDOUT_VOICES]
+    folder, voices = numbered_questions(tmp_path, 10)
     drawn = synth_corpus.qa_items(
         synth_corpus.Config(qa=folder, voices=voices, heldout_voices=DEMO_HELDOUT_VOICES), folder
     )
@@ -220,12 +224,7 @@ def test_one_answer_voice_speaks_every_answer_and_questions_keep_their_voices(tm
 def test_test_questions_in_new_renditions_by_training_voices(tmp_path: Path) -> None:
     """qa_splits + qa_heldout_speakers=training_voices: only the test questions, each spoken by a training voice (the
     eval set of known voices on questions no training clip speaks)."""
-    questions = {
-        split: [{"id": f"{split}-{i}", "instruction": f"q {i}", "output": "y"} for i in range(20)]
-        for split in ("train", "test")
-    }
-    folder = write_questions(tmp_path / "q", questions)
-    voices = [*DEMO_TRAIN_VOICES, *DEMO_HELDOUT_VOICES]
+    folder, voices = numbered_questions(tmp_path, 20)
     cfg = synth_corpus.Config(
         qa=folder,
         voices=voices,
