@@ -5,7 +5,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-precision bench-mfu bench-gpu bench-vocoder bench-chat eval-units eval-vocoder
+.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-precision bench-mfu bench-gpu bench-vocoder bench-chat eval-units eval-unit-layers eval-vocoder
 
 setup:
 	@bash scripts/setup.sh
@@ -57,3 +57,7 @@ eval-vocoder: setup  ## spoken answers in the answer voice: judge WER/CER, DNSMO
 
 eval-units: setup  ## compare unit encoders: paired edit distances and a CTC recognizer on held-out voices (~25 min)
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.compare_unit_encoders
+
+eval-unit-layers: setup  ## which Whisper layer to quantize: voice ratio and lookup resynthesis per layer (~12 min; runs the demo if absent)
+	@test -d out/demo/corpus/dataset -a -d out/demo/voice_corpus/dataset || $(MAKE) demo
+	OMP_NUM_THREADS=2 $(PY) -m benchmarks.unit_layers
