@@ -58,6 +58,6 @@ eval-vocoder: setup  ## spoken answers in the answer voice: judge WER/CER, DNSMO
 eval-units: setup  ## compare unit encoders: paired edit distances and a CTC recognizer on held-out voices (~25 min)
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.compare_unit_encoders
 
-eval-unit-layers: setup  ## which Whisper layer to quantize: voice ratio and lookup resynthesis per layer (~12 min; runs the demo if absent)
+eval-unit-layers: setup  ## which Whisper layer to quantize: voice ratio and lookup resynthesis per layer (~6 min; runs the demo if absent)
 	@test -d out/demo/corpus/dataset -a -d out/demo/voice_corpus/dataset || $(MAKE) demo
 	OMP_NUM_THREADS=2 $(PY) -m benchmarks.unit_layers

