@@ -55,8 +55,13 @@ def voice_pairs(rows: Any, count: int, seed: int) -> tuple[list[tuple[int, int]]
     texts = [text for text, indices in voices_of.items() if len(indices) >= 2]
     np.random.default_rng(seed).shuffle(texts)
     texts = texts[:count]
+    if len(texts) < 2:
+        raise ValueError(f"the voice ratio needs two sentences each said by two voices; the corpus has {len(texts)}")
     same = [(voices_of[t][0], voices_of[t][1]) for t in texts]
-    other = [(voices_of[t][0], voices_of[texts[(k + 1) % len(texts)]][1]) for k, t in enumerate(texts)]
+    other = []
+    for k, text in enumerate(texts):  # the next sentence, said by a voice other than this sentence's first
+        first = voices_of[text][0]
+        other.append((first, next(i for i in voices_of[texts[(k + 1) % len(texts)]] if speakers[i] != speakers[first])))
     return same, other
 
 

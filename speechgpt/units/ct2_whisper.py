@@ -20,7 +20,6 @@ import importlib
 import logging
 import math
 import re
-import struct
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from speechgpt.units.ct2_model_bin import whisper_variables
 from speechgpt.units.ct2_whisper_torch import WhisperEncoderLayers, load_encoder_layers
 
 if TYPE_CHECKING:
@@ -74,32 +74,11 @@ def read_encoder_shape(model_bin: Path) -> tuple[int, int]:
     (the data blocks are skipped, so this reads a few KiB)."""
     layers: set[int] = set()
     d_model = 0
-    with model_bin.open("rb") as f:
-
-        def unpack(fmt: str) -> tuple[Any, ...]:
-            return struct.unpack("<" + fmt, f.read(struct.calcsize("<" + fmt)))
-
-        def string() -> str:
-            (size,) = unpack("H")
-            return f.read(size)[:-1].decode("utf-8")
-
-        (version,) = unpack("I")
-        if version < 5:
-            raise ValueError(f"{model_bin}: CTranslate2 binary version {version} is too old (need >= 5)")
-        spec = string()
-        if spec != "WhisperSpec":
-            raise ValueError(f"{model_bin} holds a {spec}, not a Whisper model")
-        _revision, count = unpack("II")
-        for _ in range(count):
-            name = string()
-            (ndim,) = unpack("B")
-            dims = unpack(f"{ndim}I")
-            _dtype, nbytes = unpack("BI")
-            f.seek(nbytes, 1)
-            if match := re.match(r"encoder/layer_(\d+)/", name):
-                layers.add(int(match[1]))
-            elif name == "encoder/conv1/bias":
-                d_model = int(dims[0])
+    for variable in whisper_variables(model_bin):
+        if match := re.match(r"encoder/layer_(\d+)/", variable.name):
+            layers.add(int(match[1]))
+        elif variable.name == "encoder/conv1/bias":
+            d_model = int(variable.dims[0])
     if not layers or not d_model:
         raise ValueError(f"{model_bin}: no Whisper encoder layers found")
     return len(layers), d_model

@@ -14,13 +14,14 @@ feed-forward.
 from __future__ import annotations
 
 import re
-import struct
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from speechgpt.units.ct2_model_bin import whisper_variables
 
 ENCODER_PREFIX = "encoder/"
 BLOCK = re.compile(r"layer_(\d+)/")
@@ -34,41 +35,24 @@ def read_encoder_weights(model_bin: Path) -> tuple[dict[str, Tensor], int]:
     weights) is refused."""
     weights: dict[str, Tensor] = {}
     heads = 0
-    with model_bin.open("rb") as f:
-
-        def unpack(fmt: str) -> tuple[int, ...]:
-            return struct.unpack("<" + fmt, f.read(struct.calcsize("<" + fmt)))
-
-        def string() -> str:
-            (size,) = unpack("H")
-            return f.read(size)[:-1].decode("utf-8")
-
-        unpack("I")  # binary version, checked by read_encoder_shape
-        string()  # spec name
-        _revision, count = unpack("II")
-        for _ in range(count):
-            name = string()
-            (ndim,) = unpack("B")
-            dims = unpack(f"{ndim}I")
-            dtype, nbytes = unpack("BI")
-            if name == "encoder/num_heads":
-                heads = int(np.frombuffer(f.read(nbytes), dtype=np.int16 if nbytes == 2 else np.int32)[0])
-                continue
-            if not name.startswith(ENCODER_PREFIX):
-                f.seek(nbytes, 1)
-                continue
-            if dtype not in FLOAT_TYPES:
-                raise ValueError(
-                    f"{model_bin}: {name} is stored quantized (type {dtype}); convert the model with "
-                    "float16 or float32 weights to run its encoder in PyTorch"
-                )
-            data = np.frombuffer(f.read(nbytes), dtype=FLOAT_TYPES[dtype]).reshape(dims)
-            tensor = (
-                torch.from_numpy(data.astype(np.int32) << 16).view(torch.float32)
-                if dtype == 5
-                else torch.from_numpy(data.astype(np.float32))
+    for variable in whisper_variables(model_bin, read=lambda name: name.startswith(ENCODER_PREFIX)):
+        name, data = variable.name, variable.data
+        if data is None:
+            continue
+        if name == "encoder/num_heads":
+            heads = int(np.frombuffer(data, dtype=np.int16 if len(data) == 2 else np.int32)[0])
+            continue
+        if variable.dtype not in FLOAT_TYPES:
+            raise ValueError(
+                f"{model_bin}: {name} is stored quantized (type {variable.dtype}); convert the model with "
+                "float16 or float32 weights to run its encoder in PyTorch"
             )
-            weights[name.removeprefix(ENCODER_PREFIX)] = tensor
+        array = np.frombuffer(data, dtype=FLOAT_TYPES[variable.dtype]).reshape(variable.dims)
+        weights[name.removeprefix(ENCODER_PREFIX)] = (
+            torch.from_numpy(array.astype(np.int32) << 16).view(torch.float32)
+            if variable.dtype == 5
+            else torch.from_numpy(array.astype(np.float32))
+        )
     if not heads:
         raise ValueError(f"{model_bin}: no encoder/num_heads variable")
     return weights, heads
