@@ -86,7 +86,8 @@ def read_encoder_shape(model_bin: Path) -> tuple[int, int]:
 
 class CT2WhisperEncoder:
     """Features (frames, d_model) at 50 Hz of one layer of a CTranslate2 Whisper encoder (the last by default),
-    batched per window size."""
+    batched per window size. `compute_type` and `threads` apply to the last layer, which CTranslate2 computes; an
+    earlier layer runs in PyTorch, float32, on torch's threads."""
 
     def __init__(
         self,
