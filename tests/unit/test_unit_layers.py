@@ -43,7 +43,7 @@ def test_a_run_measures_each_layer(tiny_corpus: Path, tmp_path: Path, capsys: py
     assert [r["layer"] for r in results] == [3, 4]
     assert "@L3[float32,clip]" in results[0]["encoder"] and "@L4[int8,clip]" in results[1]["encoder"]
     for r in results:
-        assert 0 < r["voice_ratio"] and 0 <= r["same_sentence"] <= 1 and 0 < r["other_sentence"] <= 1
+        assert r["voice_ratio"] > 0 and 0 <= r["same_sentence"] <= 1 and 0 < r["other_sentence"] <= 1
         assert r["lookup_wer"] >= 0 and r["merged_units_per_s"] > 0 and len(r["examples"]) == 3
     table = capsys.readouterr().out.splitlines()
     assert table[-3].split()[:2] == ["layer", "voice"] and table[-2].split()[0] == "3"
