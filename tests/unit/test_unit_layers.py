@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.unit_layers import main, merged, voice_pairs
+from benchmarks.unit_layers import main, voice_pairs
+from speechgpt.units.runs import merge_repeats
 
 
 def test_voice_pairs_pair_two_voices_on_one_sentence_and_on_two() -> None:
@@ -28,9 +29,9 @@ def test_voice_pairs_pair_two_voices_on_one_sentence_and_on_two() -> None:
         voice_pairs(rows, count=1, seed=0)
 
 
-def test_merged_drops_repeats_only() -> None:
-    assert merged(np.array([3, 3, 1, 1, 1, 3, 2])).tolist() == [3, 1, 3, 2]
-    assert merged(np.array([], dtype=int)).tolist() == []
+def test_the_voice_ratio_merges_repeats_only() -> None:
+    assert merge_repeats(np.array([3, 3, 1, 1, 1, 3, 2]))[0] == [3, 1, 3, 2]
+    assert merge_repeats(np.array([], dtype=int))[0] == []
 
 
 @pytest.mark.usefixtures("_one_torch_thread")
