@@ -5,7 +5,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-precision bench-mfu bench-gpu bench-vocoder bench-chat eval-units eval-unit-layers eval-vocoder
+.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-shared-prefix bench-precision bench-mfu bench-gpu bench-vocoder bench-chat eval-units eval-unit-layers eval-vocoder
 
 setup:
 	@bash scripts/setup.sh
@@ -24,7 +24,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: bench-corpus bench-units bench-train bench-precision bench-vocoder bench-chat
+bench: bench-corpus bench-units bench-train bench-shared-prefix bench-precision bench-vocoder bench-chat
 
 bench-corpus: setup  ## corpus synthesis: 2 worker processes against 1, same clips
 	$(PY) -m benchmarks.bench_corpus
@@ -34,6 +34,9 @@ bench-units: setup  ## HuBERT-base layer 6: our extractor against a naive Speech
 
 bench-train: setup  ## the engine (packed rows, head on trained tokens) against SpeechGPT-style padded batches, same data and model
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_train
+
+bench-shared-prefix: setup  ## the engine with the system text once per packed row against whole examples, same rows
+	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_shared_prefix
 
 bench-precision: setup  ## the engine in float32 against bfloat16 autocast, same models and rows
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_precision

@@ -116,7 +116,7 @@ def run(cfg: Config) -> Path:
         save_config(cfg, cfg.out)
     seed_everything(cfg.train.seed)
     model, tokenizer, train_rows, eval_rows = base_model(cfg)
-    prepare_attention(model, packing=cfg.train.packing)
+    prepare_attention(model, packing=cfg.train.packing, shared_prefix=cfg.train.shared_prefix)
     examples, _ = tokenize_rows(train_rows, tokenizer, cfg.train.seq_len)
     evals = {"heldout": tokenize_rows(eval_rows, tokenizer, cfg.train.seq_len)[0]} if eval_rows else {}
     log.info("backbone: %d parameters, %d training texts", sum(p.numel() for p in model.parameters()), len(examples))

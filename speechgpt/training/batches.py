@@ -69,10 +69,17 @@ class TokenBatches:
         seed: int,
         pad_id: int,
         eval_sets: Mapping[str, Sequence[Tokenized]] | None = None,
+        shared_prefix: bool = False,
     ) -> None:
         self.examples = examples
         self.plan = BatchPlan(
-            examples, seq_len=seq_len, micro_batch=micro_batch, packing=packing, seed=seed, pad_id=pad_id
+            examples,
+            seq_len=seq_len,
+            micro_batch=micro_batch,
+            packing=packing,
+            seed=seed,
+            pad_id=pad_id,
+            shared_prefix=shared_prefix,
         )
         self.pad_id = pad_id
         self.eval_sets = dict(eval_sets or {})
@@ -85,7 +92,7 @@ class TokenBatches:
         pad_id: int,
         eval_sets: Mapping[str, Sequence[Tokenized]] | None = None,
     ) -> TokenBatches:
-        """The batches a TrainConfig asks for (its seq_len, micro_batch, packing and seed)."""
+        """The batches a TrainConfig asks for (its seq_len, micro_batch, packing, shared_prefix and seed)."""
         return cls(
             examples,
             seq_len=cfg.seq_len,
@@ -94,6 +101,7 @@ class TokenBatches:
             seed=cfg.seed,
             pad_id=pad_id,
             eval_sets=eval_sets,
+            shared_prefix=cfg.shared_prefix,
         )
 
     def micro_batch(self, index: int) -> MicroBatch:

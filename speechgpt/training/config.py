@@ -20,6 +20,12 @@ class TrainConfig:
     packing: bool = True
     """Pack several examples per row with per-example isolation (positions restart, no attention across
     examples); false: SpeechGPT-style batches padded to their longest example."""
+    shared_prefix: bool = False
+    """Packed mode: the untrained tokens that most examples begin with (a system prompt) are held once per row,
+    each example attending to them and to itself: the same rows, losses and gradients with the prefix computed
+    once per row (SpeechGPT's 83-token system text is over half of a short example); seq_len still counts the
+    examples whole. It uses the per-example SDPA attention, also on GPU, where flash-attention's varlen kernel
+    cannot read a shared prefix."""
     logits_at: Literal["trained", "all"] = "trained"
     """Where the LM head and the loss run. trained: only at positions whose next token is trained, through
     transformers' `logits_to_keep` (the same loss and gradients with less compute and memory, most for large

@@ -4,6 +4,14 @@ Labels are the token ids inside the row's loss spans and -100 elsewhere. In pack
 row; their position ids restart at 0, which transformers turns into a block-diagonal causal mask (SDPA/eager) or
 varlen flash-attention, so no token attends across examples. The batch plan is a pure function of (seed, epoch),
 so a resumed run continues with exactly the batches the uninterrupted run would have seen.
+
+Shared-prefix packing (`shared_prefix`): most examples start with the same untrained tokens (a system prompt, over
+half of a short SpeechGPT example). The rows are packed as before (the same examples in each, `seq_len` counting
+them whole), but a row that holds any of them starts with that prefix once; each of them keeps only its own tokens,
+with the position ids they have in the whole example (from the prefix's length on), and the attention of
+`speechgpt.training.packed_attention` lets them read the row's prefix and themselves only. Other examples (replayed
+text) sit in the same rows whole. The same batches, losses and gradients, without computing the prefix again for
+every example.
 """
 
 from __future__ import annotations
@@ -69,6 +77,29 @@ def pack(examples: Sequence[Tokenized], order: Sequence[int], seq_len: int) -> l
     return rows
 
 
+def shared_prefixes(examples: Sequence[Tokenized], key_tokens: int = 4) -> list[int]:
+    """Per example, the length of the prefix it shares (0: none): the longest common prefix of the largest group of
+    examples that begin with the same `key_tokens` tokens, cut so that no example trains a token of it or the token
+    after it (that token must be predicted from inside its own example)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, example in enumerate(examples):
+        groups.setdefault(tuple(example.input_ids[:key_tokens]), []).append(index)
+    members = max(groups.values(), key=len)
+    if len(members) < 2:
+        return [0] * len(examples)
+    first = examples[members[0]].input_ids
+    length = len(first)
+    for i in members:
+        ids, labels = examples[i].input_ids, examples[i].labels
+        same = next((t for t, (a, b) in enumerate(zip(first, ids, strict=False)) if a != b), min(len(first), len(ids)))
+        first_trained = next((t for t, label in enumerate(labels) if label != IGNORE), len(labels))
+        length = min(length, same, first_trained - 1)
+    if length < 1:
+        return [0] * len(examples)
+    shared = set(members)
+    return [length if i in shared else 0 for i in range(len(examples))]
+
+
 class BatchPlan:
     """The deterministic stream of micro-batches: epoch e shuffles examples with seed + e, then packs or chunks them.
 
@@ -77,11 +108,21 @@ class BatchPlan:
     """
 
     def __init__(
-        self, examples: Sequence[Tokenized], *, seq_len: int, micro_batch: int, packing: bool, seed: int, pad_id: int
+        self,
+        examples: Sequence[Tokenized],
+        *,
+        seq_len: int,
+        micro_batch: int,
+        packing: bool,
+        seed: int,
+        pad_id: int,
+        shared_prefix: bool = False,
     ) -> None:
         if not examples:
             raise ValueError("no training examples (all skipped or empty dataset)")
         self.examples = examples
+        self.prefixes = shared_prefixes(examples) if packing and shared_prefix else None
+        """Per example, the length of the prefix its packed row holds once (None: every example whole)."""
         self.seq_len, self.micro_batch, self.packing, self.seed, self.pad_id = (
             seq_len,
             micro_batch,
@@ -110,34 +151,53 @@ class BatchPlan:
         return epoch, self.epoch(epoch)[index]
 
     def real_tokens(self, rows: list[list[int]]) -> int:
-        """Tokens of the micro-batch that are not padding (what 'useful tokens/s' counts)."""
-        return sum(len(self.examples[i].input_ids) for row in rows for i in row)
+        """Tokens of the micro-batch that are not padding (what 'useful tokens/s' counts), a shared prefix once."""
+        if not self.packing:
+            return sum(len(self.examples[i].input_ids) for row in rows for i in row)
+        return sum(len(r) for r in collate_rows(self.examples, rows, self.prefixes)[0])
 
     def collate(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
         return (
-            collate_packed(self.examples, rows, self.pad_id)
+            collate_packed(self.examples, rows, self.pad_id, self.prefixes)
             if self.packing
             else collate_padded([self.examples[r[0]] for r in rows], self.pad_id)
         )
 
 
-def collate_packed(examples: Sequence[Tokenized], rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """input_ids / labels / position_ids; rows padded to the longest, padding as its own isolated segment."""
-    width = max(sum(len(examples[i].input_ids) for i in row) for row in rows)
+def collate_rows(
+    examples: Sequence[Tokenized], rows: list[list[int]], prefixes: Sequence[int] | None = None
+) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+    """(input ids, labels, position ids) of each packed row, unpadded: the shared prefix once at the row's start when
+    any of its examples has one (`prefixes`), then each example: its tokens after the prefix with their positions
+    in the example, or the whole example from position 0."""
     ids, labels, positions = [], [], []
     for row in rows:
-        row_ids: list[int] = []
-        row_labels: list[int] = []
-        row_pos: list[int] = []
-        for i in row:
-            row_ids += examples[i].input_ids
-            row_labels += examples[i].labels
-            row_pos += list(range(len(examples[i].input_ids)))
-        pad = width - len(row_ids)
-        ids.append(row_ids + [pad_id] * pad)
-        labels.append(row_labels + [IGNORE] * pad)
-        positions.append(row_pos + list(range(pad)))
-    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "position_ids": torch.tensor(positions)}
+        lengths = [prefixes[i] if prefixes is not None else 0 for i in row]
+        prefix = max(lengths)
+        row_ids = list(examples[row[lengths.index(prefix)]].input_ids[:prefix])
+        row_labels, row_pos = [IGNORE] * prefix, list(range(prefix))
+        for i, start in zip(row, lengths, strict=True):
+            row_ids += examples[i].input_ids[start:]
+            row_labels += examples[i].labels[start:]
+            row_pos += list(range(start, len(examples[i].input_ids)))
+        ids.append(row_ids)
+        labels.append(row_labels)
+        positions.append(row_pos)
+    return ids, labels, positions
+
+
+def collate_packed(
+    examples: Sequence[Tokenized], rows: list[list[int]], pad_id: int, prefixes: Sequence[int] | None = None
+) -> dict[str, torch.Tensor]:
+    """input_ids / labels / position_ids; rows padded to the longest, padding as its own isolated segment."""
+    ids, labels, positions = collate_rows(examples, rows, prefixes)
+    width = max(len(row) for row in ids)
+    pads = [width - len(row) for row in ids]
+    return {
+        "input_ids": torch.tensor([row + [pad_id] * pad for row, pad in zip(ids, pads, strict=True)]),
+        "labels": torch.tensor([row + [IGNORE] * pad for row, pad in zip(labels, pads, strict=True)]),
+        "position_ids": torch.tensor([row + list(range(pad)) for row, pad in zip(positions, pads, strict=True)]),
+    }
 
 
 def collate_padded(examples: Sequence[Tokenized], pad_id: int, multiple: int = 8) -> dict[str, torch.Tensor]:

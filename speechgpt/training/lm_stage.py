@@ -136,7 +136,7 @@ class Prepared:
 def prepare(cfg: LMStageConfig, dist: Dist, expected_tasks: Sequence[str] | None = None) -> Prepared:
     """Load the LM, add the speech vocabulary, tokenize the train split and the eval splits."""
     model, tokenizer = load_lm(cfg.model)
-    prepare_attention(model, packing=cfg.train.packing)
+    prepare_attention(model, packing=cfg.train.packing, shared_prefix=cfg.train.shared_prefix)
     vocab = add_speech_tokens(model, tokenizer, cfg.units)
     data = load_instruct_dataset(cfg.data)
     if "train" not in data:
