@@ -21,15 +21,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.bench_train import build_data
-from speechgpt.data.instruct import load_instruct_dataset
-from speechgpt.model.tiny import build_tiny_lm, train_tokenizer
-from speechgpt.model.vocab import add_speech_tokens
-from speechgpt.text.template import SPEECHGPT_SYSTEM
-from speechgpt.text.units import UnitFormat
+from benchmarks.bench_train import build_data, timing_config, tiny_model_and_examples
 from speechgpt.training.batches import TokenBatches
-from speechgpt.training.config import TrainConfig
-from speechgpt.training.data import BatchPlan, Tokenized, tokenize_rows
+from speechgpt.training.data import BatchPlan, Tokenized
 from speechgpt.training.engine import train
 from speechgpt.training.packed_attention import prepare_attention
 
@@ -53,11 +47,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        data = load_instruct_dataset(build_data(root, "sentences", args.texts))["train"]
-        tokenizer = train_tokenizer([*data["text"], SPEECHGPT_SYSTEM], vocab_size=2000)
-        model = build_tiny_lm("llama", tokenizer, hidden_size=256, num_layers=4, num_heads=4)
-        add_speech_tokens(model, tokenizer, UnitFormat("default", 100))
-        examples, _ = tokenize_rows(data, tokenizer, args.seq_len)
+        model, tokenizer, examples = tiny_model_and_examples(build_data(root, "sentences", args.texts), args.seq_len)
         state = {k: v.clone() for k, v in model.state_dict().items()}
         runs: dict[bool, list[float]] = {False: [], True: []}
         plans = {}
@@ -65,16 +55,7 @@ def main() -> None:
             for shared in (False, True):
                 model.load_state_dict(state)
                 prepare_attention(model, packing=True, shared_prefix=shared)
-                cfg = TrainConfig(
-                    seq_len=args.seq_len,
-                    micro_batch=1,
-                    shared_prefix=shared,
-                    eval_every=0,
-                    save_every=0,
-                    resume=False,
-                    warmup_steps=0,
-                    seed=round_,
-                )
+                cfg = timing_config(seq_len=args.seq_len, micro_batch=1, shared_prefix=shared, seed=round_)
                 batches = TokenBatches.for_config(cfg, examples, tokenizer.pad_token_id)
                 plans[shared] = batches.plan
                 cfg.max_steps = len(batches.plan.epoch(0))

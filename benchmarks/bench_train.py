@@ -33,6 +33,7 @@ import random
 import statistics
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from datasets import load_from_disk
 
@@ -46,7 +47,7 @@ from speechgpt.text.template import SPEECHGPT_SYSTEM
 from speechgpt.text.units import UnitFormat
 from speechgpt.training.batches import TokenBatches
 from speechgpt.training.config import TrainConfig
-from speechgpt.training.data import IGNORE, BatchPlan, tokenize_rows
+from speechgpt.training.data import IGNORE, BatchPlan, Tokenized, tokenize_rows
 from speechgpt.training.engine import train
 from speechgpt.training.packed_attention import prepare_attention
 from speechgpt.units import extract, fit
@@ -89,6 +90,21 @@ def build_data(root: Path, lengths: str, count: int) -> Path:
     return build_stage2.run(build_stage2.Config(units=units, out=root / "stage2", turns_per_example=1, k=100))
 
 
+def tiny_model_and_examples(stage2: Path, seq_len: int) -> tuple[Any, Any, list[Tokenized]]:
+    """The benchmarks' model (a 4x256 Llama with a tokenizer trained on the data and SpeechGPT's system text, units
+    added) and the stage-2 dataset's training examples tokenized for it."""
+    data = load_instruct_dataset(stage2)["train"]
+    tokenizer = train_tokenizer([*data["text"], SPEECHGPT_SYSTEM], vocab_size=2000)
+    model = build_tiny_lm("llama", tokenizer, hidden_size=256, num_layers=4, num_heads=4)
+    add_speech_tokens(model, tokenizer, UnitFormat("default", 100))
+    return model, tokenizer, tokenize_rows(data, tokenizer, seq_len)[0]
+
+
+def timing_config(**settings: Any) -> TrainConfig:
+    """An engine config for timed runs: no evaluation, no checkpoints, no resuming, no warmup of the learning rate."""
+    return TrainConfig(eval_every=0, save_every=0, resume=False, warmup_steps=0, **settings)
+
+
 WARMUP_STEPS = 2  # not timed: the first steps allocate and warm caches
 RUNS = {  # name: (packing, logits_at, attention or None for the engine's choice, label)
     "packed": (True, "trained", None, "packed rows, LM head on trained tokens (engine default)"),
@@ -111,11 +127,7 @@ def main() -> None:
         root = Path(tmp)
         stage2 = build_data(root, args.lengths, args.texts)
         seconds = sorted(load_from_disk(str(root / "corpus" / "dataset"))["duration_s"])
-        data = load_instruct_dataset(stage2)["train"]
-        tokenizer = train_tokenizer([*data["text"], SPEECHGPT_SYSTEM], vocab_size=2000)
-        model = build_tiny_lm("llama", tokenizer, hidden_size=256, num_layers=4, num_heads=4)
-        add_speech_tokens(model, tokenizer, UnitFormat("default", 100))
-        examples, _ = tokenize_rows(data, tokenizer, args.seq_len)
+        model, tokenizer, examples = tiny_model_and_examples(stage2, args.seq_len)
         state = {k: v.clone() for k, v in model.state_dict().items()}
         runs: dict[str, list[float]] = {name: [] for name in RUNS}
         for round_ in range(args.rounds):  # alternate the ways, so that drift in machine speed hits all of them
@@ -128,16 +140,12 @@ def main() -> None:
                 plan = BatchPlan(
                     examples, seq_len=args.seq_len, micro_batch=micro_batch, packing=packing, seed=round_, pad_id=0
                 )
-                cfg = TrainConfig(
+                cfg = timing_config(
                     max_steps=len(plan.epoch(0)) + WARMUP_STEPS,
                     seq_len=args.seq_len,
                     micro_batch=micro_batch,
                     packing=packing,
                     logits_at=logits_at,
-                    eval_every=0,
-                    save_every=0,
-                    resume=False,
-                    warmup_steps=0,
                     seed=round_,
                 )
                 out = root / f"{name}{round_}"

@@ -152,9 +152,11 @@ class BatchPlan:
 
     def real_tokens(self, rows: list[list[int]]) -> int:
         """Tokens of the micro-batch that are not padding (what 'useful tokens/s' counts), a shared prefix once."""
-        if not self.packing:
-            return sum(len(self.examples[i].input_ids) for row in rows for i in row)
-        return sum(len(r) for r in collate_rows(self.examples, rows, self.prefixes)[0])
+        total = 0
+        for row in rows:
+            starts = row_starts(row, self.prefixes)
+            total += max(starts) + sum(len(self.examples[i].input_ids) - s for i, s in zip(row, starts, strict=True))
+        return total
 
     def collate(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
         return (
@@ -162,6 +164,12 @@ class BatchPlan:
             if self.packing
             else collate_padded([self.examples[r[0]] for r in rows], self.pad_id)
         )
+
+
+def row_starts(row: list[int], prefixes: Sequence[int] | None) -> list[int]:
+    """Where each example of a packed row starts in its own tokens: after its shared prefix (held once by the row,
+    as long as the longest of these), or at 0."""
+    return [prefixes[i] for i in row] if prefixes is not None else [0] * len(row)
 
 
 def collate_rows(
@@ -172,11 +180,11 @@ def collate_rows(
     in the example, or the whole example from position 0."""
     ids, labels, positions = [], [], []
     for row in rows:
-        lengths = [prefixes[i] if prefixes is not None else 0 for i in row]
-        prefix = max(lengths)
-        row_ids = list(examples[row[lengths.index(prefix)]].input_ids[:prefix])
+        starts = row_starts(row, prefixes)
+        prefix = max(starts)
+        row_ids = list(examples[row[starts.index(prefix)]].input_ids[:prefix])
         row_labels, row_pos = [IGNORE] * prefix, list(range(prefix))
-        for i, start in zip(row, lengths, strict=True):
+        for i, start in zip(row, starts, strict=True):
             row_ids += examples[i].input_ids[start:]
             row_labels += examples[i].labels[start:]
             row_pos += list(range(start, len(examples[i].input_ids)))
