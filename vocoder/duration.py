@@ -57,6 +57,20 @@ def durations_from_log(log_durations: Tensor) -> Tensor:
     return torch.clamp(torch.round(torch.exp(log_durations) - 1).long(), min=1)
 
 
+def frames_carried(log_durations: Tensor, carry: float = 0.0) -> tuple[list[int], float]:
+    """Predicted log(1 + frames) of one sequence (T,) -> frames per unit, rounding the running total instead of
+    each unit: unit i gets round(carry + d_i), where d_i = max(exp(y_i) - 1, 1), and the rounding error carries to
+    the next unit. The frames then add up to the predicted length (per-unit rounding, fairseq's, made speech ~8%
+    short of the real length on the demo's answer voice, docs/benchmarks.md), every unit keeps at least one frame,
+    and a stream that passes `carry` from one call to the next gets the frames of one call over the whole."""
+    frames = []
+    for value in torch.clamp(torch.exp(log_durations.float()) - 1, min=1.0).tolist():
+        whole = max(1, round(carry + value))
+        carry += value - whole
+        frames.append(whole)
+    return frames, carry
+
+
 def duration_targets(durations: Tensor) -> Tensor:
     """Training targets for the predictor: log(1 + frames) as float."""
     return torch.log1p(durations.float())

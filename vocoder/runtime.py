@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from unit_hifigan.model import UnitVocoder
 
 from vocoder.data import HOP_LENGTH
-from vocoder.duration import DurationPredictor, durations_from_log, expand_units, unit_ids_tensor
+from vocoder.duration import DurationPredictor, expand_units, frames_carried, unit_ids_tensor
 from vocoder.hifigan import context_frames
 from vocoder.mel_vocoder import MelInverter, MelNet, MelSettings
 from vocoder.streaming import AudioTail, GriffinLimStream, PassThrough, VocoderStream
@@ -86,7 +86,8 @@ class HifiganRenderer:
 
 class Vocoder:
     """Merged units -> float32 mono audio at 16 kHz. Without given durations the duration predictor sets them (fed
-    the route's unit embedding, as in fairseq's CodeHiFiGAN); without a predictor every unit lasts one frame.
+    the route's unit embedding, as in fairseq's CodeHiFiGAN, rounded by `frames_carried` so that they add up to the
+    predicted length); without a predictor every unit lasts one frame.
     `speaker=None` picks `default_speaker` (held-out voices, or a single-speaker model)."""
 
     sample_rate = 16_000
@@ -131,7 +132,7 @@ class Vocoder:
         tensor = self.unit_tensor(units)
         if self.duration is None or tensor.numel() == 0:
             return [1] * tensor.numel()
-        return durations_from_log(self.duration(self.unit_embedding(tensor)[None]))[0].tolist()
+        return frames_carried(self.duration(self.unit_embedding(tensor)[None])[0])[0]
 
     def frame_units(self, units: Sequence[int] | Tensor, durations: Sequence[int] | None = None) -> Tensor:
         """Merged units expanded to 50 Hz frame units with the given durations, else the predicted ones."""

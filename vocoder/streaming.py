@@ -2,7 +2,8 @@
 
 Three stages, each holding back only what its receptive field requires:
 1. durations: the duration predictor is convolutional, so a unit's duration is final once `right` more units are
-   known; it is recomputed over a window with `left` units of past context, which gives exactly the offline value.
+   known; it is recomputed over a window with `left` units of past context, which gives exactly the offline value,
+   and the rounding error carries from one push to the next as it does from unit to unit offline.
 2. frames -> renderer output (log-mel for the mel route, samples for hifigan): final `right_context` frames behind
    the newest frame, computed over a window with `left_context` frames of past; again exactly the offline values.
 3. mel route only, log-mel -> audio by Griffin-Lim: each chunk's window starts `GL_LEFT` frames before the first
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from vocoder.data import HOP_LENGTH
-from vocoder.duration import durations_from_log
+from vocoder.duration import frames_carried
 
 if TYPE_CHECKING:
     from vocoder.mel_vocoder import MelInverter
@@ -104,6 +105,8 @@ class VocoderStream:
         self.tail: AudioTail = renderer.audio_stream()
         self.units: list[int] = []
         self.durations: list[int] = []
+        self.carry = 0.0
+        """Rounding error of the predicted frames so far, carried to the next unit (`frames_carried`)."""
         self.given: list[int] | None = None
         """Durations pushed with the units (None: predicted)."""
         self.frames: list[int] = []
@@ -161,7 +164,7 @@ class VocoderStream:
             start = max(0, done - left)
             ids = torch.tensor(self.units[start:known], dtype=torch.long)
             log_durations = duration(self.vocoder.unit_embedding(ids)[None])[0]
-            new = durations_from_log(log_durations)[done - start : ready - start].tolist()
+            new, self.carry = frames_carried(log_durations[done - start : ready - start], self.carry)
         for unit, frames in zip(self.units[done : done + len(new)], new, strict=True):
             self.frames.extend([unit] * frames)
         self.durations.extend(new)

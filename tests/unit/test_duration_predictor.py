@@ -13,6 +13,7 @@ from vocoder.duration import (
     durations_from_log,
     expand_units,
     expand_units_batch,
+    frames_carried,
 )
 
 FAIRSEQ_KEYS = {
@@ -45,6 +46,22 @@ def test_forward_shape_and_rounding_rule() -> None:
     x = torch.randn(1, 50, 8)
     model.train()
     assert torch.equal(model.predict(x), model.predict(x)) and model.training  # no dropout, mode restored
+
+
+def test_carried_rounding_keeps_the_predicted_length() -> None:
+    values = torch.tensor([1.4, 1.4, 1.4, 0.2, 2.5, 1.5, 3.7, 1.2])
+    log_d = torch.log1p(values)
+    frames, carry = frames_carried(log_d)
+    assert min(frames) >= 1
+    # 0.2 counts as one frame (each unit keeps at least one); the rest add up to the predicted total
+    assert sum(frames) == round(float(values.clamp(min=1).sum()))
+    assert frames[:3] == [1, 2, 1] and abs(carry) <= 0.5 + 1e-6
+    assert sum(durations_from_log(log_d[None])[0].tolist()) < sum(frames)  # per-unit rounding loses 1.4 -> 1
+    # a stream passing the carry along gets the frames of one call over the whole
+    first, carry_first = frames_carried(log_d[:3])
+    rest, carry_rest = frames_carried(log_d[3:], carry_first)
+    assert first + rest == frames and carry_rest == pytest.approx(carry)
+    assert frames_carried(log_d[:0]) == ([], 0.0)
 
 
 def test_loss_targets_and_mask() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,21 @@ def test_hifigan_stream_equals_whole_synthesis(chunk: int) -> None:
     np.testing.assert_allclose(streamed, whole, atol=1e-5)
     if chunk < 10:
         assert sum(len(p) > 0 for p in parts) > 2  # audio really leaves chunk by chunk
+
+
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_stream_predicts_the_durations_of_the_whole(chunk: int) -> None:
+    vocoder = tiny_mel_vocoder()
+    assert vocoder.duration is not None
+    with torch.no_grad():  # predictions around 1.6 frames: rounding errors carry from unit to unit
+        vocoder.duration.proj.bias.fill_(math.log(2.6))
+    whole = vocoder.predict_durations(UNITS)
+    assert len(set(whole)) > 1
+    stream = vocoder.stream()
+    for i in range(0, len(UNITS), chunk):
+        stream.push(UNITS[i : i + chunk])
+    stream.finish()
+    assert stream.durations == whole
 
 
 def test_stream_with_given_durations() -> None:
