@@ -50,12 +50,14 @@ wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "setup: installing the toolkit and its pinned dependencies into .venv (first time: a few minutes)"
   # uv installs the same pins about 5x faster than pip (20 s against 97 s with warm caches, docs/benchmarks.md);
-  # pip does it where uv cannot be had. uv does not read pip's config: local wheel folders are passed on.
-  if .venv/bin/python -m pip install -q --disable-pip-version-check uv 2>/dev/null; then
+  # pip does it where uv cannot be had or cannot reach an index (uv does not read pip's config, so an index set
+  # there is pip's alone; local wheel folders in PIP_FIND_LINKS are passed on).
+  if .venv/bin/python -m pip install -q --disable-pip-version-check uv 2>/dev/null &&
     .venv/bin/python -m uv pip install -q --python .venv/bin/python ${PIP_FIND_LINKS:+--find-links "$PIP_FIND_LINKS"} \
-      -e '.[test]'
+      -e '.[test]'; then
     .venv/bin/python -m uv pip check --python .venv/bin/python
   else
+    echo "setup: uv could not install; pip installs instead"
     .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
     .venv/bin/python -m pip check
   fi
