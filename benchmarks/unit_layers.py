@@ -76,7 +76,7 @@ def measure_layer(layer: int, data: dict[str, Any], args: argparse.Namespace, ju
     kmeans = fit_kmeans(np.concatenate(features(data["fit"])), args.k, seed=0, encoder=encoder.name, max_frames=100_000)
     units = {name: [kmeans.predict_numpy(f) for f in features(data[name])] for name in AUDIO_SETS}
     pair_units = dict(zip(data["pair_ids"], units["pairs"], strict=True))
-    merged = {clip: merge_repeats(units)[0] for clip, units in pair_units.items()}
+    merged = {clip: merge_repeats(clip_units)[0] for clip, clip_units in pair_units.items()}
     same, other = (
         float(np.mean([normalized_edit_distance(merged[a], merged[b]) for a, b in pairs]))
         for pairs in (data["same"], data["other"])

@@ -53,8 +53,8 @@ def packed_sdpa_forward(
                 continue
             k = torch.cat([key[b : b + 1, :, :prefix], k], dim=2)
             v = torch.cat([value[b : b + 1, :, :prefix], v], dim=2)
-            mask = torch.ones(e - s, prefix + e - s, dtype=torch.bool, device=q.device)
-            mask[:, prefix:] = torch.ones(e - s, e - s, dtype=torch.bool, device=q.device).tril()
+            # query i reads key j when j <= prefix + i: the whole prefix, then itself causally
+            mask = torch.ones(e - s, prefix + e - s, dtype=torch.bool, device=q.device).tril(prefix)
             parts.append(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling, dropout_p=dropout_p))
         rows.append(torch.cat(parts, dim=2) if len(parts) > 1 else parts[0])
     out = torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]
