@@ -11,34 +11,32 @@ from __future__ import annotations
 import functools
 import io
 import itertools
-import json
 import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import numpy as np
 
+from data_builders.import_common import (
+    AUDIO_SUFFIXES,
+    UNKNOWN_SPEAKER,
+    Columns,
+    file_loader,
+    require_columns,
+    unusable,
+)
+from data_builders.import_manifest import manifest_items
 from speechgpt.config import config_to_dict, save_config
-from speechgpt.data.audio import Audio16k, AudioError, read_audio, read_samples, to_16k_mono
-from speechgpt.data.corpus import CorpusBuild, SourceItem, check_text
+from speechgpt.data.audio import Audio16k, AudioError, read_samples, to_16k_mono
+from speechgpt.data.corpus import CorpusBuild, SourceItem
 
 log = logging.getLogger(__name__)
 
 _RUN_CONTROL = {"out", "num_workers", "limit"}  # fields that do not change the result
-UNKNOWN_SPEAKER = "unknown"
-AUDIO_SUFFIXES = {".flac", ".wav", ".mp3", ".ogg", ".opus", ".m4a", ".sph"}
 MANIFEST_SUFFIXES = {".jsonl", ".tsv"}
-_SURROGATE = re.compile("[\ud800-\udfff]")  # what surrogateescape decoding leaves for bytes that are not UTF-8
-
-
-class Columns(NamedTuple):
-    audio: str
-    text: str
-    speaker: str
-    id: str
 
 
 PRESETS: dict[str, Columns] = {
@@ -167,7 +165,7 @@ def _chapter_items(chapter_dir: Path, split: str, source: str) -> Iterator[Sourc
     for item_id in sorted(transcripts.keys() | audio.keys()):
         path = audio.get(item_id, chapter_dir / f"{item_id}.flac")
         text = transcripts.get(item_id)
-        yield SourceItem(item_id, speaker, text, _file_loader(path), source, split, origin=str(path))
+        yield SourceItem(item_id, speaker, text, file_loader(path), source, split, origin=str(path))
 
 
 # --- Hugging Face datasets ---------------------------------------------------------------------------------------
@@ -179,7 +177,7 @@ def hf_items(cfg: Config) -> Iterator[SourceItem]:
     cols = cfg.columns
     names = dataset.column_names  # None for a streamed dataset that does not declare its features
     if names is not None:
-        _require_columns(names, cols, f"dataset {cfg.hf_path}")
+        require_columns(names, cols, f"dataset {cfg.hf_path}")
         dataset = dataset.select_columns([c for c in dict.fromkeys(cols) if c in names])
     features = dataset.features
     if features is not None and isinstance(features.get(cols.audio), datasets.Audio):
@@ -188,7 +186,7 @@ def hf_items(cfg: Config) -> Iterator[SourceItem]:
     split = cfg.split or cfg.hf_split
     for index, row in enumerate(dataset):
         if index == 0 and names is None:
-            _require_columns(list(row), cols, f"dataset {cfg.hf_path}")
+            require_columns(list(row), cols, f"dataset {cfg.hf_path}")
         text = row.get(cols.text)
         if cfg.preset == "gigaspeech" and isinstance(text, str):
             text = clean_gigaspeech_text(text)
@@ -225,15 +223,15 @@ def hf_audio_loader(value: Any) -> Callable[[], Audio16k]:
     """A picklable loader for whatever an audio column holds: encoded {bytes, path}, a path, a decoded
     {array, sampling_rate} or a torchcodec AudioDecoder (what datasets 5 gives for a decoding Audio feature)."""
     if value is None:
-        return functools.partial(_unusable, "missing audio: the row has no audio value")
+        return functools.partial(unusable, "missing audio: the row has no audio value")
     if isinstance(value, str):
-        return _file_loader(Path(value))
+        return file_loader(Path(value))
     if hasattr(value, "get_all_samples"):
         # A decoder holds an open stream that should not travel to workers: decode here, hand over the samples.
         try:
             decoded = value.get_all_samples()
         except Exception as err:  # torchcodec raises several types for corrupt streams
-            return functools.partial(_unusable, f"unreadable audio: {err}")
+            return functools.partial(unusable, f"unreadable audio: {err}")
         return functools.partial(to_16k_mono, decoded.data.numpy().T, int(decoded.sample_rate))
     if isinstance(value, dict):
         if value.get("array") is not None and value.get("sampling_rate"):
@@ -243,8 +241,8 @@ def hf_audio_loader(value: Any) -> Callable[[], Audio16k]:
         if value.get("bytes"):
             return functools.partial(decode_audio_bytes, value["bytes"])
         if value.get("path"):
-            return _file_loader(Path(value["path"]))
-    return functools.partial(_unusable, f"bad audio: unsupported value of type {type(value).__name__}")
+            return file_loader(Path(value["path"]))
+    return functools.partial(unusable, f"bad audio: unsupported value of type {type(value).__name__}")
 
 
 def decode_audio_bytes(data: bytes) -> Audio16k:
@@ -277,143 +275,8 @@ def clean_gigaspeech_text(text: str) -> str:
     return " ".join(text.split()).lstrip(",.?! ")
 
 
-def _require_columns(names: list[str], cols: Columns, what: str) -> None:
-    for column in (cols.audio, cols.text):
-        if column not in names:
-            raise ValueError(f"{what} has no column {column!r} (has {', '.join(names)}); see preset and *_column")
-
-
 def _id_from_value(value: Any) -> str:
     """An id column value as an id; a file path (Common Voice's `path`) gives its stem."""
     name = str(value).replace("\\", "/").rsplit("/", 1)[-1]
     stem, dot, suffix = name.rpartition(".")
     return stem if dot and stem and f".{suffix.lower()}" in AUDIO_SUFFIXES else name
-
-
-# --- JSONL / TSV manifests ---------------------------------------------------------------------------------------
-def manifest_items(cfg: Config) -> Iterator[SourceItem]:
-    """One item per non-blank line; relative audio paths are resolved against the manifest's folder."""
-    manifest = cfg.manifest
-    assert manifest is not None
-    if not manifest.is_file():
-        raise FileNotFoundError(f"manifest {manifest}: no such file")
-    # Bytes per line, decoded with surrogateescape: a line in a foreign encoding still parses, and its text is
-    # turned back into the original bytes for check_text to reject with the offending byte.
-    lines = manifest.read_bytes().splitlines()
-    rows = _tsv_rows(manifest, lines, cfg.columns) if manifest.suffix.lower() == ".tsv" else _jsonl_rows(lines)
-    first_line: dict[str, int] = {}  # id -> the line that used it first
-    for number, row in rows:
-        yield _manifest_item(cfg, number, row, first_line)
-
-
-def _jsonl_rows(lines: list[bytes]) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """(line number, row or what is wrong with the line)."""
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line.decode("utf-8", "surrogateescape"))
-        except json.JSONDecodeError as err:
-            yield number, f"not valid JSON ({err.msg} at column {err.colno})"
-            continue
-        yield number, row if isinstance(row, dict) else f"expected a JSON object, got {type(row).__name__}"
-
-
-def _tsv_rows(manifest: Path, lines: list[bytes], cols: Columns) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """Like _jsonl_rows; the first non-blank line names the columns (no quoting: fields hold no tabs)."""
-    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
-    if not numbered:
-        return
-    header = [name.strip() for name in numbered[0][1].decode("utf-8", "replace").split("\t")]
-    _require_columns(header, cols, f"manifest {manifest} (header line {numbered[0][0]})")
-    for number, line in numbered[1:]:
-        fields = line.decode("utf-8", "surrogateescape").rstrip("\r").split("\t")
-        if len(fields) != len(header):
-            yield number, f"expected {len(header)} tab-separated fields ({', '.join(header)}), got {len(fields)}"
-            continue
-        yield number, dict(zip(header, fields, strict=True))
-
-
-def _manifest_item(cfg: Config, number: int, row: dict[str, Any] | str, first_line: dict[str, int]) -> SourceItem:
-    """The row as an item, or rejected naming every defect seen before decoding: malformed fields, the transcript, a
-    missing audio file, an id that an earlier line has (`first_line`: id -> line)."""
-    assert cfg.manifest is not None
-    own_id, origin = f"{cfg.manifest.name}:{number}", f"{cfg.manifest}:{number}"
-    if isinstance(row, str):
-        return _rejected(cfg, own_id, origin, [f"malformed manifest row: line {number}: {row}"])
-    cols = cfg.columns
-    fields = {name: _optional_str(row.get(column)) for name, column in cols._asdict().items()}
-    fields["split"] = _optional_str(row.get("split"))
-    text, audio = _checkable_text(row.get(cols.text)), fields["audio"]
-    path = None if audio is None else Path(audio) if Path(audio).is_absolute() else cfg.manifest.parent / audio
-    malformed = _malformed_fields(fields, cols)
-    defects = [f"malformed manifest row: line {number}: {'; '.join(malformed)}"] if malformed else []
-    defects += _content_defects(text, path)
-    item_id = own_id if malformed or path is None else fields["id"] or path.stem
-    if first_line.setdefault(item_id, number) != number:
-        # Rejected under its own line: under the shared id the build would say only "duplicate id".
-        defects.append(f"duplicate id: {item_id!r} is line {first_line[item_id]}'s too")
-        item_id = own_id
-    if defects or path is None:
-        return _rejected(cfg, item_id, origin, defects)
-    speaker, split = fields["speaker"] or UNKNOWN_SPEAKER, cfg.split or fields["split"] or "train"
-    return SourceItem(item_id, speaker, text, _file_loader(path), cfg.source_label, split, origin)
-
-
-def _rejected(cfg: Config, item_id: str, origin: str, defects: list[str]) -> SourceItem:
-    """One defect reads `kind: detail`; several are listed after 'several defects:', so none hides behind another."""
-    reason = defects[0] if len(defects) == 1 else f"several defects: {'; '.join(defects)}"
-    return SourceItem(item_id, UNKNOWN_SPEAKER, None, _no_audio, cfg.source_label, "", origin, problem=reason)
-
-
-def _malformed_fields(fields: dict[str, str | None], cols: Columns) -> list[str]:
-    found = [] if fields["audio"] is not None else [f"no audio path (column {cols.audio!r})"]
-    bad_utf8 = [name for name, value in fields.items() if name != "text" and value and _SURROGATE.search(value)]
-    return found + [f"{name} is not valid UTF-8" for name in bad_utf8]
-
-
-def _content_defects(text: str | bytes | None, path: Path | None) -> list[str]:
-    defects = []
-    try:
-        check_text(text)
-    except ValueError as err:
-        defects.append(str(err))
-    if path is not None and not path.is_file():
-        defects.append(f"audio file missing: {path}")
-    return defects
-
-
-def _optional_str(value: Any) -> str | None:
-    """A manifest field as a string; absent, null and blank fields are None."""
-    if value is None or isinstance(value, dict | list):
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _checkable_text(value: Any) -> str | bytes | None:
-    """Text for check_text; undecodable input goes back to bytes so check_text names the bad byte."""
-    if value is None or isinstance(value, bytes):
-        return value
-    text = str(value)
-    if not _SURROGATE.search(text):
-        return text
-    try:
-        return text.encode("utf-8", "surrogateescape")  # the line's own bytes
-    except UnicodeEncodeError:  # a lone surrogate from a JSON \\ud800 escape
-        return text.encode("utf-8", "surrogatepass")
-
-
-# --- loaders shared by the readers -------------------------------------------------------------------------------
-def _file_loader(path: Path) -> Callable[[], Audio16k]:
-    if path.is_file():
-        return functools.partial(read_audio, str(path))
-    return functools.partial(_unusable, f"audio file missing: {path}")
-
-
-def _no_audio() -> Audio16k:
-    raise AudioError("bad audio: the item has no audio")
-
-
-def _unusable(reason: str) -> Audio16k:
-    raise AudioError(reason)
