@@ -10,6 +10,8 @@ PNG plots and example conversations (question audio, transcript, text answer, an
 - `variants.unified` and `variants.frozen`, each with
   - `s2t_accuracy` and `s2s_accuracy`: `{all, seen_voices, heldout_voices}` (null where the variant has no such
     output), and `direct_s2t_accuracy` for the unified variant (speech -> answer with no transcript) when measured;
+  - `questions`: `{all, seen_voices, heldout_voices, typed}`, how many questions those rates are over
+    (`direct_questions` for direct mode); report.md gives each rate its 95% Wilson interval from them;
   - `t2s_accuracy`: typed questions answered in speech (the speech output alone, listening aside);
   - `text_accuracy_after`, `heldout_text_loss_after`: the same text probe after the variant's training (forgetting);
   - `asr_wer`: `{seen_voices, heldout_voices}`, WER of the model's transcripts of the test questions, with
@@ -112,6 +114,16 @@ def read_answers(folder: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def questions(qa: dict[str, Any]) -> dict[str, int | None]:
+    """`{all, seen_voices, heldout_voices, typed}`: how many questions each accuracy of an eval chat report is over."""
+    groups = qa.get("by_voices", {})
+    counts: dict[str, int | None] = {"all": qa["questions"]}
+    for group, name in VOICE_GROUPS.items():
+        counts[name] = groups.get(group, {}).get("questions")
+    counts["typed"] = (qa.get("typed") or {}).get("questions")
+    return counts
+
+
 def by_group(qa: dict[str, Any], key: str, overall: float | None) -> dict[str, float | None]:
     """`{all, seen_voices, heldout_voices}` of one accuracy column of an eval chat report."""
     groups = qa.get("by_voices", {})
@@ -155,13 +167,15 @@ def sentences_wer(folder: Path | None) -> dict[str, float | None] | None:
 def unified_variant(cfg: Config, qa: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]:
     groups = qa.get("by_voices", {})
     transcripts = {VOICE_GROUPS[g]: row.get("transcript", {}) for g, row in groups.items()}
-    direct = None
+    direct = direct_questions = None
     if cfg.unified_direct_qa is not None:
         direct_qa = read_report(cfg.unified_direct_qa, "speechgpt eval chat (unified, direct mode)")
-        direct = by_group(direct_qa, "text_correct", direct_qa["text_accuracy"])
+        direct, direct_questions = by_group(direct_qa, "text_correct", direct_qa["text_accuracy"]), questions(direct_qa)
     return {
+        "questions": questions(qa),
         "s2t_accuracy": by_group(qa, "text_correct", qa["text_accuracy"]),
         "direct_s2t_accuracy": direct,
+        "direct_questions": direct_questions,
         "s2s_accuracy": by_group(qa, "spoken_correct", qa.get("spoken_accuracy")),
         "t2s_accuracy": (qa.get("typed") or {}).get("t2s_accuracy"),
         **text_after(cfg.unified_text, "unified"),
@@ -182,6 +196,7 @@ def unified_variant(cfg: Config, qa: dict[str, Any], answers: list[dict[str, Any
 def frozen_variant(cfg: Config, qa: dict[str, Any]) -> dict[str, Any]:
     latency = qa.get("latency", {})
     return {
+        "questions": questions(qa),
         "s2t_accuracy": by_group(qa, "s2t_correct", qa["s2t_accuracy"]),
         "s2s_accuracy": by_group(qa, "spoken_correct", qa.get("spoken_accuracy")),
         "t2s_accuracy": (qa.get("typed") or {}).get("t2s_accuracy"),

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from speechgpt.data.io import atomic_write_text
+from speechgpt.eval.intervals import wilson_interval
 from speechgpt.training.metrics import MetricsLog
 
 VARIANTS = ("unified", "frozen")
@@ -31,6 +32,20 @@ def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _intervals_note(variants: dict[str, Any]) -> str:
+    group = (variants["unified"].get("questions") or {}).get("heldout_voices")
+    size = f" ({group} a voice group: one question is {100 / group:.1f} points)" if group else ""
+    return f"Each accuracy comes with its 95% Wilson interval over the questions it counts{size}."
+
+
+def rate(value: float | None, total: int | None) -> str:
+    """A rate with its 95% Wilson interval over `total` questions: `21.7% (12-36)`."""
+    if value is None or not total:
+        return percent(value)
+    low, high = wilson_interval(value, total)
+    return f"{100 * value:.1f}% ({100 * low:.0f}-{100 * high:.0f})"
+
+
 def seconds(row: dict[str, Any] | None) -> str:
     return "-" if not row else f"{1000 * row['p50']:.0f} / {1000 * row['p90']:.0f} ms"
 
@@ -43,7 +58,7 @@ def markdown(report: dict[str, Any], examples: dict[str, list[dict[str, Any]]]) 
         f"Backbone before speech training: text accuracy {percent(backbone['text_accuracy'])} on "
         f"{backbone['questions']} test questions (the ceiling); held-out text loss "
         f"{_number(backbone['heldout_text_loss'])}. The test questions are spoken by held-out voices and by training "
-        "voices in new renditions; no clip of a test question was trained on.",
+        f"voices in new renditions; no clip of a test question was trained on. {_intervals_note(variants)}",
         "",
         "| | unified | frozen |",
         "|---|---|---|",
@@ -53,12 +68,19 @@ def markdown(report: dict[str, Any], examples: dict[str, list[dict[str, Any]]]) 
     def row(label: str, unified: str, frozen: str) -> None:
         lines.append(f"| {label} | {unified} | {frozen} |")
 
+    un, fn = u.get("questions") or {}, f.get("questions") or {}
     for key, label in (("s2t_accuracy", "S2T accuracy"), ("s2s_accuracy", "S2S accuracy")):
         for group, words in GROUPS:
-            row(f"{label}, {words}", percent((u[key] or {}).get(group)), percent((f[key] or {}).get(group)))
-    row("T2S accuracy: typed questions, spoken answers", percent(u.get("t2s_accuracy")), percent(f.get("t2s_accuracy")))
-    direct = u.get("direct_s2t_accuracy") or {}
-    row("S2T accuracy, direct (no transcript), held-out voices", percent(direct.get("heldout_voices")), "-")
+            cells = [rate((v[key] or {}).get(group), n.get(group)) for v, n in ((u, un), (f, fn))]
+            row(f"{label}, {words}", *cells)
+    typed = [rate(v.get("t2s_accuracy"), n.get("typed")) for v, n in ((u, un), (f, fn))]
+    row("T2S accuracy: typed questions, spoken answers", *typed)
+    direct, direct_n = u.get("direct_s2t_accuracy") or {}, u.get("direct_questions") or {}
+    row(
+        "S2T accuracy, direct (no transcript), held-out voices",
+        rate(direct.get("heldout_voices"), direct_n.get("heldout_voices")),
+        "-",
+    )
     row("text accuracy after training", percent(u["text_accuracy_after"]), percent(f["text_accuracy_after"]))
     row("held-out text loss after", _number(u["heldout_text_loss_after"]), _number(f["heldout_text_loss_after"]))
     for group, words in GROUPS:
@@ -146,21 +168,29 @@ def plot_losses(runs: dict[str, list[Path]], path: Path) -> None:
 
 
 def plot_accuracy(report: dict[str, Any], path: Path) -> None:
-    """Accuracy per variant, mode and voice group, beside the backbone's text accuracy."""
+    """Accuracy per variant, mode and voice group, beside the backbone's text accuracy; the spoken questions' rates
+    carry their 95% Wilson intervals."""
     plt = _pyplot()
-    bars = [("backbone text", report["backbone"]["text_accuracy"])]
+    bars: list[tuple[str, float, int | None]] = [("backbone text", report["backbone"]["text_accuracy"], None)]
     for variant in VARIANTS:
         v = report["variants"][variant]
-        for key, label in (("s2t_accuracy", "S2T"), ("direct_s2t_accuracy", "direct S2T"), ("s2s_accuracy", "S2S")):
+        for key, label, counts in (
+            ("s2t_accuracy", "S2T", "questions"),
+            ("direct_s2t_accuracy", "direct S2T", "direct_questions"),
+            ("s2s_accuracy", "S2S", "questions"),
+        ):
             for group, words in GROUPS:
                 value = (v.get(key) or {}).get(group)
                 if value is not None:
-                    bars.append((f"{variant} {label}\n{words}", value))
-        bars.append((f"{variant} text after", v["text_accuracy_after"]))
+                    bars.append((f"{variant} {label}\n{words}", value, (v.get(counts) or {}).get(group)))
+        bars.append((f"{variant} text after", v["text_accuracy_after"], None))
+    spans = [wilson_interval(value, total) if total else (value, value) for _, value, total in bars]
+    below = [100 * (value - low) for (_, value, _), (low, _) in zip(bars, spans, strict=True)]
+    above = [100 * (high - value) for (_, value, _), (_, high) in zip(bars, spans, strict=True)]
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(bars)), 4))
-    ax.bar(range(len(bars)), [100 * b[1] for b in bars])
+    ax.bar(range(len(bars)), [100 * b[1] for b in bars], yerr=[below, above], capsize=3)
     ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("% correct")
+    ax.set_ylabel("% correct (95% interval)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
