@@ -14,7 +14,7 @@ from speechgpt.config import save_config
 from speechgpt.data.instruct import load_instruct_dataset
 from speechgpt.model.load import load_lm
 from speechgpt.model.vocab import SpeechVocab, add_speech_tokens
-from speechgpt.text.template import SYSTEM_CONFIG_KEY
+from speechgpt.text.template import SYSTEM_CONFIG_KEY, ChatTemplate
 from speechgpt.text.units import UnitFormat
 from speechgpt.training.batches import TokenBatches
 from speechgpt.training.checkpoint import seed_everything
@@ -67,17 +67,19 @@ class TextReplay:
     """Its splits replayed: those the backbone learned."""
     corpus: Path | None = None
     """Corpus whose train-split transcripts are replayed too."""
-    forms: list[Literal["plain", "chat"]] = field(default_factory=lambda: ["plain"])
+    forms: list[Literal["plain", "chat", "chain"]] = field(default_factory=lambda: ["plain"])
     """How a QA line is replayed: 'plain' as stage 0 wrote it (`question? answer.` + EOS), 'chat' as a text-only
     chat turn of the stage's template (`[Human]: question<eoh> [SpeechGPT]: [ta] answer<eoa>`, the answer trained):
-    the facts in the form the chain of modality answers in, as an instruction-tuned LLM knows them. A tiny backbone
-    does not carry a fact from one form to the other by itself; no speech comes with either."""
+    the facts in the form the chain of modality answers in, as an instruction-tuned LLM knows them; 'chain' the
+    same turn with the question repeated where a spoken question's transcript goes (`[SpeechGPT]: question; [ta]
+    answer<eoa>`, only `; [ta] answer<eoa>` trained): the answer after a transcript. A tiny backbone does not carry a
+    fact from one form to the other by itself; no speech comes with any."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction < 1.0:
             raise ValueError("replay.fraction must be in [0, 1)")
-        if not self.forms or not set(self.forms) <= {"plain", "chat"}:
-            raise ValueError("replay.forms must name 'plain' and/or 'chat'")
+        if not self.forms or not set(self.forms) <= {"plain", "chat", "chain"}:
+            raise ValueError("replay.forms must name 'plain', 'chat' and/or 'chain'")
         if self.fraction > 0 and self.qa is None and self.corpus is None:
             raise ValueError("replay.fraction > 0 needs replay.qa or replay.corpus")
 
@@ -95,19 +97,16 @@ def replay_rows(
     the chat form starts with `system` (None: SpeechGPT's), the system text of the stage's data."""
     import random
 
-    from speechgpt.text.backbone_text import corpus_sentences, load_qa_split, qa_rows, qa_text, sentence_rows
-    from speechgpt.text.template import AssistantTurn, ChatTemplate, UserTurn, system_text
+    from speechgpt.text.backbone_text import corpus_sentences, load_qa_split, qa_rows, sentence_rows
+    from speechgpt.text.template import system_text
 
     if cfg.fraction == 0:
         return []
     eos, template = tokenizer.eos_token, ChatTemplate(units, system=system_text(system))
     records = [r for s in cfg.qa_splits for r in load_qa_split(cfg.qa, s)] if cfg.qa is not None else []
     rows = qa_rows(records, eos, prefix="replay-qa") if "plain" in cfg.forms else []
-    for record in records if "chat" in cfg.forms else []:
-        question, answer = qa_text(record)
-        chat = template.format([(UserTurn(text=question), AssistantTurn(text=answer, chain=True))])
-        spans = [list(span) for span in chat.loss_spans]
-        rows.append({"id": f"replay-chat-{record['id']}", "task": "text", "text": chat.text, "loss_spans": spans})
+    for form in [f for f in ("chat", "chain") if f in cfg.forms]:
+        rows += [chat_row(record, template, form) for record in records]
     if cfg.corpus is not None:
         rows += sentence_rows(corpus_sentences(cfg.corpus, trained=True), eos, "replay-text")
     pool = tokenize_rows(rows, tokenizer, seq_len)[0]
@@ -122,6 +121,21 @@ def replay_rows(
         chosen.append(Tokenized(f"{row.id}#{len(chosen) // len(pool)}", row.task, row.input_ids, row.labels))
         total += row.trained_tokens
     return chosen
+
+
+def chat_row(record: dict[str, Any], template: ChatTemplate, form: Literal["chat", "chain"]) -> dict[str, Any]:
+    """A QA record as a text-only chat turn: `chat` answers the typed question (`[ta] answer`); `chain` first
+    repeats it where a spoken question's transcript goes (`question; [ta] answer`). Only `[ta] answer<eoa>` (with the
+    `;` before it) is trained: the chain form teaches the answer after a transcript, not the transcript."""
+    from speechgpt.text.backbone_text import qa_text
+    from speechgpt.text.template import AssistantTurn, UserTurn
+
+    question, answer = qa_text(record)
+    transcript = question if form == "chain" else None
+    chat = template.format([(UserTurn(text=question), AssistantTurn(transcript=transcript, text=answer, chain=True))])
+    (start, end), skip = chat.loss_spans[0], len(f" {transcript}") if transcript is not None else 0
+    spans = [[start + skip, end]]
+    return {"id": f"replay-{form}-{record['id']}", "task": "text", "text": chat.text, "loss_spans": spans}
 
 
 @dataclass

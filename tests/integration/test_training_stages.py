@@ -18,6 +18,7 @@ from speechgpt.infer.loading import load_chat_model
 from speechgpt.infer.session import ChatSession, SessionConfig
 from speechgpt.text.template import ChatTemplate, UserTurn
 from speechgpt.training.config import TrainConfig
+from speechgpt.training.data import IGNORE
 from stages import stage1_modality_adaptation, stage2_cross_modal, stage3_chain_of_modality
 from tests.conftest import subprocess_env
 from tests.lm_fixtures import SYSTEM, UNITS, K, make_instruct_dataset, make_tiny_lm
@@ -112,13 +113,21 @@ def test_text_replay_keeps_the_backbone_text_in_the_mix(work: Path, caplog: pyte
     from speechgpt.training.lm_stage import replay_rows
 
     tokenizer = AutoTokenizer.from_pretrained(work / "base")
-    speech_rows = [Tokenized(f"s{i}", "asr", [1] * 100, [1] * 100) for i in range(3)]  # 300 trained tokens
-    for forms in (["plain"], ["chat"], ["plain", "chat"]):
+    speech_rows = [Tokenized(f"s{i}", "asr", [1] * 100, [1] * 100) for i in range(30)]  # 3,000 trained tokens
+    for forms in (["plain"], ["chat"], ["plain", "chat", "chain"]):
         rows = replay_rows(TextReplay(fraction=0.25, qa=qa, forms=forms), speech_rows, tokenizer, 512, 0, UNITS)
         text_tokens = sum(r.trained_tokens for r in rows)
-        assert 100 <= text_tokens < 100 + max(r.trained_tokens for r in rows)  # a quarter of all trained tokens
+        assert 1000 <= text_tokens < 1000 + max(r.trained_tokens for r in rows)  # a quarter of all trained tokens
         kinds = {r.id.split("-")[1] for r in rows}
-        assert kinds == {"qa" if f == "plain" else "chat" for f in forms}
+        assert kinds == {"qa" if f == "plain" else f for f in forms}
+    chain = next(r for r in rows if r.id.startswith("replay-chain-"))
+    lines = [line for split in ("train", "dev", "test") for line in (qa / f"{split}.jsonl").read_text().splitlines()]
+    record = {json.loads(line)["id"]: json.loads(line) for line in lines}
+    question = record[chain.id.split("#")[0].removeprefix("replay-chain-")]["instruction"]
+    seen = tokenizer.decode(chain.input_ids)
+    trained = tokenizer.decode([t for t, label in zip(chain.input_ids, chain.labels, strict=True) if label != IGNORE])
+    assert seen.count(question) == 2  # typed, then where a transcript goes
+    assert "[ta]" in trained and question not in trained  # the answer after it is trained, the repeat is not
 
 
 def test_the_backbone_stage_fine_tunes_a_given_lm(work: Path) -> None:
