@@ -14,7 +14,7 @@ from speechgpt.config import save_config
 from speechgpt.data.instruct import load_instruct_dataset
 from speechgpt.model.load import load_lm
 from speechgpt.model.vocab import SpeechVocab, add_speech_tokens
-from speechgpt.text.template import SYSTEM_CONFIG_KEY, ChatTemplate
+from speechgpt.text.template import SYSTEM_CONFIG_KEY, AssistantTurn, ChatTemplate, UserTurn
 from speechgpt.text.units import UnitFormat
 from speechgpt.training.batches import TokenBatches
 from speechgpt.training.checkpoint import seed_everything
@@ -128,14 +128,14 @@ def chat_row(record: dict[str, Any], template: ChatTemplate, form: Literal["chat
     repeats it where a spoken question's transcript goes (`question; [ta] answer`). Only `[ta] answer<eoa>` (with the
     `;` before it) is trained: the chain form teaches the answer after a transcript, not the transcript."""
     from speechgpt.text.backbone_text import qa_text
-    from speechgpt.text.template import AssistantTurn, UserTurn
 
     question, answer = qa_text(record)
     transcript = question if form == "chain" else None
     chat = template.format([(UserTurn(text=question), AssistantTurn(transcript=transcript, text=answer, chain=True))])
-    (start, end), skip = chat.loss_spans[0], len(f" {transcript}") if transcript is not None else 0
-    spans = [[start + skip, end]]
-    return {"id": f"replay-{form}-{record['id']}", "task": "text", "text": chat.text, "loss_spans": spans}
+    start, end = chat.loss_spans[0]
+    if transcript is not None:
+        start += len(f" {transcript}")  # the repeated question is read, not trained
+    return {"id": f"replay-{form}-{record['id']}", "task": "text", "text": chat.text, "loss_spans": [[start, end]]}
 
 
 @dataclass
