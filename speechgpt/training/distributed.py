@@ -36,8 +36,21 @@ def setup_process(num_threads: int) -> Dist:
     _single_process_environment()
     import deepspeed
 
+    if not cuda and os.environ["WORLD_SIZE"] == "1":
+        skip_shared_memory_allreduce()
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
     return _this_rank(cuda, num_threads)
+
+
+def skip_shared_memory_allreduce() -> None:
+    """Tell DeepSpeed its shared-memory allreduce op (`deepspeed_shm_comm`) is unavailable, so `init_distributed`
+    does not compile it: a lone CPU process has no peer to reduce with, and the compile took 23 s of every fresh
+    clone's first stage (the op is cached in `TORCH_EXTENSIONS_DIR`, under the repository). Ranks of a multi-process
+    CPU run keep it."""
+    import deepspeed.ops
+    from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
 
 
 def setup_torch_process(num_threads: int, device: str = "auto") -> Dist:
