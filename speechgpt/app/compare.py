@@ -114,20 +114,15 @@ def read_answers(folder: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def questions(qa: dict[str, Any]) -> dict[str, int | None]:
+def questions(qa: dict[str, Any]) -> dict[str, Any]:
     """`{all, seen_voices, heldout_voices, typed}`: how many questions each accuracy of an eval chat report is over."""
-    groups = qa.get("by_voices", {})
-    counts: dict[str, int | None] = {"all": qa["questions"]}
-    for group, name in VOICE_GROUPS.items():
-        counts[name] = groups.get(group, {}).get("questions")
-    counts["typed"] = (qa.get("typed") or {}).get("questions")
-    return counts
+    return {**by_group(qa, "questions", qa["questions"]), "typed": (qa.get("typed") or {}).get("questions")}
 
 
-def by_group(qa: dict[str, Any], key: str, overall: float | None) -> dict[str, float | None]:
-    """`{all, seen_voices, heldout_voices}` of one accuracy column of an eval chat report."""
+def by_group(qa: dict[str, Any], key: str, overall: Any) -> dict[str, Any]:
+    """`{all, seen_voices, heldout_voices}` of one column of an eval chat report (an accuracy, or `questions`)."""
     groups = qa.get("by_voices", {})
-    out: dict[str, float | None] = {"all": overall}
+    out: dict[str, Any] = {"all": overall}
     for group, name in VOICE_GROUPS.items():
         out[name] = groups.get(group, {}).get(key)
     return out
