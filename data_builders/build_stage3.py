@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,6 +62,9 @@ class Config:
     answered in text with no transcript, to compare the chain of modality against)."""
     modes_per_question: int | None = None
     """Examples per question: null builds every mode; n draws n of `modes` per question with the seed."""
+    train_copies: dict[Mode, int] = field(default_factory=dict)
+    """Times each train-split example of a mode is written (default 1), e.g. `{com_t2s: 6}`: a spoken answer's
+    units are many tokens that only the speech-out modes train, and they need more passes than the text does."""
     all_pairs: bool = False
     """ShareGPT input: every human -> gpt pair of a conversation is a question (default: the first pair only)."""
     max_answer_words: int = 20
@@ -84,6 +87,8 @@ class Config:
             raise ValueError(f"modes_per_question must be in 1..{len(self.modes)}")
         if self.max_answer_words < 1:
             raise ValueError("max_answer_words must be positive")
+        if not set(self.train_copies) <= set(self.modes) or any(n < 1 for n in self.train_copies.values()):
+            raise ValueError("train_copies must map modes being built to counts of at least 1")
 
 
 def run(cfg: Config) -> Path:
@@ -170,7 +175,8 @@ def build_examples(
     rejected: list[dict[str, str]],
     skipped: Counter[str],
 ) -> list[Example]:
-    """One example per (question, mode); a mode whose speech is missing is rejected with the clip's reason."""
+    """One example per (question, mode), train ones `train_copies` times; a mode whose speech is missing is rejected
+    with the clip's reason."""
     examples = []
     for pair in sorted(pairs, key=lambda p: p.id):
         question_id, answer_id = qa_clip_ids(pair.id)
@@ -183,7 +189,9 @@ def build_examples(
                 skipped["no speech units"] += 1
                 continue
             speech = {i: units[i] for i in needed}
-            examples.append(chain_example(mode, pair, speech.get(question_id), speech.get(answer_id), needed))
+            example = chain_example(mode, pair, speech.get(question_id), speech.get(answer_id), needed)
+            copies = cfg.train_copies.get(mode, 1) if pair.split == "train" else 1
+            examples += [example, *(replace(example, id=f"{example.id}-copy{n}") for n in range(2, copies + 1))]
     return examples
 
 

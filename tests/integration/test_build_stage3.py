@@ -139,6 +139,24 @@ def test_direct_mode_answers_the_spoken_question_with_no_transcript(built: build
         assert row["response"].lstrip().startswith("[ta]")
 
 
+def test_train_copies_repeat_a_modes_training_examples_only(built: build_stage3.Config, tmp_path: Path) -> None:
+    cfg = dataclasses.replace(built, out=tmp_path, train_copies={"com_t2s": 3})
+    build_stage3.run(cfg)
+    dataset = load_instruct_dataset(tmp_path)
+    plain = load_instruct_dataset(built.out)
+    assert {s: len(dataset[s]) for s in dataset} == {"train": 12 + 2 * 3, "dev": 4, "test": 4}
+    by_id = {row["id"]: row for row in dataset["train"]}
+    for row in plain["train"]:
+        copies = [by_id[row["id"]], *(by_id.get(f"{row['id']}-copy{n}") for n in (2, 3))]
+        expected = 3 if row["task"] == "com_t2s" else 1
+        assert sum(copy is not None for copy in copies) == expected
+        assert all(copy["text"] == row["text"] for copy in copies if copy is not None)
+    with pytest.raises(ValueError, match="train_copies"):
+        dataclasses.replace(built, modes=["com_s2t"], train_copies={"com_t2s": 2})
+    with pytest.raises(ValueError, match="train_copies"):
+        dataclasses.replace(built, train_copies={"com_t2s": 0})
+
+
 def test_the_builder_only_joins(built: build_stage3.Config) -> None:
     """No speech and no units are made inside `build stage3`: its folder holds the dataset and its reports only."""
     assert sorted(p.name for p in built.out.iterdir()) == [
