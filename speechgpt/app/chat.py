@@ -71,7 +71,7 @@ class ChatSetup:
     device: str | None = None
     """torch device for the model; None: CUDA when available, else CPU."""
     num_threads: int = 1
-    """torch CPU threads."""
+    """torch CPU threads; `eval chat` gives its Whisper judge as many."""
 
     def __post_init__(self) -> None:
         if self.num_threads < 1:

@@ -16,22 +16,23 @@ from speechgpt.infer.listening import Turn
 
 if TYPE_CHECKING:
     from speechgpt.app.spoken_qa import Config
+    from speechgpt.eval.judge import Judge
 
 
-def run_frozen(app: ChatApp, clips: list[QuestionClip], cfg: Config) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def run_frozen(
+    app: ChatApp, clips: list[QuestionClip], cfg: Config, judge: Judge | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Each question streamed to the frozen variant's listener (its trailing silence, then the end of the stream),
-    scored on its text answer, its state decisions and its latencies; with a speech decoder and a vocoder (and
-    `session.reply` not text) its spoken answer is judged too. The summary is printed."""
+    scored on its text answer, its state decisions and its latencies; with a speech decoder, a vocoder and a judge
+    (`session.reply` not text) its spoken answer is judged too. The summary is printed."""
     from speechgpt.eval.answers import answer_is_correct
-    from speechgpt.eval.judge import load_judge
     from speechgpt.infer.frozen_session import FrozenChatSession
     from speechgpt.training.feature_cache import speech_end  # where the frozen stages' state labels put it
 
     if not isinstance(app.session, FrozenChatSession):
         raise TypeError("run_frozen needs the frozen variant's session")
     session, rows = app.session, []
-    speak = session.speaks and cfg.session.reply != "text"
-    judge = load_judge() if speak else None
+    speak = session.speaks and judge is not None
     for index, clip in enumerate(tqdm(clips, desc="spoken questions", unit="q")):
         samples = read_audio(clip.audio).samples
         result = session.respond(audio=samples, reply="speech" if speak else "text")

@@ -44,6 +44,7 @@ from speechgpt.app.chat import ChatApp, ChatSetup, load_chat_app
 from speechgpt.config import save_config
 from speechgpt.data.audio import SAMPLE_RATE, read_audio, write_audio
 from speechgpt.data.io import atomic_write_text
+from speechgpt.eval.judge import Judge, load_judge, word_error_rate
 from speechgpt.text.backbone_text import QA_KEYS, load_qa_split
 
 log = logging.getLogger(__name__)
@@ -90,17 +91,17 @@ def run(cfg: Config) -> Path:
     questions = pick_questions(read_questions(cfg.qa, cfg.split), cfg.max_questions)
     clips = question_clips(cfg, questions)
     app = load_chat_app(cfg)
+    judge = load_judge(cpu_threads=cfg.num_threads) if cfg.session.reply != "text" else None
     if app.variant == "frozen":
         from speechgpt.app.frozen_spoken_qa import run_frozen
 
-        rows, report = run_frozen(app, clips, cfg)
+        rows, report = run_frozen(app, clips, cfg, judge)
     else:
-        rows, report = run_unified(app, clips, cfg)
-    if cfg.typed and app.speaks and cfg.session.reply != "text":
+        rows, report = run_unified(app, clips, cfg, judge)
+    if cfg.typed and app.speaks and judge is not None:
         from speechgpt.app.typed_qa import ask_typed
-        from speechgpt.eval.judge import load_judge
 
-        typed_rows, report["typed"] = ask_typed(app, questions, load_judge())
+        typed_rows, report["typed"] = ask_typed(app, questions, judge)
         atomic_write_text(cfg.out / "typed_answers.jsonl", "".join(json.dumps(r) + "\n" for r in typed_rows))
         typed = report["typed"]
         print(
@@ -114,14 +115,14 @@ def run(cfg: Config) -> Path:
     return cfg.out / "report.json"
 
 
-def run_unified(app: ChatApp, clips: list[QuestionClip], cfg: Config) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def run_unified(
+    app: ChatApp, clips: list[QuestionClip], cfg: Config, judge: Judge | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Speech in, speech out through the chain of modality; the Whisper judge listens to the spoken answers."""
     from speechgpt.eval.answers import answer_is_correct
-    from speechgpt.eval.judge import load_judge, word_error_rate
     from speechgpt.eval.transcript_scores import transcript_scores
 
     speak = cfg.session.reply != "text"
-    judge = load_judge() if speak else None
     rows: list[dict[str, Any]] = []
     for index, clip in enumerate(tqdm(clips, desc="spoken questions", unit="q")):
         question = clip.question
