@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from speechgpt.config import save_config
 from speechgpt.model.tiny import SPECIAL, build_tiny_lm, train_tokenizer
-from speechgpt.text.backbone_text import corpus_sentences, load_qa_split, qa_rows, sentence_rows
+from speechgpt.text.backbone_text import corpus_sentences, echo_rows, load_qa_split, qa_rows, sentence_rows
 from speechgpt.text.template import SPEECHGPT_SYSTEM, marker_tokens
 from speechgpt.training.batches import TokenBatches
 from speechgpt.training.checkpoint import seed_everything
@@ -42,6 +42,10 @@ class Config:
     corpus: Path | None = None
     """Optional corpus folder whose train-split transcripts are added as plain text; its other splits' sentences
     (never trained) are the held-out text the backbone is evaluated on."""
+    echo_lines: bool = False
+    """Also train `sentence -> sentence` for each of the corpus' train transcripts: saying again what came before,
+    which a pretrained LLM can do and a model trained on single lines cannot. The frozen variant needs it: its
+    adapter's speech reaches the frozen LLM's words only through a path that reads earlier input."""
     out: Path = Path("out/backbone")
     """Run folder; the model and tokenizer are exported to <out>/final."""
     base: str | None = None
@@ -81,7 +85,8 @@ def text_rows(cfg: Config, eos: str) -> tuple[list[dict], list[dict]]:
     qa_lines = qa(cfg.qa_splits)
     copies = [{**row, "id": f"{row['id']}#{copy}"} for copy in range(1, cfg.qa_repeats) for row in qa_lines]
     heldout_qa = qa([s for s in ("dev", "test") if s not in cfg.qa_splits])
-    return qa_lines + copies + sentences(trained=True), sentences(trained=False) + heldout_qa
+    echoes = echo_rows(corpus_sentences(cfg.corpus, trained=True), eos) if cfg.echo_lines and cfg.corpus else []
+    return qa_lines + copies + sentences(trained=True) + echoes, sentences(trained=False) + heldout_qa
 
 
 def base_model(cfg: Config) -> tuple[Any, Any, list[dict], list[dict]]:

@@ -91,6 +91,15 @@ def qa_rows(records: list[dict[str, Any]], eos: str, prefix: str = "qa") -> list
     return [text_row(f"{prefix}-{r['id']}", qa_line(r), eos) for r in records]
 
 
+ECHO = " -> "
+"""What stands between a sentence and its repetition in an echo line (stage 0's `echo_lines`)."""
+
+
+def echo_rows(sentences: list[str], eos: str) -> list[dict[str, Any]]:
+    """One `sentence -> sentence` row per sentence, closed by `eos`, id `echo-<index>`."""
+    return [text_row(f"echo-{i:05d}", f"{sentence}{ECHO}{sentence}", eos) for i, sentence in enumerate(sentences)]
+
+
 def sentence_rows(sentences: list[str], eos: str, prefix: str) -> list[dict[str, Any]]:
     """One text row per sentence, closed by `eos`, id `<prefix>-<index>`."""
     return [text_row(f"{prefix}-{i:05d}", sentence, eos) for i, sentence in enumerate(sentences)]
