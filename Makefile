@@ -5,7 +5,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-shared-prefix bench-precision bench-mfu bench-gpu bench-vocoder bench-chat eval-units eval-unit-layers eval-vocoder eval-answer-units
+.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-shared-prefix bench-precision bench-mfu bench-gpu bench-vocoder bench-chat eval-units eval-unit-layers eval-vocoder eval-answer-units eval-frozen-probe
 
 setup:
 	@bash scripts/setup.sh
@@ -68,3 +68,7 @@ eval-units: setup  ## compare unit encoders: paired edit distances and a CTC rec
 eval-unit-layers: setup  ## which Whisper layer to quantize: voice ratio and lookup resynthesis per layer (~6 min; runs the demo if absent)
 	@test -d out/demo/corpus/dataset -a -d out/demo/voice_corpus/dataset || $(MAKE) demo
 	OMP_NUM_THREADS=2 $(PY) -m benchmarks.unit_layers
+
+eval-frozen-probe: setup  ## does the speech reach the frozen LLM? transcripts scored after their own clip and another's (runs the demo if absent)
+	@test -d out/demo/frozen_asr/final -a -d out/demo/corpus || $(MAKE) demo
+	OMP_NUM_THREADS=2 $(PY) -m benchmarks.frozen_speech_probe

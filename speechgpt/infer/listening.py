@@ -259,6 +259,21 @@ class FrozenListener:
         if self.turn.text.startswith(shown) and len(self.turn.text) > len(shown):
             yield self.turn.text[len(shown) :]  # what was held back is final now
 
+    def target_nll(self, ids: list[int], scored: list[bool]) -> float:
+        """Mean negative log-likelihood (nats per token) of the `scored` tokens of `ids`, fed after what was heard,
+        each predicted from everything before it (teacher forcing): how much the speech tells the LLM about a text.
+        Call it instead of `answer()`; the utterance is used up."""
+        if len(ids) != len(scored) or not any(scored):
+            raise ValueError("target_nll needs one flag per token and at least one scored token")
+        total = 0.0
+        with torch.inference_mode():
+            for token, score in zip(ids, scored, strict=True):
+                if score:
+                    total -= float(torch.log_softmax(self.model.token_logits(self._last_hidden)[0].float(), -1)[token])
+                self._last_hidden = self._lm.feed(self._token_embeds([token]))[:, -1]
+        self._answered = True
+        return total / sum(scored)
+
     def _decoded(self) -> str:
         return str(self.tokenizer.decode(self.turn.tokens, skip_special_tokens=True)).lstrip()
 

@@ -284,3 +284,39 @@ def test_without_decisions_the_whole_clip_is_heard_then_answered(frozen: FrozenM
     turn = FrozenListener(frozen, ListenConfig(decide=False)).listen(clip(), max_new_tokens=3)
     assert set(turn.states) == {0} and len(turn.states) > 3  # every chunk heard, none decided
     assert turn.outcome == "answer" and turn.forced and len(turn.tokens) == 3
+
+
+def test_target_nll_is_the_full_pass_loss_of_the_scored_tokens(frozen: FrozenModel) -> None:
+    listener = FrozenListener(frozen, ListenConfig(decide=False, trailing_silence_s=0.0))
+    for _ in listener.hear(clip()):
+        pass
+    ids = frozen.tokenizer.encode("? seven.", add_special_tokens=False)
+    scored = [False] + [True] * (len(ids) - 1)  # the template's `?` is fed, the answer scored
+    nll = listener.target_nll(ids, scored)
+    model = frozen.model
+    with torch.no_grad():
+        feats = frozen.features([torch.from_numpy(clip())])[0][None]
+        embeds, _, _ = model.speech_embeddings(feats, torch.tensor([feats.shape[1]]))
+        text = model.embed_tokens(torch.tensor([ids]))
+        prefix = model.embed_tokens(torch.tensor([frozen.prefix_ids]))
+        inputs = torch.cat([prefix, model.prompt_embeddings()[None], embeds, text], 1)
+        hidden = model.hidden_states(inputs, torch.ones(1, inputs.shape[1], dtype=torch.long))
+        logp = torch.log_softmax(model.token_logits(hidden)[0].float(), -1)
+    first = inputs.shape[1] - len(ids)
+    expected = [-float(logp[first + i - 1, token]) for i, (token, s) in enumerate(zip(ids, scored, strict=True)) if s]
+    assert nll == pytest.approx(sum(expected) / len(expected), abs=1e-4)
+    with pytest.raises(ValueError, match="one flag per token"):
+        listener.target_nll(ids, [False] * len(ids))
+
+
+def test_the_speech_probe_scores_transcripts_as_the_template_trains_them(folder: Path, tiny_corpus: Path) -> None:
+    from benchmarks.frozen_speech_probe import probe, scored_transcript
+
+    frozen = load_frozen_model(folder, device="cpu")
+    ids, scored = scored_transcript(frozen, "seven")
+    fed = scored.index(True)
+    assert frozen.tokenizer.decode(ids[:fed]) == "?" and not any(scored[:fed]) and all(scored[fed:])
+    assert frozen.tokenizer.decode(ids[fed:], skip_special_tokens=True) == " seven."
+    result = probe(folder, tiny_corpus, "train", limit=3, seed=0)
+    assert result["clips"] == 3 and result["nll_own_clip"] > 0 and result["nll_other_clip"] > 0
+    assert 1 <= result["distinct_greedy_transcripts"] <= 3 and len(result["examples"]) == 3
