@@ -21,16 +21,14 @@ from typing import Any
 from speechgpt.training.data import IGNORE
 
 
-def scored_transcript(frozen: Any, text: str) -> tuple[list[int], list[bool]]:
-    """The token ids fed after the speech for `text` (the template's text between speech and target, the target,
-    EOS when trained so) and which of them training scores."""
-    from speechgpt.infer.frozen_loading import META
-    from speechgpt.training.frozen_stage import SpeechTemplate
+def scored_transcripts(frozen: Any, texts: list[str]) -> list[tuple[list[int], list[bool]]]:
+    """For each text, the token ids fed after the speech (the template's text between speech and target, the
+    target, EOS when trained so) and which of them training scores."""
+    from speechgpt.infer.frozen_loading import META, speech_template
 
-    spec = frozen.meta.get(META["template"]) or {}
-    template = SpeechTemplate(spec.get("text", "{speech}{target}"), bool(spec.get("eos", False)))
-    row = template.targets(frozen.tokenizer, text)
-    return row["text_ids"], [label != IGNORE for label in row["labels"]]
+    template = speech_template(frozen.meta.get(META["template"]))
+    rows = [template.targets(frozen.tokenizer, text) for text in texts]
+    return [(row["text_ids"], [label != IGNORE for label in row["labels"]]) for row in rows]
 
 
 def probe(model: Path, corpus: Path, split: str, limit: int, seed: int) -> dict[str, Any]:
@@ -48,16 +46,17 @@ def probe(model: Path, corpus: Path, split: str, limit: int, seed: int) -> dict[
         raise ValueError(f"{corpus}: split {split!r} has {len(rows)} clips; the probe needs two or more")
     rows = random.Random(seed).sample(rows, min(limit, len(rows)))
     clips = [read_audio(r["audio"]).samples for r in rows]
+    transcripts = scored_transcripts(frozen, [r["text"] for r in rows])
 
-    def nll(clip: Any, text: str) -> float:
+    def nll(clip: Any, transcript: tuple[list[int], list[bool]]) -> float:
         for _ in listener.hear(clip):
             pass
-        return listener.target_nll(*scored_transcript(frozen, text))
+        return listener.target_nll(*transcript)
 
     own, other, heard = [], [], []
-    for i, row in enumerate(tqdm(rows, desc="clips", unit="clip")):
-        own.append(nll(clips[i], row["text"]))
-        other.append(nll(clips[(i + 1) % len(rows)], row["text"]))
+    for i in tqdm(range(len(rows)), desc="clips", unit="clip"):
+        own.append(nll(clips[i], transcripts[i]))
+        other.append(nll(clips[(i + 1) % len(rows)], transcripts[i]))
         heard.append(listener.listen(clips[i], 40).text)
     return {
         "model": str(model),

@@ -70,23 +70,22 @@ class Config:
 
 
 def text_rows(cfg: Config, eos: str) -> tuple[list[dict], list[dict]]:
-    """The training rows (QA lines of `qa_splits`, `qa_repeats` times, then the corpus' train sentences) and the
-    evaluation rows (the corpus' held-out sentences, then the QA lines of dev/test splits not trained), each closed by
-    `eos`."""
+    """The training rows (QA lines of `qa_splits`, `qa_repeats` times, then the corpus' train sentences, then their
+    echo lines when asked) and the evaluation rows (the corpus' held-out sentences, then the QA lines of dev/test
+    splits not trained), each closed by `eos`."""
 
     def qa(splits: list[str]) -> list[dict]:
         return qa_rows([r for split in splits for r in load_qa_split(cfg.qa, split)], eos)
 
-    def sentences(trained: bool) -> list[dict]:
-        if cfg.corpus is None:
-            return []
-        return sentence_rows(corpus_sentences(cfg.corpus, trained), eos, "text" if trained else "heldout-text")
+    def sentences(trained: bool) -> list[str]:
+        return corpus_sentences(cfg.corpus, trained) if cfg.corpus is not None else []
 
     qa_lines = qa(cfg.qa_splits)
     copies = [{**row, "id": f"{row['id']}#{copy}"} for copy in range(1, cfg.qa_repeats) for row in qa_lines]
     heldout_qa = qa([s for s in ("dev", "test") if s not in cfg.qa_splits])
-    echoes = echo_rows(corpus_sentences(cfg.corpus, trained=True), eos) if cfg.echo_lines and cfg.corpus else []
-    return qa_lines + copies + sentences(trained=True) + echoes, sentences(trained=False) + heldout_qa
+    trained = sentences(trained=True)
+    text = sentence_rows(trained, eos, "text") + (echo_rows(trained, eos) if cfg.echo_lines else [])
+    return qa_lines + copies + text, sentence_rows(sentences(trained=False), eos, "heldout-text") + heldout_qa
 
 
 def base_model(cfg: Config) -> tuple[Any, Any, list[dict], list[dict]]:

@@ -118,11 +118,12 @@ def run(cfg: Config) -> Path:
 def run_unified(
     app: ChatApp, clips: list[QuestionClip], cfg: Config, judge: Judge | None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Speech in, speech out through the chain of modality; the Whisper judge listens to the spoken answers."""
+    """Speech in, speech out through the chain of modality; the Whisper judge listens to the spoken answers (no
+    judge: text replies)."""
     from speechgpt.eval.answers import answer_is_correct
     from speechgpt.eval.transcript_scores import transcript_scores
 
-    speak = cfg.session.reply != "text"
+    speak = judge is not None
     rows: list[dict[str, Any]] = []
     for index, clip in enumerate(tqdm(clips, desc="spoken questions", unit="q")):
         question = clip.question

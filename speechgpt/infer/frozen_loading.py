@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from speechgpt.model.frozen_checkpoint import META as META_FILE
 from speechgpt.model.frozen_checkpoint import VARIANT as FROZEN
@@ -23,6 +23,9 @@ from speechgpt.model.frozen_lm import weights_fingerprint
 from speechgpt.model.load import DType, load_lm
 from speechgpt.model.speech_features import FeatureExtractor, build_feature_extractor
 from speechgpt.model.state_labels import STATE_NAMES
+
+if TYPE_CHECKING:
+    from speechgpt.training.frozen_stage import SpeechTemplate
 
 log = logging.getLogger(__name__)
 Variant = Literal["unified", "frozen"]
@@ -157,12 +160,18 @@ def _features(spec: Any, folder: Path) -> FeatureExtractor:
     return build_feature_extractor(spec["kind"], **{k: spec[k] for k in FEATURE_ARGS if k in spec})
 
 
-def template_ids(tokenizer: Any, template: Any) -> tuple[list[int], list[int], str]:
-    """(ids before the prompt embeddings, ids between the speech and the answer, the text that ends an answer) of
-    the model's template ({"text": ..., "eos": ...}), fed exactly as the frozen stages fed them in training
-    (`SpeechTemplate`); the text after {target}, stripped, ends an answer."""
+def speech_template(template: Any) -> SpeechTemplate:
+    """The `SpeechTemplate` the frozen stages trained with, from a model's meta ({"text": ..., "eos": ...}; absent:
+    the speech, then the target)."""
     from speechgpt.training.frozen_stage import SpeechTemplate
 
     spec = template if isinstance(template, dict) else {}
-    speech = SpeechTemplate(spec.get("text", SPEECH + TARGET), bool(spec.get("eos", False)))
+    return SpeechTemplate(spec.get("text", SPEECH + TARGET), bool(spec.get("eos", False)))
+
+
+def template_ids(tokenizer: Any, template: Any) -> tuple[list[int], list[int], str]:
+    """(ids before the prompt embeddings, ids between the speech and the answer, the text that ends an answer) of
+    the model's template (`speech_template`), fed exactly as the frozen stages fed them in training; the text after
+    {target}, stripped, ends an answer."""
+    speech = speech_template(template)
     return speech.prefix_ids(tokenizer), speech.answer_prefix_ids(tokenizer), speech.parts[2].strip()

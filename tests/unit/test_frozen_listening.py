@@ -310,10 +310,10 @@ def test_target_nll_is_the_full_pass_loss_of_the_scored_tokens(frozen: FrozenMod
 
 
 def test_the_speech_probe_scores_transcripts_as_the_template_trains_them(folder: Path, tiny_corpus: Path) -> None:
-    from benchmarks.frozen_speech_probe import probe, scored_transcript
+    from benchmarks.frozen_speech_probe import probe, scored_transcripts
 
     frozen = load_frozen_model(folder, device="cpu")
-    ids, scored = scored_transcript(frozen, "seven")
+    [(ids, scored)] = scored_transcripts(frozen, ["seven"])
     fed = scored.index(True)
     assert frozen.tokenizer.decode(ids[:fed]) == "?" and not any(scored[:fed]) and all(scored[fed:])
     assert frozen.tokenizer.decode(ids[fed:], skip_special_tokens=True) == " seven."
