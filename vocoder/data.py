@@ -167,9 +167,16 @@ class SegmentSampler:
         seed: int,
         any_speaker: int | None = None,
         speaker_dropout: float = 0.0,
+        *,
+        unit_noise: float = 0.0,
+        n_units: int = 0,
     ) -> None:
         if not clips:
             raise ValueError("no clips to sample from")
+        if unit_noise > 0 and n_units < 1:
+            raise ValueError("unit_noise needs the unit vocabulary size (n_units)")
+        self.unit_noise, self.n_units = unit_noise, n_units
+        """Fraction of a segment's unit runs replaced by a random unit, and the units to draw from."""
         self.clips = list(clips)
         self.batch_size = batch_size
         self.segment_frames = segment_frames
@@ -185,6 +192,8 @@ class SegmentSampler:
             f, a = self._crop(self._frames[i], self.clips[i].audio)
             frames.append(f)
             audio.append(a)
+        if self.unit_noise > 0:  # drawn after the crops, so the noise leaves the segments as they would be
+            frames = [self._noisy(f) for f in frames]
         chosen = [self.clips[i] for i in picks]
         speakers = [c.speaker for c in chosen]
         if self.any_speaker is not None:
@@ -211,6 +220,13 @@ class SegmentSampler:
             frames, audio = np.concatenate([frames, frames]), np.concatenate([audio, audio])
         start = int(self.rng.integers(0, len(frames) - size + 1))
         return frames[start : start + size], audio[start * HOP_LENGTH : (start + size) * HOP_LENGTH]
+
+    def _noisy(self, frames: np.ndarray) -> np.ndarray:
+        """`frames` with `unit_noise` of their runs (a unit and its repeats) each set to one random unit."""
+        run = np.cumsum(np.diff(frames, prepend=-1) != 0) - 1  # each frame's run index
+        replaced = self.rng.random(run[-1] + 1) < self.unit_noise
+        random_units = self.rng.integers(0, self.n_units, size=run[-1] + 1)
+        return np.where(replaced[run], random_units[run], frames)
 
     def state_dict(self) -> dict[str, Any]:
         return {"bit_generator": self.rng.bit_generator.state}

@@ -80,13 +80,14 @@ class ShiftedConv(nn.Conv1d):
 
 
 class ResidualConv(nn.Module):
-    def __init__(self, channels: int, kernel_size: int, dilation: int, right: int) -> None:
+    def __init__(self, channels: int, kernel_size: int, dilation: int, right: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.conv = ShiftedConv(channels, channels, kernel_size, dilation, right)
         self.norm = nn.LayerNorm(channels)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = F.gelu(self.conv(x))
+        y = self.dropout(F.gelu(self.conv(x)))
         return x + self.norm(y.transpose(1, 2)).transpose(1, 2)
 
 
@@ -106,7 +107,8 @@ def split_lookahead(spans: list[int], lookahead: int | None) -> list[int]:
 
 class MelNet(nn.Module, PyTorchModelHubMixin):
     """Frame units (B, T) and speaker indices (B,) -> log-mel (B, n_mels, T). 1.4M parameters by default (500 units);
-    each output frame reads 30 frames (0.6 s) on each side, or `lookahead_frames` ahead and the rest behind."""
+    each output frame reads 30 frames (0.6 s) on each side, or `lookahead_frames` ahead and the rest behind;
+    `dropout` acts in training only, after each residual block's convolution."""
 
     def __init__(
         self,
@@ -120,6 +122,7 @@ class MelNet(nn.Module, PyTorchModelHubMixin):
         dilations: tuple[int, ...] | list[int] = (1, 2, 4, 1, 2, 4),
         n_mels: int = 80,
         lookahead_frames: int | None = None,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
@@ -131,7 +134,8 @@ class MelNet(nn.Module, PyTorchModelHubMixin):
         rights = split_lookahead(spans, lookahead_frames)
         self.pre = ShiftedConv(in_dim, channels, kernel_size, 1, rights[0])
         self.blocks = nn.ModuleList(
-            ResidualConv(channels, kernel_size, d, right) for d, right in zip(dilations, rights[1:], strict=True)
+            ResidualConv(channels, kernel_size, d, right, dropout)
+            for d, right in zip(dilations, rights[1:], strict=True)
         )
         self.post = nn.Conv1d(channels, n_mels, 1)
         self.n_mels = n_mels

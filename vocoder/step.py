@@ -193,4 +193,5 @@ def build_model(cfg: Config, n_units: int, speakers: list[str]) -> nn.Module:
         dilations=list(cfg.dilations),
         n_mels=cfg.mel.n_mels,
         lookahead_frames=cfg.lookahead_frames,
+        dropout=cfg.dropout,
     )

@@ -95,6 +95,11 @@ class Config:
     lookahead_frames: int | None = None
     """Mel route: future frames an output frame may read (the latency a stream adds before its first audio, 20 ms
     each); None: centered convolutions, half the receptive field (30 frames with the default dilations)."""
+    dropout: float = 0.0
+    """Mel route: dropout after each residual block's convolution (training only)."""
+    unit_noise: float = 0.0
+    """Fraction of each segment's unit runs replaced by a random unit for the whole run (training only): an input
+    noise that stands for a language model's wrong units and keeps the net from leaning on any one unit."""
     mel: MelSettings = field(default_factory=MelSettings)
     """Mel route: spectrogram analysis and Griffin-Lim settings."""
     discriminator_start: int | None = None
@@ -159,7 +164,16 @@ def run(cfg: Config) -> Path:
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     trainer = VocoderStep(cfg, n_units, speakers, device)
     any_index = speakers.index(cfg.any_speaker) if cfg.any_speaker is not None and voice is None else None
-    sampler = SegmentSampler(clips, cfg.batch_size, cfg.segment_frames, cfg.seed + rank, any_index, cfg.speaker_dropout)
+    sampler = SegmentSampler(
+        clips,
+        cfg.batch_size,
+        cfg.segment_frames,
+        cfg.seed + rank,
+        any_index,
+        cfg.speaker_dropout,
+        unit_noise=cfg.unit_noise,
+        n_units=n_units,
+    )
     checkpoints = cfg.out / "checkpoints"
     step = load_latest(checkpoints, trainer, sampler, dist) if cfg.resume else 0
     if step == 0 and cfg.dtype == "auto":  # a probe batch of its own: the training batches stay the same

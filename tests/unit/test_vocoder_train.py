@@ -87,8 +87,26 @@ def test_segments_align_units_with_audio(units_data: Path) -> None:
     assert 0.15 < float((many == 9).float().mean()) < 0.35
 
 
+def test_unit_noise_replaces_whole_runs_at_about_its_fraction(units_data: Path) -> None:
+    clips, _ = load_clips(load_units_dataset(units_data), ["train"])
+    clean = SegmentSampler(clips, 64, 16, seed=5).next_batch().frames
+    noisy = SegmentSampler(clips, 64, 16, seed=5, unit_noise=0.3, n_units=N_UNITS).next_batch().frames
+    changed_runs = kept_runs = 0
+    for before, after in zip(clean.tolist(), noisy.tolist(), strict=True):
+        starts = [i for i in range(len(before)) if i == 0 or before[i] != before[i - 1]]
+        for start, end in zip(starts, [*starts[1:], len(before)], strict=True):
+            run = after[start:end]
+            assert len(set(run)) == 1  # a run is replaced whole, by one unit
+            changed_runs += run[0] != before[start]
+            kept_runs += run[0] == before[start]
+    assert 0.2 < changed_runs / (changed_runs + kept_runs) < 0.4
+    with pytest.raises(ValueError, match="n_units"):
+        SegmentSampler(clips, 1, 16, seed=0, unit_noise=0.1)
+
+
 def test_mel_route_trains_saves_and_resumes_exactly(units_data: Path, tmp_path: Path) -> None:
-    full = tiny_config(units_data, tmp_path / "full", splits=["train", "test"])
+    regularized = {"dropout": 0.1, "unit_noise": 0.2}  # their randomness must resume exactly too
+    full = tiny_config(units_data, tmp_path / "full", splits=["train", "test"], **regularized)
     folder = train.run(full)
     steps = [r for r in records(full.out) if "mel" in r]
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
@@ -103,13 +121,14 @@ def test_mel_route_trains_saves_and_resumes_exactly(units_data: Path, tmp_path: 
         full.out / "checkpoints" / "latest"
     ).read_text().strip() == "step0000004"
     vocoder = load_vocoder(folder)
+    assert not vocoder.renderer.net.training  # type: ignore[attr-defined]  # dropout is off in synthesis
     expected = (N_UNITS * 16 + 3 * 8) + (24 * 32 * 5 + 32) + 2 * (32 * 32 * 5 + 32 + 64) + (32 * 80 + 80)
     assert sum(p.numel() for p in vocoder.renderer.net.parameters()) == expected  # type: ignore[attr-defined]
     voices = sorted(set(load_units_dataset(units_data)["speaker"]))
     assert len(voices) == 2 and vocoder.speakers == [*voices, "any"] and vocoder.default_speaker == "any"
 
     # a run killed after its step-2 checkpoint, restarted: the same weights as the uninterrupted run
-    resumed = tiny_config(units_data, tmp_path / "resumed", splits=["train", "test"])
+    resumed = tiny_config(units_data, tmp_path / "resumed", splits=["train", "test"], **regularized)
     (resumed.out / "checkpoints").mkdir(parents=True)
     shutil.copytree(full.out / "checkpoints" / "step0000002", resumed.out / "checkpoints" / "step0000002")
     (resumed.out / "checkpoints" / "latest").write_text("step0000002\n")
