@@ -39,9 +39,12 @@ def _intervals_note(variants: dict[str, Any]) -> str:
 
 
 def rate(value: float | None, total: int | None) -> str:
-    """A rate with its 95% Wilson interval over `total` questions: `21.7% (12-36)`."""
+    """A rate with its 95% Wilson interval over `total` questions: `21.7% (12-36)`. `value` is a count over `total`
+    that the evaluations round to 4 digits (21 of 46: 0.4565), so it is put back on that count first; printed as is,
+    it would round a second time (45.6% instead of 45.7%)."""
     if value is None or not total:
         return percent(value)
+    value = round(value * total) / total
     low, high = wilson_interval(value, total)
     return f"{100 * value:.1f}% ({100 * low:.0f}-{100 * high:.0f})"
 

@@ -33,3 +33,11 @@ def test_wilson_interval_refuses_what_is_not_a_rate(rate_value: float, total: in
 def test_report_cells_show_the_interval_when_the_count_is_known() -> None:
     assert rate(0.2174, 46) == "21.7% (12-36)"
     assert rate(0.5, None) == "50.0%" and rate(None, 46) == "-"
+
+
+def test_report_rates_print_the_count_not_a_fraction_rounded_twice() -> None:
+    from speechgpt.app.compare_report import rate
+
+    assert rate(0.4565, 46) == "45.7% (32-60)"  # 21 of 46, as report.json holds it
+    assert rate(round(10 / 46, 4), 46).startswith("21.7% ")
+    assert rate(None, 46) == "-" and rate(0.5, None) == "50.0%"
