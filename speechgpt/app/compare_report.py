@@ -28,8 +28,15 @@ def write_report(report: dict[str, Any], cfg: Any, answers: dict[str, list[dict[
     return path
 
 
-def percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
+def percent(value: float | None, total: int | None = None) -> str:
+    """`value` as a percentage; with `total`, put back on its count first (`on_count`)."""
+    return "-" if value is None else f"{100 * on_count(value, total):.1f}%"
+
+
+def on_count(value: float, total: int | None) -> float:
+    """A fraction of `total` questions as the count it stands for: the evaluations round fractions to 4 digits (21
+    of 46: 0.4565), and printed as they are they would round a second time (45.6% instead of 45.7%)."""
+    return round(value * total) / total if total else value
 
 
 def _intervals_note(variants: dict[str, Any]) -> str:
@@ -39,12 +46,10 @@ def _intervals_note(variants: dict[str, Any]) -> str:
 
 
 def rate(value: float | None, total: int | None) -> str:
-    """A rate with its 95% Wilson interval over `total` questions: `21.7% (12-36)`. `value` is a count over `total`
-    that the evaluations round to 4 digits (21 of 46: 0.4565), so it is put back on that count first; printed as is,
-    it would round a second time (45.6% instead of 45.7%)."""
+    """A rate with its 95% Wilson interval over `total` questions, put back on its count: `21.7% (12-36)`."""
     if value is None or not total:
         return percent(value)
-    value = round(value * total) / total
+    value = on_count(value, total)
     low, high = wilson_interval(value, total)
     return f"{100 * value:.1f}% ({100 * low:.0f}-{100 * high:.0f})"
 
@@ -88,7 +93,8 @@ def markdown(report: dict[str, Any], examples: dict[str, list[dict[str, Any]]]) 
     row("held-out text loss after", _number(u["heldout_text_loss_after"]), _number(f["heldout_text_loss_after"]))
     for group, words in GROUPS:
         row(f"ASR WER, test questions, {words}", percent((u["asr_wer"] or {}).get(group)), "-")
-        row(f"exact question transcripts, {words}", percent((u.get("asr_exact") or {}).get(group)), "-")
+        exact = percent((u.get("asr_exact") or {}).get(group), un.get(group))
+        row(f"exact question transcripts, {words}", exact, "-")
         u_sent, f_sent = u["asr_wer_sentences"] or {}, f["asr_wer_sentences"] or {}
         row(f"ASR WER, unseen sentences, {words}", percent(u_sent.get(group)), percent(f_sent.get(group)))
     row("end of speech -> first audio, p50 / p90", seconds(u["ttfa_s"]), seconds(f["ttfa_s"]))
