@@ -49,9 +49,8 @@ def rate(value: float | None, total: int | None) -> str:
     """A rate with its 95% Wilson interval over `total` questions, put back on its count: `21.7% (12-36)`."""
     if value is None or not total:
         return percent(value)
-    value = on_count(value, total)
-    low, high = wilson_interval(value, total)
-    return f"{100 * value:.1f}% ({100 * low:.0f}-{100 * high:.0f})"
+    low, high = wilson_interval(on_count(value, total), total)
+    return f"{percent(value, total)} ({100 * low:.0f}-{100 * high:.0f})"
 
 
 def seconds(row: dict[str, Any] | None) -> str:

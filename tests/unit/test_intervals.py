@@ -36,11 +36,9 @@ def test_report_cells_show_the_interval_when_the_count_is_known() -> None:
 
 
 def test_report_rates_print_the_count_not_a_fraction_rounded_twice() -> None:
-    from speechgpt.app.compare_report import rate
+    from speechgpt.app.compare_report import percent, rate
 
     assert rate(0.4565, 46) == "45.7% (32-60)"  # 21 of 46, as report.json holds it
     assert rate(round(10 / 46, 4), 46).startswith("21.7% ")
     assert rate(None, 46) == "-" and rate(0.5, None) == "50.0%"
-    from speechgpt.app.compare_report import percent
-
     assert percent(0.4565, 46) == "45.7%" and percent(0.4565) == "45.6%" and percent(None, 46) == "-"
