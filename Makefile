@@ -69,6 +69,8 @@ eval-unit-layers: setup  ## which Whisper layer to quantize: voice ratio and loo
 	@test -d out/demo/corpus/dataset -a -d out/demo/voice_corpus/dataset || $(MAKE) demo
 	OMP_NUM_THREADS=2 $(PY) -m benchmarks.unit_layers
 
-eval-frozen-probe: setup  ## does the speech reach the frozen LLM? transcripts scored after their own clip and another's (runs the demo if absent)
+eval-frozen-probe: setup  ## does the speech reach the frozen LLM? transcripts after own/other clip; spread-out questions; whole-clip S2T (runs the demo if absent)
 	@test -d out/demo/frozen_asr/final -a -d out/demo/corpus || $(MAKE) demo
 	OMP_NUM_THREADS=2 $(PY) -m benchmarks.frozen_speech_probe
+	OMP_NUM_THREADS=2 $(PY) -m benchmarks.frozen_spread_probe
+	OMP_NUM_THREADS=2 $(PY) -m benchmarks.frozen_whole_clip_qa

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from speechgpt.config import save_config
-from speechgpt.model.frozen_checkpoint import load_speech_encoder
+from speechgpt.model.frozen_checkpoint import load_speech_encoder, read_speech_meta
 from speechgpt.model.frozen_lm import build_frozen_speech_lm
 from speechgpt.training.checkpoint import seed_everything
 from speechgpt.training.config import TrainConfig
@@ -70,6 +70,14 @@ class Config:
     """Kernel of the adapter's causal convolution."""
     adapter_stride: int = 2
     """Stride of the adapter's convolution (encoder frames per LLM embedding)."""
+    pool_words: bool = False
+    """Feed the LLM one embedding per spoken word (the words the encoder's CTC head finds; word_pooling) instead
+    of one per `adapter_stride` frames; the adapter then maps each word's vector alone (kernel and stride 1)."""
+    word_pause: int = 4
+    """With pool_words: encoder frames with no character after which a word is whole (4 = 160 ms at 25 Hz)."""
+    align_weight: float = 0.0
+    """With pool_words: weight of pulling each word's embedding toward its transcript token's input embedding, on
+    clips with as many words as transcript tokens (frozen_lm.align_loss)."""
     trainable: list[str] = field(default_factory=lambda: ["encoder", "adapter", "prompt"])
     """Speech modules trained (of encoder, adapter, prompt, state_head); the encoder's CTC head is kept as is."""
     max_batch_frames: int = 0
@@ -83,6 +91,17 @@ class Config:
         SpeechTemplate(self.template, self.eos)
 
 
+def word_space(init: Path) -> int:
+    """The space's index in the CTC vocabulary of `init`'s encoder, which marks where words begin and end."""
+    vocab = read_speech_meta(init).get("ctc_vocab") or []
+    if " " not in vocab:
+        raise ValueError(
+            f"{init}: pool_words needs an encoder whose CTC head spells words with spaces (a frozen-ctc export); "
+            f"its CTC vocabulary has {len(vocab)} characters and no space"
+        )
+    return int(vocab.index(" "))
+
+
 def run(cfg: Config) -> Path:
     dist = setup_process(cfg.train.num_threads)
     if dist.is_main:
@@ -93,10 +112,12 @@ def run(cfg: Config) -> Path:
     model = build_frozen_speech_lm(
         frozen.lm,
         load_speech_encoder(cfg.init),
-        adapter_kernel=cfg.adapter_kernel,
-        adapter_stride=cfg.adapter_stride,
+        adapter_kernel=1 if cfg.pool_words else cfg.adapter_kernel,
+        adapter_stride=1 if cfg.pool_words else cfg.adapter_stride,
         num_prompts=cfg.num_prompts,
         seed=cfg.train.seed,
+        word_space=word_space(cfg.init) if cfg.pool_words else None,
+        word_pause=cfg.word_pause,
     )
     count = set_trainable(model, cfg.trainable)
     rows = corpus_rows(cfg.corpus, [cfg.train_split, *cfg.train.eval_splits])
@@ -112,7 +133,12 @@ def run(cfg: Config) -> Path:
     )
 
     def targets_of(row: dict, features: object) -> dict[str, list[int]] | str:
-        return template.targets(frozen.tokenizer, row["text"]) if row["text"].strip() else "empty text"
+        if not row["text"].strip():
+            return "empty text"
+        targets = template.targets(frozen.tokenizer, row["text"])
+        if cfg.align_weight > 0:
+            targets["word_ids"] = frozen.tokenizer(row["text"].strip(), add_special_tokens=False)["input_ids"]
+        return targets
 
     examples, skipped = {}, {}
     for split, split_rows in {cfg.train_split: rows[cfg.train_split], **evals}.items():
@@ -130,5 +156,5 @@ def run(cfg: Config) -> Path:
         eval_sets=examples,
     )
     extra = speech_lm_meta(STAGE, frozen, model, cfg.init, template)
-    train_speech_lm(cfg.train, model, frozen, batches, cfg.out, extra, dist, "asr")
+    train_speech_lm(cfg.train, model, frozen, batches, cfg.out, extra, dist, "asr", align_weight=cfg.align_weight)
     return cfg.out / FINAL

@@ -98,6 +98,9 @@ class Config:
     """Silence appended to every clip (the decision after the speech is trained in it)."""
     state_weight: float = 1.0
     """Weight of the state head's loss beside the answer's."""
+    distill_weight: float = 0.0
+    """Weight of cross-modal distillation (0: none): at a spoken question's answer text, the LLM's states after
+    every layer are pulled toward those it has after reading the question's text (frozen_lm.distill_loss)."""
     trainable: list[str] = field(default_factory=lambda: ["prompt", "state_head"])
     """Speech modules trained (of encoder, adapter, prompt, state_head); Freeze-Omni trains the prompt here."""
     max_batch_frames: int = 0
@@ -147,7 +150,13 @@ def ignore_rows(cfg: Config, records: dict[str, QARecord], splits: Sequence[str]
 
 
 def clip_targets(
-    row: dict[str, Any], frames: int, model: FrozenSpeechLM, template: SpeechTemplate, tokenizer: Any, feats: Any
+    row: dict[str, Any],
+    frames: int,
+    model: FrozenSpeechLM,
+    template: SpeechTemplate,
+    tokenizer: Any,
+    feats: Any,
+    distill: bool = False,
 ) -> dict[str, list[int]] | str:
     """Answer tokens (questions) and per-chunk state labels of a clip, or why it is left out."""
     group = row["group"]
@@ -161,7 +170,15 @@ def clip_targets(
     states = chunk_state_labels(
         chunks, speech_end_s=end, addressed=group == "question", chunk_s=encoder.chunk / encoder.frame_rate
     )
-    return {**template.targets(tokenizer, row.get("answer")), "state_labels": states}
+    targets = {**template.targets(tokenizer, row.get("answer")), "state_labels": states}
+    if distill:
+        asked = _teacher_text(tokenizer, row.get("question")) if group == "question" else None
+        targets["teacher_ids"] = [] if asked is None else targets["prefix_ids"] + asked + targets["text_ids"]
+    return targets
+
+
+def _teacher_text(tokenizer: Any, question: str | None) -> list[int] | None:
+    return [int(i) for i in tokenizer(question, add_special_tokens=False)["input_ids"]] if question else None
 
 
 def build_examples(
@@ -173,7 +190,9 @@ def build_examples(
         examples[split], skipped[split] = speech_examples(
             split_rows,
             feats,
-            lambda row, f: clip_targets(row, f.shape[0], model, template, frozen.tokenizer, feats),
+            lambda row, f: clip_targets(
+                row, f.shape[0], model, template, frozen.tokenizer, feats, distill=cfg.distill_weight > 0
+            ),
         )
     report_skipped(cfg.out, skipped, dist)
     return examples
@@ -203,7 +222,11 @@ def run(cfg: Config) -> Path:
         dist=dist,
     )
     others = ignore_rows(cfg, records, splits)
-    rows = {s: [{**r, "answer": answers.get(r["record"])} for r in questions[s]] + others[s] for s in splits}
+    rows = {
+        s: [{**r, "answer": answers.get(r["record"]), "question": records[r["record"]].question} for r in questions[s]]
+        + others[s]
+        for s in splits
+    }
     feats = cached_features(
         clips_of(*rows.values()),
         init_feature_settings(cfg.init),
@@ -226,5 +249,16 @@ def run(cfg: Config) -> Path:
     )
     extra = speech_lm_meta(STAGE, frozen, model, cfg.init, SpeechTemplate(cfg.template, cfg.eos))
     extra |= {"answers": cfg.answers, "states": list(STATE_NAMES), "trailing_silence_s": cfg.trailing_silence_s}
-    train_speech_lm(cfg.train, model, frozen, batches, cfg.out, extra, dist, "qa", state_weight=cfg.state_weight)
+    train_speech_lm(
+        cfg.train,
+        model,
+        frozen,
+        batches,
+        cfg.out,
+        extra,
+        dist,
+        "qa",
+        state_weight=cfg.state_weight,
+        distill_weight=cfg.distill_weight,
+    )
     return cfg.out / FINAL

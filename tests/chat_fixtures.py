@@ -78,12 +78,14 @@ def make_frozen_model(
     state_bias: tuple[float, ...] | None = None,
     template: str = "{speech}{target}",
     features: dict | None = None,
+    words: bool = False,
 ) -> Path:
     """A frozen-variant model folder as the frozen stages export it: speech modules around a tiny random LLM saved
     beside it (`<root>/backbone`, named in the meta), `features` (default FROZEN_FEATURES: fbank; 50 Hz kinds get
     2x subsampling) with a CMVN fitted on a chirp. `state_bias`
     (3 logits) replaces the state head's bias, e.g. (60, 0, 0) to keep listening whatever it hears; `template`: the
-    text around the speech, as the stages write it."""
+    text around the speech, as the stages write it; `words`: the adapter reads one vector per word, which a random
+    6-character CTC head (index 1 the space) marks (a test fits it to its clip so that its best path varies)."""
     import torch
 
     from speechgpt.model.frozen_checkpoint import save_speech_modules
@@ -103,10 +105,11 @@ def make_frozen_model(
     torch.manual_seed(0)
     encoder = build_speech_encoder(
         input_dim=extract.dim, frame_rate=extract.frame_rate, subsampling=4 if extract.frame_rate == 100 else 2,
-        dim=32, num_layers=2, num_heads=4, left_chunks=2, dropout=0.0,
+        dim=32, num_layers=2, num_heads=4, left_chunks=2, dropout=0.0, ctc_vocab_size=6 if words else 0,
     )  # fmt: skip
     encoder.set_cmvn(*fit_cmvn(extract([torch.from_numpy(chirp(2.0))])))
-    model = build_frozen_speech_lm(lm, encoder, num_prompts=3, seed=1)
+    shape = {"adapter_kernel": 1, "adapter_stride": 1, "word_space": 1, "word_pause": 2} if words else {}
+    model = build_frozen_speech_lm(lm, encoder, num_prompts=3, seed=1, **shape)
     if state_bias is not None:
         with torch.no_grad():
             model.state_head.bias.copy_(torch.tensor(state_bias))

@@ -31,6 +31,7 @@ import torch
 
 from speechgpt.infer.frozen_loading import FrozenModel
 from speechgpt.model.state_labels import ANSWER, IGNORE_SPEECH, KEEP_LISTENING, STATE_NAMES
+from speechgpt.model.word_pooling import WordStream
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000
@@ -189,6 +190,8 @@ class FrozenListener:
         self._features: Any = self.frozen.features.stream()
         self._encoder_state: Any = None
         self._adapter_history: torch.Tensor | None = None
+        space = self.model.word_space
+        self._words = None if space is None else WordStream(space, self.model.word_pause)
         self._lm = CachedLM(self.model.lm)
         self._heard, self._answered = 0, False
         self._answer_hidden: list[torch.Tensor] = []
@@ -324,14 +327,24 @@ class FrozenListener:
         feats = feats[None].to(self.device)
         frames, self._encoder_state = self.model.encoder.stream_step(feats, self._encoder_state, final=final)
         chunk, decisions = self.model.chunk_frames, []
+        if final and not frames.shape[1] and self._words is not None:
+            self._feed_speech(frames, ended=True)  # the stream ended on a chunk boundary: its last word is whole
         for start in range(0, frames.shape[1], chunk):
-            embeds, self._adapter_history = self.model.adapter(frames[:, start : start + chunk], self._adapter_history)
-            if embeds.shape[1]:
-                self._last_hidden = self._lm.feed(embeds)[:, -1]
+            self._feed_speech(frames[:, start : start + chunk], ended=final and start + chunk >= frames.shape[1])
             decisions.append(self._decide())
             if decisions[-1].state != KEEP_LISTENING:
                 break
         return decisions
+
+    def _feed_speech(self, frames: torch.Tensor, ended: bool) -> None:
+        """Feed the LLM a chunk's speech: its adapter embeddings, or the words that became whole (word_pooling)."""
+        if self._words is None:
+            embeds, self._adapter_history = self.model.adapter(frames, self._adapter_history)
+        else:
+            labels = self.model.encoder.ctc_logits(frames)[0].argmax(-1).tolist()
+            embeds = self.model.words_as_tokens(self._words.push(frames[0], labels, ended)[None])[0]
+        if embeds.shape[1]:
+            self._last_hidden = self._lm.feed(embeds)[:, -1]
 
     def _decide(self) -> Decision:
         logits = self.model.state_logits(self._last_hidden)[0].float()

@@ -35,7 +35,11 @@ def save_speech_modules(model: FrozenSpeechLM, out: str | Path, **extra: Any) ->
     meta = {
         "variant": VARIANT,
         "encoder": model.encoder.spec,
-        "adapter": {k: model.adapter.spec[k] for k in ("kernel_size", "stride")},
+        "adapter": {
+            **{k: model.adapter.spec[k] for k in ("kernel_size", "stride")},
+            "word_space": model.word_space,
+            "word_pause": model.word_pause,
+        },
         "num_prompts": int(model.prompt.num_embeddings),
         "lm_fingerprint": weights_fingerprint(model.lm),
         **extra,
@@ -63,6 +67,8 @@ def load_speech_modules(lm: Any, folder: str | Path, check_fingerprint: bool = T
         adapter_kernel=meta["adapter"]["kernel_size"],
         adapter_stride=meta["adapter"]["stride"],
         num_prompts=meta["num_prompts"],
+        word_space=meta["adapter"].get("word_space"),
+        word_pause=meta["adapter"].get("word_pause", 4),
     )
     missing, unexpected = model.load_state_dict(load_file(str(Path(folder) / WEIGHTS)), strict=False)
     missing = [k for k in missing if not k.startswith("lm.")]

@@ -18,7 +18,12 @@ import torch
 from speechgpt.training.batches import EvalBatch, MicroBatch
 
 IGNORE = -100
-LENGTHS = {"text_ids": "text_lengths", "prefix_ids": "prefix_lengths", "context_ids": "context_lengths"}
+LENGTHS = {
+    "text_ids": "text_lengths",
+    "prefix_ids": "prefix_lengths",
+    "context_ids": "context_lengths",
+    "teacher_ids": "teacher_lengths",
+}
 """Id sequences padded with 0 and given lengths; every other target is padded with IGNORE."""
 
 

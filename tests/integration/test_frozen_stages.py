@@ -316,3 +316,28 @@ def test_qa_with_answers_from_the_backbone(asr: Path, qa: tuple[Path, Path], cor
     questions = {q["id"]: q["instruction"] for split in ("train", "dev") for q in QUESTIONS[split]}
     for rid, answer in stored["answers"].items():
         assert answer == generate_answer(lm, tokenizer, template, questions[rid], 3)
+
+
+def test_word_reading_adapter_and_distillation(
+    ctc: Path, llama: Path, qa: tuple[Path, Path], corpus: Path, root: Path
+) -> None:
+    """frozen-asr with `pool_words` trains an adapter that reads one vector per word (with the word-token loss),
+    frozen-qa continues it with cross-modal distillation, the export says so, and listening loads and streams it."""
+    from speechgpt.data.audio import read_audio
+    from speechgpt.infer.frozen_loading import load_frozen_model
+    from speechgpt.infer.listening import FrozenListener
+
+    asr_cfg = replace(asr_config(ctc, llama, corpus, root / "asr_words", max_steps=2), pool_words=True, align_weight=1)
+    words = frozen_asr.run(asr_cfg)
+    meta = read_speech_meta(words)
+    vocab = read_speech_meta(ctc)["ctc_vocab"]
+    assert meta["adapter"] == {"kernel_size": 1, "stride": 1, "word_space": vocab.index(" "), "word_pause": 4}
+    assert all("loss/align" in r for r in records(asr_cfg.out) if "loss" in r)
+    qa_cfg = qa_config(words, qa, corpus, root / "qa_distill", distill_weight=1.0, train={"max_steps": 2})
+    final = frozen_qa.run(qa_cfg)
+    assert [r["loss/distill"] > 0 for r in records(qa_cfg.out) if "loss" in r] == [True, True]
+    assert load_speech_modules(load_lm(llama)[0], final).word_space == vocab.index(" ")
+    listener = FrozenListener(load_frozen_model(final, device="cpu"))
+    heard = load_corpus(corpus).filter(lambda row: row["split"] == "test")[0]["audio"]
+    turn = listener.listen(read_audio(heard).samples, max_new_tokens=3)
+    assert turn.decisions and listener._words is not None and listener._words.labels

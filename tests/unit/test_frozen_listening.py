@@ -40,13 +40,14 @@ def full_pass_hidden(frozen: FrozenModel, samples: np.ndarray) -> tuple[torch.Te
     model = frozen.model
     with torch.no_grad():
         feats = frozen.features([torch.from_numpy(samples)])[0][None]
-        embeds, _, frame_lengths = model.speech_embeddings(feats, torch.tensor([feats.shape[1]]))
+        speech = model.speech_embeddings(feats, torch.tensor([feats.shape[1]]))
+        embeds, frame_lengths = speech.embeds, speech.frame_lengths
         prefix = model.embed_tokens(torch.tensor([frozen.prefix_ids]))
         inputs = torch.cat([prefix, model.prompt_embeddings()[None], embeds], 1)
         hidden = model.hidden_states(inputs, torch.ones(1, inputs.shape[1], dtype=torch.long))
     start = len(frozen.prefix_ids) + model.prompt.num_embeddings
     chunks = int(model.encoder.num_chunks(torch.tensor([feats.shape[1]])))
-    positions, _ = chunk_end_positions(model, torch.tensor([start]), frame_lengths, chunks)
+    positions, _ = chunk_end_positions(model, torch.tensor([start]), frame_lengths, chunks, speech.words)
     return hidden, positions[0], start
 
 
@@ -113,6 +114,25 @@ def test_the_template_says_what_surrounds_the_speech(frozen: FrozenModel) -> Non
 
 @pytest.mark.parametrize("piece", [2560, 999])
 def test_streaming_gives_the_full_pass_state_logits(frozen: FrozenModel, piece: int) -> None:
+    check_streamed_state_logits(frozen, piece)
+
+
+def test_streaming_words_gives_the_full_pass_state_logits(tmp_path: Path) -> None:
+    """An adapter that reads words: each word is fed once whole, so a stream decides on what the full pass gives."""
+    frozen = load_frozen_model(make_frozen_model(tmp_path, template="{speech}? {target}.", words=True), device="cpu")
+    model = frozen.model
+    feats = frozen.features([torch.from_numpy(clip())])[0][None]
+    with torch.no_grad():  # a CTC head whose best path on this clip has words, spaces and pauses
+        frames = model.encoder(feats, torch.tensor([feats.shape[1]]))[0][0]
+        head = model.encoder.ctc_head
+        head.weight.copy_(torch.linalg.svd(frames - frames.mean(0), full_matrices=False).Vh[:6] * 30)
+        head.bias.copy_(-(head.weight @ frames.mean(0)))
+        words = model.speech_embeddings(feats, torch.tensor([feats.shape[1]])).words[0]
+    assert model.word_space == 1 and len(words) >= 3 and words[0].whole_at is not None
+    check_streamed_state_logits(frozen, 999)
+
+
+def check_streamed_state_logits(frozen: FrozenModel, piece: int) -> None:
     with torch.no_grad():
         frozen.model.state_head.bias.copy_(torch.tensor([60.0, 0.0, 0.0]))  # keep listening to the end
     samples = clip()
@@ -202,7 +222,7 @@ def test_answer_decided_at_a_chosen_chunk_starts_the_text_answer_there(frozen: F
 def _inputs_until(frozen: FrozenModel, last: int) -> torch.Tensor:
     model = frozen.model
     feats = frozen.features([torch.from_numpy(clip())])[0][None]
-    embeds, _, _ = model.speech_embeddings(feats, torch.tensor([feats.shape[1]]))
+    embeds = model.speech_embeddings(feats, torch.tensor([feats.shape[1]])).embeds
     prefix = model.embed_tokens(torch.tensor([frozen.prefix_ids]))
     return torch.cat([prefix, model.prompt_embeddings()[None], embeds], 1)[:, : last + 1]
 
@@ -296,7 +316,7 @@ def test_target_nll_is_the_full_pass_loss_of_the_scored_tokens(frozen: FrozenMod
     model = frozen.model
     with torch.no_grad():
         feats = frozen.features([torch.from_numpy(clip())])[0][None]
-        embeds, _, _ = model.speech_embeddings(feats, torch.tensor([feats.shape[1]]))
+        embeds = model.speech_embeddings(feats, torch.tensor([feats.shape[1]])).embeds
         text = model.embed_tokens(torch.tensor([ids]))
         prefix = model.embed_tokens(torch.tensor([frozen.prefix_ids]))
         inputs = torch.cat([prefix, model.prompt_embeddings()[None], embeds, text], 1)

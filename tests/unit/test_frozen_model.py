@@ -75,7 +75,8 @@ def _batch(vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
 def test_backbone_swap_sizes_everything_from_the_llm(tokenizer: Any, family: str, hidden: int) -> None:
     model = _model(tokenizer, family, hidden).eval()
     batch = _batch(len(tokenizer))
-    embeds, lengths, frame_lengths = model.speech_embeddings(batch["features"], batch["feature_lengths"])
+    speech = model.speech_embeddings(batch["features"], batch["feature_lengths"])
+    embeds, lengths, frame_lengths = speech.embeds, speech.lengths, speech.frame_lengths
     assert embeds.shape == (2, FRAMES // 8, hidden)  # 100 Hz -> 25 Hz encoder -> 12.5 Hz into the LLM
     assert lengths.tolist() == [12, 10] and frame_lengths.tolist() == [24, 20]
     assert model.prompt.weight.shape == (3, hidden) and model.state_head.in_features == hidden
@@ -90,7 +91,7 @@ def test_inputs_are_prefix_prompt_speech_text(tokenizer: Any) -> None:
     batch = _batch(len(tokenizer))
     assembled, _ = assemble_inputs(model, batch)
     with torch.no_grad():
-        embeds, _, _ = model.speech_embeddings(batch["features"], batch["feature_lengths"])
+        embeds = model.speech_embeddings(batch["features"], batch["feature_lengths"]).embeds
         table = model.lm.get_input_embeddings()
         # clip 1: 2 prefix tokens, 3 prompts, 10 speech embeddings, 4 text tokens, then padding
         row = assembled.inputs_embeds[1]
