@@ -77,7 +77,7 @@ class Config:
     """With pool_words: encoder frames with no character after which a word is whole (4 = 160 ms at 25 Hz)."""
     align_weight: float = 0.0
     """With pool_words: weight of pulling each word's embedding toward its transcript token's input embedding, on
-    clips with as many words as transcript tokens (frozen_lm.align_loss)."""
+    clips with as many words as transcript tokens (speech_alignment.align_loss)."""
     trainable: list[str] = field(default_factory=lambda: ["encoder", "adapter", "prompt"])
     """Speech modules trained (of encoder, adapter, prompt, state_head); the encoder's CTC head is kept as is."""
     max_batch_frames: int = 0

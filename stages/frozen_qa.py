@@ -100,7 +100,7 @@ class Config:
     """Weight of the state head's loss beside the answer's."""
     distill_weight: float = 0.0
     """Weight of cross-modal distillation (0: none): at a spoken question's answer text, the LLM's states after
-    every layer are pulled toward those it has after reading the question's text (frozen_lm.distill_loss)."""
+    every layer are pulled toward those it has after reading the question's text (speech_alignment.distill_loss)."""
     trainable: list[str] = field(default_factory=lambda: ["prompt", "state_head"])
     """Speech modules trained (of encoder, adapter, prompt, state_head); Freeze-Omni trains the prompt here."""
     max_batch_frames: int = 0
