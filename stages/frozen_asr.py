@@ -34,6 +34,7 @@ from speechgpt.training.frozen_stage import (
     set_trainable,
     speech_examples,
     speech_lm_meta,
+    token_ids,
     train_speech_lm,
 )
 from speechgpt.training.speech_batches import SpeechBatches
@@ -137,7 +138,7 @@ def run(cfg: Config) -> Path:
             return "empty text"
         targets = template.targets(frozen.tokenizer, row["text"])
         if cfg.align_weight > 0:
-            targets["word_ids"] = frozen.tokenizer(row["text"].strip(), add_special_tokens=False)["input_ids"]
+            targets["word_ids"] = token_ids(frozen.tokenizer, row["text"].strip())
         return targets
 
     examples, skipped = {}, {}

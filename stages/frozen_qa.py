@@ -43,6 +43,7 @@ from speechgpt.training.frozen_stage import (
     set_trainable,
     speech_examples,
     speech_lm_meta,
+    token_ids,
     train_speech_lm,
 )
 from speechgpt.training.speech_batches import SpeechBatches, SpeechExample
@@ -172,13 +173,9 @@ def clip_targets(
     )
     targets = {**template.targets(tokenizer, row.get("answer")), "state_labels": states}
     if distill:
-        asked = _teacher_text(tokenizer, row.get("question")) if group == "question" else None
-        targets["teacher_ids"] = [] if asked is None else targets["prefix_ids"] + asked + targets["text_ids"]
+        asked = token_ids(tokenizer, row.get("question") or "") if group == "question" else []
+        targets["teacher_ids"] = targets["prefix_ids"] + asked + targets["text_ids"] if asked else []
     return targets
-
-
-def _teacher_text(tokenizer: Any, question: str | None) -> list[int] | None:
-    return [int(i) for i in tokenizer(question, add_special_tokens=False)["input_ids"]] if question else None
 
 
 def build_examples(

@@ -36,6 +36,7 @@ from speechgpt.training.frozen_stage import (
     engine_bf16,
     load_frozen_lm,
     report_skipped,
+    token_ids,
 )
 from speechgpt.training.speech_batches import IGNORE, SpeechBatches, SpeechExample
 from speechgpt.training.spoken_qa_data import QARecord, chosen_answers, read_qa_records
@@ -88,7 +89,7 @@ def answer_example(
 ) -> SpeechExample:
     """The LLM reads [prefix] question [answer prefix] answer [end]; the decoder reads the answer's tokens."""
     parts = template.targets(tokenizer, answer)
-    asked = [int(i) for i in tokenizer(record.question, add_special_tokens=False)["input_ids"]]
+    asked = token_ids(tokenizer, record.question)
     start = len(parts["prefix_ids"]) + len(asked) + parts["labels"].count(IGNORE)
     spoken = [t for t, label in zip(parts["text_ids"], parts["labels"], strict=True) if label != IGNORE]
     if template.eos and spoken and spoken[-1] == tokenizer.eos_token_id:

@@ -86,10 +86,10 @@ class SpeechTemplate:
 
     def prefix_ids(self, tokenizer: Any) -> list[int]:
         bos = [int(tokenizer.bos_token_id)] if tokenizer.bos_token_id is not None else []
-        return bos + _ids(tokenizer, self.parts[0])
+        return bos + token_ids(tokenizer, self.parts[0])
 
     def answer_prefix_ids(self, tokenizer: Any) -> list[int]:
-        return _ids(tokenizer, self.parts[1].rstrip(" "))
+        return token_ids(tokenizer, self.parts[1].rstrip(" "))
 
     def targets(self, tokenizer: Any, target: str | None) -> dict[str, list[int]]:
         """prefix_ids, text_ids and labels of a clip (target None: speech only, nothing after it, nothing trained)."""
@@ -98,7 +98,7 @@ class SpeechTemplate:
             return {"prefix_ids": prefix, "text_ids": [], "labels": []}
         _, middle, after = self.parts
         fed = self.answer_prefix_ids(tokenizer)
-        trained = _ids(tokenizer, middle[len(middle.rstrip(" ")) :] + target + after)
+        trained = token_ids(tokenizer, middle[len(middle.rstrip(" ")) :] + target + after)
         if self.eos and tokenizer.eos_token_id is not None:
             trained.append(int(tokenizer.eos_token_id))
         return {"prefix_ids": prefix, "text_ids": fed + trained, "labels": [IGNORE] * len(fed) + trained}
@@ -116,7 +116,8 @@ class FrozenLM:
     fingerprint: str
 
 
-def _ids(tokenizer: Any, text: str) -> list[int]:
+def token_ids(tokenizer: Any, text: str) -> list[int]:
+    """The token ids of `text` as the LLM reads it inside a line (no special tokens); [] for no text."""
     return [int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"]] if text else []
 
 

@@ -21,7 +21,7 @@ from speechgpt.data.corpus import safe_name
 from speechgpt.data.io import atomic_write_text
 from speechgpt.training.collectives import all_gather_objects
 from speechgpt.training.distributed import Dist
-from speechgpt.training.frozen_stage import FrozenLM, SpeechTemplate
+from speechgpt.training.frozen_stage import FrozenLM, SpeechTemplate, token_ids
 
 log = logging.getLogger(__name__)
 QA_SPLITS = ("train", "dev", "test")
@@ -162,8 +162,7 @@ def generate_answer(lm: Any, tokenizer: Any, template: SpeechTemplate, question:
     """The LLM's greedy continuation of the question's text fed as the speech is (prefix, question, the text between
     speech and target), cut where the template's text after the target begins."""
     after = template.parts[2].strip()
-    asked = tokenizer(question, add_special_tokens=False)["input_ids"]
-    prompt = template.prefix_ids(tokenizer) + list(asked) + template.answer_prefix_ids(tokenizer)
+    prompt = template.prefix_ids(tokenizer) + token_ids(tokenizer, question) + template.answer_prefix_ids(tokenizer)
     device = lm.get_input_embeddings().weight.device
     ids = torch.tensor([prompt], device=device)
     stops = [t for t in (tokenizer.eos_token_id, tokenizer.bos_token_id) if t is not None]

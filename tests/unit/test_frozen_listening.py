@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from speechgpt.infer.cached_lm import CachedLM
 from speechgpt.infer.frozen_loading import FrozenModel, load_frozen_model, model_variant, resolve_variant, template_ids
-from speechgpt.infer.listening import CachedLM, FrozenListener, ListenConfig
+from speechgpt.infer.listening import FrozenListener, ListenConfig
 from speechgpt.model.frozen_lm import chunk_end_positions
 from speechgpt.model.tiny import build_tiny_lm
 from tests.chat_fixtures import FROZEN_FEATURES, chirp, make_frozen_model
