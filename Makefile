@@ -5,7 +5,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-shared-prefix bench-precision bench-mfu bench-gpu bench-vocoder bench-chat eval-units eval-unit-layers eval-vocoder eval-answer-units eval-frozen-probe frozen-words
+.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-shared-prefix bench-precision bench-mfu bench-gpu bench-vocoder bench-chat eval-units eval-unit-layers eval-vocoder eval-answer-units eval-frozen-probe
 
 setup:
 	@bash scripts/setup.sh
@@ -74,11 +74,3 @@ eval-frozen-probe: setup  ## does the speech reach the frozen LLM? transcripts a
 	OMP_NUM_THREADS=2 $(PY) -m benchmarks.frozen_speech_probe
 	OMP_NUM_THREADS=2 $(PY) -m benchmarks.frozen_spread_probe
 	OMP_NUM_THREADS=2 $(PY) -m benchmarks.frozen_whole_clip_qa
-
-frozen-words: setup  ## the frozen variant that reads words, trained and asked the test questions on the demo's outputs (~20 min; runs the demo if absent)
-	@test -d out/demo/backbone/final -a -d out/demo/qa_speech -a -d out/demo/stage2_data || $(MAKE) demo
-	$(VENV)/bin/speechgpt train frozen-ctc --config configs/tiny/frozen_words_ctc.yaml
-	$(VENV)/bin/speechgpt train frozen-asr --config configs/tiny/frozen_words_asr.yaml
-	$(VENV)/bin/speechgpt train frozen-qa --config configs/tiny/frozen_words_qa.yaml
-	$(VENV)/bin/speechgpt eval chat --config configs/tiny/frozen_words_spoken_qa.yaml
-	$(PY) -m benchmarks.frozen_whole_clip_qa --model out/demo/frozen_words_qa/final

@@ -19,6 +19,7 @@ from speechgpt.model.frozen_lm import build_frozen_speech_lm
 from speechgpt.training.checkpoint import seed_everything
 from speechgpt.training.config import TrainConfig
 from speechgpt.training.distributed import setup_process
+from speechgpt.training.encoded_examples import encoded_examples
 from speechgpt.training.export import FINAL
 from speechgpt.training.feature_cache import cached_features
 from speechgpt.training.frozen_stage import (
@@ -80,9 +81,11 @@ class Config:
     """With pool_words: weight of pulling each word's embedding toward its transcript token's input embedding, on
     clips with as many words as transcript tokens (speech_alignment.align_loss)."""
     trainable: list[str] = field(default_factory=lambda: ["encoder", "adapter", "prompt"])
-    """Speech modules trained (of encoder, adapter, prompt, state_head); the encoder's CTC head is kept as is."""
+    """Speech modules trained (of encoder, adapter, prompt, state_head); the encoder's CTC head is kept as is. With
+    the encoder frozen, its frames are computed once per clip before training (encoded_examples)."""
     max_batch_frames: int = 0
-    """Padded feature frames per micro-batch at most (clips x longest clip; 0: only train.micro_batch limits)."""
+    """Padded frames per micro-batch at most (clips x longest clip; encoder frames when the encoder is frozen, else
+    feature frames; 0: only train.micro_batch limits)."""
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(micro_batch=8, lr=5e-4, eval_splits=["test"], max_eval_examples=100)
     )
@@ -145,6 +148,8 @@ def run(cfg: Config) -> Path:
     for split, split_rows in {cfg.train_split: rows[cfg.train_split], **evals}.items():
         examples[split], skipped[split] = speech_examples(split_rows, feats, targets_of)
     report_skipped(cfg.out, skipped, dist)
+    if "encoder" not in cfg.trainable:
+        examples = encoded_examples(model, examples, show_progress=dist.is_main)
     train_set = examples.pop(cfg.train_split)
     log.info("%s: %d training clips, %d trainable parameters (%s)", STAGE, len(train_set), count, cfg.trainable)
     batches = SpeechBatches(

@@ -28,6 +28,7 @@ from speechgpt.model.state_labels import STATE_NAMES, chunk_state_labels
 from speechgpt.training.checkpoint import seed_everything
 from speechgpt.training.config import TrainConfig
 from speechgpt.training.distributed import Dist, setup_process
+from speechgpt.training.encoded_examples import encoded_examples
 from speechgpt.training.export import FINAL
 from speechgpt.training.feature_cache import ClipFeatures, cached_features
 from speechgpt.training.frozen_stage import (
@@ -103,9 +104,11 @@ class Config:
     """Weight of cross-modal distillation (0: none): at a spoken question's answer text, the LLM's states after
     every layer are pulled toward those it has after reading the question's text (speech_alignment.distill_loss)."""
     trainable: list[str] = field(default_factory=lambda: ["prompt", "state_head"])
-    """Speech modules trained (of encoder, adapter, prompt, state_head); Freeze-Omni trains the prompt here."""
+    """Speech modules trained (of encoder, adapter, prompt, state_head); Freeze-Omni trains the prompt here. With the
+    encoder frozen, its frames are computed once per clip before training (encoded_examples)."""
     max_batch_frames: int = 0
-    """Padded feature frames per micro-batch at most (clips x longest clip; 0: only train.micro_batch limits)."""
+    """Padded frames per micro-batch at most (clips x longest clip; encoder frames when the encoder is frozen, else
+    feature frames; 0: only train.micro_batch limits)."""
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(micro_batch=8, lr=5e-4, eval_splits=["dev"], max_eval_examples=100)
     )
@@ -233,6 +236,8 @@ def run(cfg: Config) -> Path:
         world=dist.world,
     )
     examples = build_examples(cfg, rows, feats, model, frozen, dist)
+    if "encoder" not in cfg.trainable:
+        examples = encoded_examples(model, examples, show_progress=dist.is_main)
     train_set = examples.pop(cfg.train_split)
     groups = {g: sum(e.group == g for e in train_set) for g in ("question", "ignore", "noise")}
     log.info("%s: training clips %s, %d trainable parameters (%s)", STAGE, groups, count, cfg.trainable)

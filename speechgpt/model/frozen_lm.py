@@ -81,7 +81,10 @@ class FrozenSpeechLM(nn.Module):
 
     def speech_embeddings(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> SpeechInputs:
         """The LLM inputs of a batch's speech (see SpeechInputs)."""
-        frames, frame_lengths = self.encoder(features, feature_lengths)
+        return self.frame_embeddings(*self.encoder(features, feature_lengths))
+
+    def frame_embeddings(self, frames: torch.Tensor, frame_lengths: torch.Tensor) -> SpeechInputs:
+        """The LLM inputs of the encoder's output frames (B, T, dim), with frame_lengths (B,)."""
         if self.word_space is None:
             embeds, _ = self.adapter(frames)
             return SpeechInputs(embeds, self.adapter.output_lengths(frame_lengths), frame_lengths)
@@ -157,10 +160,14 @@ class Assembled:
 def assemble_inputs(model: FrozenSpeechLM, batch: dict[str, torch.Tensor]) -> tuple[Assembled, torch.Tensor]:
     """The LLM input of a batch, and each clip's encoder frame lengths.
 
-    Batch keys: features (B, T, F) float, feature_lengths (B,), text_ids (B, U) (any id past text_lengths),
+    Batch keys: features (B, T, F) float, feature_lengths (B,) (or, with the encoder frozen, its output frames
+    (B, T', dim) and frame_lengths (B,) instead), text_ids (B, U) (any id past text_lengths),
     text_lengths (B,), labels (B, U): the text id where it is predicted, IGNORE elsewhere; optional prefix_ids
     (B, P) with prefix_lengths (B,): tokens before the prompt (a system prompt or chat-turn opening)."""
-    speech = model.speech_embeddings(batch["features"], batch["feature_lengths"])
+    if "frames" in batch:  # the frozen encoder's output, computed once before training (encoded_examples)
+        speech = model.frame_embeddings(batch["frames"], batch["frame_lengths"])
+    else:
+        speech = model.speech_embeddings(batch["features"], batch["feature_lengths"])
     embeds, lengths, frame_lengths = speech.embeds, speech.lengths, speech.frame_lengths
     dtype = model.lm.get_input_embeddings().weight.dtype
     text = model.embed_tokens(batch["text_ids"]).to(dtype)

@@ -164,10 +164,11 @@ class CTCRecognizer(nn.Module):
 
 
 def with_feature_dtype(engine: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The batch with its features in the encoder's dtype (DeepSpeed's bf16 mode casts the weights, not inputs)."""
+    """The batch with its features in the encoder's dtype, or its precomputed encoder frames in the adapter's
+    (DeepSpeed's bf16 mode casts the weights, not inputs)."""
     module = getattr(engine, "module", engine)
-    encoder = module.encoder
-    return {**batch, "features": batch["features"].to(next(encoder.parameters()).dtype)}
+    key, reader = ("frames", module.adapter) if "frames" in batch else ("features", module.encoder)
+    return {**batch, key: batch[key].to(next(reader.parameters()).dtype)}
 
 
 def corpus_rows(corpus: Path, splits: Sequence[str]) -> dict[str, list[dict[str, Any]]]:

@@ -36,6 +36,9 @@ class SpeechExample:
     """(frames, dim) float32; None for examples of id sequences only (the speech decoder's text and units)."""
     targets: Mapping[str, Sequence[int]]
     """Per batch key (ctc_targets, prefix_ids, text_ids, labels, state_labels, units) the example's sequence."""
+    encoded: bool = False
+    """Whether `features` are a frozen encoder's output frames (batch keys frames, frame_lengths) rather than
+    its input (features, feature_lengths); bucketing then counts encoder frames."""
 
     @property
     def frames(self) -> int:
@@ -46,18 +49,19 @@ class SpeechExample:
 
 
 def collate_speech(examples: Sequence[SpeechExample]) -> dict[str, torch.Tensor]:
-    """features (B, T, dim) zero-padded with feature_lengths (when the examples have features), and each target
-    right-padded (see LENGTHS)."""
+    """features (B, T, dim) zero-padded with feature_lengths (frames and frame_lengths for encoded examples) when
+    the examples have features, and each target right-padded (see LENGTHS)."""
     batch: dict[str, torch.Tensor] = {}
     first = examples[0].features
     if first is not None:
         longest = max(e.frames for e in examples)
         features = first.new_zeros(len(examples), longest, first.shape[1])
         for row, example in enumerate(examples):
-            if example.features is None:
-                raise ValueError(f"{example.id}: no features, in a batch of examples that have them")
+            if example.features is None or example.encoded != examples[0].encoded:
+                raise ValueError(f"{example.id}: its features are not of the kind of the first example's in its batch")
             features[row, : example.frames] = example.features
-        batch = {"features": features, "feature_lengths": torch.tensor([e.frames for e in examples])}
+        key = "frame" if examples[0].encoded else "feature"
+        batch = {f"{key}s": features, f"{key}_lengths": torch.tensor([e.frames for e in examples])}
     for key in examples[0].targets:
         sequences = [list(e.targets[key]) for e in examples]
         width = max(len(s) for s in sequences)

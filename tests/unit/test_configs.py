@@ -28,7 +28,6 @@ def test_demo_has_a_config_per_step() -> None:
     tiny = {p.stem for p in CONFIGS if p.parent.name == "tiny"}
     assert set(STEPS) <= tiny
     by_hand = {"chat", "frozen_chat", "resynth"}  # used by hand on the demo's outputs, not demo steps
-    by_hand |= {f"frozen_words_{step}" for step in ("ctc", "asr", "qa", "spoken_qa")}  # `make frozen-words`
     assert tiny - set(STEPS) == by_hand
     assert STEPS.index("voice_units") < STEPS.index("vocoder")  # the vocoder trains on the answer voice's units
     assert STEPS.index("frozen_qa") < STEPS.index("frozen_spoken_qa")
