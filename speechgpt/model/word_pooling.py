@@ -72,21 +72,31 @@ def words_whole(words: list[Word], frames_heard: int, ended: bool) -> int:
 
 class WordStream:
     """The words of one stream: push each chunk's encoder frames with their best-path labels, get the vectors of the
-    words that became whole (those a pass over the whole clip gives them)."""
+    words that became whole (those a pass over the whole clip gives them).
+
+    It keeps only the frames after the last whole word: a word closes on a space or a blank frame, after which the
+    best path reads as from a clip's start, so a long stream costs each chunk what its open word costs."""
 
     def __init__(self, space: int, pause: int) -> None:
         self.space, self.pause = space, pause
-        self.frames: list[torch.Tensor] = []
+        self.frames: torch.Tensor | None = None
         self.labels: list[int] = []
-        self.fed = 0
 
     def push(self, frames: torch.Tensor, labels: list[int], ended: bool) -> torch.Tensor:
         """(n, D) frames and their n labels (`ended`: the stream ends after them) -> (k, D) the newly whole words."""
-        self.frames.append(frames)
+        heard = frames if self.frames is None else torch.cat([self.frames, frames])
         self.labels += labels
         words = find_words(self.labels, self.space, self.pause)
-        whole = words_whole(words, len(self.labels), ended)
-        heard = torch.cat(self.frames)
-        pooled = [heard[w.start : w.end].mean(0) for w in words[self.fed : whole]]
-        self.fed = max(self.fed, whole)
+        whole = words[: words_whole(words, len(self.labels), ended)]
+        pooled = [heard[w.start : w.end].mean(0) for w in whole]
+        if ended:
+            cut = len(self.labels)
+        else:  # every word fed is whole before the stream's end
+            cut = whole[-1].whole_at or 0 if whole else 0
+        self.frames, self.labels = heard[cut:], self.labels[cut:]
         return torch.stack(pooled) if pooled else heard.new_zeros(0, heard.shape[1])
+
+    @property
+    def pending_frames(self) -> int:
+        """Frames kept: those after the last whole word."""
+        return len(self.labels)

@@ -23,7 +23,7 @@ from speechgpt.model.frozen_lm import (
 from speechgpt.model.speech_alignment import distill_loss
 from speechgpt.model.speech_encoder import build_speech_encoder
 from speechgpt.model.tiny import build_tiny_lm, train_tokenizer
-from speechgpt.model.word_pooling import Word, find_words, pool_words, words_whole
+from speechgpt.model.word_pooling import Word, WordStream, find_words, pool_words, words_whole
 
 SPACE, A, B, C = 1, 2, 3, 4  # CTC labels; 0 is the blank
 FEATURE_DIM = 40
@@ -174,3 +174,20 @@ def test_distillation_compares_the_text_after_the_speech_with_the_text_after_the
     assert loss([transcript, transcript], [8, 7]) == pytest.approx(0.0, abs=1e-10)
     assert loss([transcript, [20, 21]], [8, 7]) > 0.01  # row 1 heard other words (and fewer)
     assert loss([transcript, [20, 21]], [8, 0]) == pytest.approx(0.0, abs=1e-10)  # row 1 has no teacher
+
+
+def test_a_word_stream_feeds_what_the_whole_pass_pools_and_keeps_only_the_open_word() -> None:
+    g = torch.Generator().manual_seed(3)
+    length = 400
+    labels = torch.randint(0, 5, (1, length), generator=g)  # blanks, spaces and three letters: many short words
+    labels[0, 100:130] = A  # one long word
+    frames = torch.randn(1, length, 6, generator=g)
+    want, count, words = pool_words(frames, torch.tensor([length]), labels, SPACE, pause=3)
+    stream, got, kept = WordStream(SPACE, pause=3), [], []
+    for start in range(0, length, 7):
+        end = min(start + 7, length)
+        got.append(stream.push(frames[0, start:end], labels[0, start:end].tolist(), ended=end == length))
+        kept.append(stream.pending_frames)
+    torch.testing.assert_close(torch.cat(got), want[0, : int(count)])
+    assert int(count) > 50 and stream.pending_frames == 0
+    assert max(kept) < 7 + 30 + 3  # a chunk, the longest word and a pause: not the frames heard
