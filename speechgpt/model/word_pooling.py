@@ -89,10 +89,8 @@ class WordStream:
         words = find_words(self.labels, self.space, self.pause)
         whole = words[: words_whole(words, len(self.labels), ended)]
         pooled = [heard[w.start : w.end].mean(0) for w in whole]
-        if ended:
-            cut = len(self.labels)
-        else:  # every word fed is whole before the stream's end
-            cut = whole[-1].whole_at or 0 if whole else 0
+        closed = [w.whole_at for w in whole if w.whole_at is not None]  # all of them, until the stream ends
+        cut = len(self.labels) if ended else max(closed, default=0)
         self.frames, self.labels = heard[cut:], self.labels[cut:]
         return torch.stack(pooled) if pooled else heard.new_zeros(0, heard.shape[1])
 

@@ -182,7 +182,7 @@ def test_a_word_stream_feeds_what_the_whole_pass_pools_and_keeps_only_the_open_w
     labels = torch.randint(0, 5, (1, length), generator=g)  # blanks, spaces and three letters: many short words
     labels[0, 100:130] = A  # one long word
     frames = torch.randn(1, length, 6, generator=g)
-    want, count, words = pool_words(frames, torch.tensor([length]), labels, SPACE, pause=3)
+    want, count, _ = pool_words(frames, torch.tensor([length]), labels, SPACE, pause=3)
     stream, got, kept = WordStream(SPACE, pause=3), [], []
     for start in range(0, length, 7):
         end = min(start + 7, length)
