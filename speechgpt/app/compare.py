@@ -14,9 +14,10 @@ PNG plots and example conversations (question audio, transcript, text answer, an
     (`direct_questions` for direct mode); report.md gives each rate its 95% Wilson interval from them;
   - `t2s_accuracy`: typed questions answered in speech (the speech output alone, listening aside);
   - `text_accuracy_after`, `heldout_text_loss_after`: the same text probe after the variant's training (forgetting);
-  - `asr_wer`: `{seen_voices, heldout_voices}`, WER of the model's transcripts of the test questions, with
+  - `asr_wer`: `{seen_voices, heldout_voices}`, WER of the model's transcripts of the test questions (the frozen
+    variant's: the words its adapter gave the LLM, when it reads words; null values when it reads frames), with
     `asr_exact` and `asr_content_words` beside it (speechgpt.eval.transcript_scores); `asr_wer_sentences`: WER on
-    unseen corpus sentences;
+    unseen corpus sentences (`eval asr`);
   - `ttfa_s` `{p50, p90}`: end of speech -> first audio, and `latency_s`, the same spread per component;
   - `params_trained` (the most any of its stages trained), `train_seconds` (all its stages), `stages` (run.json each).
 
@@ -159,9 +160,17 @@ def sentences_wer(folder: Path | None) -> dict[str, float | None] | None:
     }
 
 
+def transcript_fields(qa: dict[str, Any]) -> dict[str, Any]:
+    """asr_wer, asr_exact and asr_content_words per voice group, from the transcripts `eval chat` scored (None where
+    it has none: a frozen variant whose adapter reads frames says no transcript)."""
+    transcripts = {VOICE_GROUPS[g]: row.get("transcript") or {} for g, row in qa.get("by_voices", {}).items()}
+    return {
+        f"asr_{key}": {name: t.get(score) for name, t in transcripts.items()}
+        for key, score in (("wer", "wer"), ("exact", "exact"), ("content_words", "content_words"))
+    }
+
+
 def unified_variant(cfg: Config, qa: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]:
-    groups = qa.get("by_voices", {})
-    transcripts = {VOICE_GROUPS[g]: row.get("transcript", {}) for g, row in groups.items()}
     direct = direct_questions = None
     if cfg.unified_direct_qa is not None:
         direct_qa = read_report(cfg.unified_direct_qa, "speechgpt eval chat (unified, direct mode)")
@@ -174,9 +183,7 @@ def unified_variant(cfg: Config, qa: dict[str, Any], answers: list[dict[str, Any
         "s2s_accuracy": by_group(qa, "spoken_correct", qa.get("spoken_accuracy")),
         "t2s_accuracy": (qa.get("typed") or {}).get("t2s_accuracy"),
         **text_after(cfg.unified_text, "unified"),
-        "asr_wer": {name: t.get("wer") for name, t in transcripts.items()},
-        "asr_exact": {name: t.get("exact") for name, t in transcripts.items()},
-        "asr_content_words": {name: t.get("content_words") for name, t in transcripts.items()},
+        **transcript_fields(qa),
         "asr_wer_sentences": sentences_wer(cfg.unified_asr),
         "ttfa_s": spread([a.get("seconds_to_first_audio") for a in answers]),
         "latency_s": {
@@ -197,7 +204,7 @@ def frozen_variant(cfg: Config, qa: dict[str, Any]) -> dict[str, Any]:
         "t2s_accuracy": (qa.get("typed") or {}).get("t2s_accuracy"),
         "state_accuracy": qa.get("state", {}).get("accuracy"),
         **text_after(cfg.frozen_text, "frozen"),
-        "asr_wer": None,
+        **transcript_fields(qa),
         "asr_wer_sentences": sentences_wer(cfg.frozen_asr),
         "ttfa_s": latency.get("first_audio_s"),
         "latency_s": {

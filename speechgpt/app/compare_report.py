@@ -91,9 +91,9 @@ def markdown(report: dict[str, Any], examples: dict[str, list[dict[str, Any]]]) 
     row("text accuracy after training", percent(u["text_accuracy_after"]), percent(f["text_accuracy_after"]))
     row("held-out text loss after", _number(u["heldout_text_loss_after"]), _number(f["heldout_text_loss_after"]))
     for group, words in GROUPS:
-        row(f"ASR WER, test questions, {words}", percent((u["asr_wer"] or {}).get(group)), "-")
-        exact = percent((u.get("asr_exact") or {}).get(group), un.get(group))
-        row(f"exact question transcripts, {words}", exact, "-")
+        row(f"ASR WER, test questions, {words}", *(percent((v["asr_wer"] or {}).get(group)) for v in (u, f)))
+        exact = [percent((v.get("asr_exact") or {}).get(group), n.get(group)) for v, n in ((u, un), (f, fn))]
+        row(f"exact question transcripts, {words}", *exact)
         u_sent, f_sent = u["asr_wer_sentences"] or {}, f["asr_wer_sentences"] or {}
         row(f"ASR WER, unseen sentences, {words}", percent(u_sent.get(group)), percent(f_sent.get(group)))
     row("end of speech -> first audio, p50 / p90", seconds(u["ttfa_s"]), seconds(f["ttfa_s"]))

@@ -1,6 +1,7 @@
 """`speechgpt eval chat` for the frozen-LLM variant (speechgpt.app.spoken_qa holds the protocol): each question
 streamed to its listener, scored on the text answer, the state decisions, the spoken answer the judge hears (given
-a speech decoder and a vocoder) and the latencies from the end of speech, per component."""
+a speech decoder and a vocoder) and the latencies from the end of speech, per component. With an adapter that reads
+words, the words the LLM was given are its transcript of the question, scored as the unified variant's."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from speechgpt.app.chat import ChatApp
-from speechgpt.app.spoken_qa import QuestionClip, by_voices, save_example, spread
+from speechgpt.app.spoken_qa import QuestionClip, by_voices, save_example, score_transcripts, spread
 from speechgpt.data.audio import read_audio
 from speechgpt.infer.listening import Turn
 
@@ -33,12 +34,15 @@ def run_frozen(
         raise TypeError("run_frozen needs the frozen variant's session")
     session, rows = app.session, []
     speak = session.speaks and judge is not None
+    reads_words = session.listener.model.word_space is not None
     for index, clip in enumerate(tqdm(clips, desc="spoken questions", unit="q")):
         samples = read_audio(clip.audio).samples
         result = session.respond(audio=samples, reply="speech" if speak else "text")
         turn, q = session.listener.turn, clip.question
         correct = answer_is_correct(q["family"], q["output"], turn.text) if turn.outcome == "answer" else False
         rows.append(frozen_row(clip, turn, speech_end(samples), correct))
+        if reads_words:  # the words the LLM was given: its transcript of the question
+            rows[-1].update(family=q["family"], transcript=session.listener.heard_text())
         audio = result.audio if result.audio is not None and result.audio.size else None
         heard = judge.transcribe([audio])[0] if judge is not None and audio is not None else ""
         spoken = answer_is_correct(q["family"], q["output"], heard) if speak and turn.outcome == "answer" else False
@@ -46,6 +50,8 @@ def run_frozen(
         answer_audio = (audio, result.sample_rate) if audio is not None and result.sample_rate else None
         rows[-1].update(save_example(cfg, index, len(clips), samples, answer_audio))
     report = summarize_frozen(rows, speak)
+    if reads_words:
+        score_transcripts(report, rows)
     print(frozen_table(report, cfg.split), flush=True)
     return rows, report
 
@@ -121,6 +127,9 @@ def frozen_table(report: dict[str, Any], split: str) -> str:
         row_key = "s2t_correct" if key == "s2t_accuracy" else "spoken_correct"
         accuracy = ", ".join(f"{names[g]} {100 * row[row_key]:.1f}% of {row['questions']}" for g, row in groups.items())
         lines.append(f"  {label} accuracy: {100 * report[key]:.1f}% ({accuracy})")
+    if report.get("transcript_wer") is not None:
+        wer = 100 * report["transcript_wer"]
+        lines.append(f"  transcript WER of the questions (the words the LLM read): {wer:.1f}%")
     state = report["state"]
     lines.append(
         f"  state head: answered at the end of the question {100 * state['accuracy']:.1f}% (inside it "

@@ -121,7 +121,6 @@ def run_unified(
     """Speech in, speech out through the chain of modality; the Whisper judge listens to the spoken answers (no
     judge: text replies)."""
     from speechgpt.eval.answers import answer_is_correct
-    from speechgpt.eval.transcript_scores import transcript_scores
 
     speak = judge is not None
     rows: list[dict[str, Any]] = []
@@ -156,14 +155,9 @@ def run_unified(
         )
         answer_audio = (result.audio, result.sample_rate) if result.audio is not None and result.sample_rate else None
         rows[-1].update(save_example(cfg, index, len(clips), samples, answer_audio))
-    wer = word_error_rate([r["question"] for r in rows], [r["transcript"] for r in rows])
-    report = summarize(rows, wer)
+    report = summarize(rows)
     report["by_voices"] = by_voices(rows, ("text_correct", "spoken_correct") if speak else ("text_correct",))
-    for group, row in report["by_voices"].items():
-        mine = [r for r in rows if r["voices"] == group]
-        row["transcript"] = transcript_scores(
-            [r["question"] for r in mine], [r["transcript"] for r in mine], [r["family"] for r in mine]
-        )
+    score_transcripts(report, rows)
     report["latency"] = {key: spread([r[f"seconds_to_{name}"] for r in rows]) for key, name in UNIFIED_LATENCIES}
     print(unified_table(report, cfg.split), flush=True)
     return rows, report
@@ -222,14 +216,26 @@ def save_example(
     return paths
 
 
-def summarize(rows: list[dict[str, Any]], transcript_wer: float) -> dict[str, Any]:
+def score_transcripts(report: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Add the transcripts' scores to a report with `by_voices`: `transcript_wer` over every row, and per voice
+    group `transcript` (WER, exact-transcript rate, content words heard: speechgpt.eval.transcript_scores)."""
+    from speechgpt.eval.transcript_scores import transcript_scores
+
+    report["transcript_wer"] = round(word_error_rate([r["question"] for r in rows], [r["transcript"] for r in rows]), 4)
+    for group, row in report["by_voices"].items():
+        mine = [r for r in rows if r["voices"] == group]
+        row["transcript"] = transcript_scores(
+            [r["question"] for r in mine], [r["transcript"] for r in mine], [r["family"] for r in mine]
+        )
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     first_audio = [r["seconds_to_first_audio"] for r in rows if r["seconds_to_first_audio"] is not None]
     spoken = [r["spoken_correct"] for r in rows]
     return {
         "questions": len(rows),
         "text_accuracy": round(float(np.mean([r["text_correct"] for r in rows])), 4),
         "spoken_accuracy": None if None in spoken else round(float(np.mean(spoken)), 4),
-        "transcript_wer": round(transcript_wer, 4),
         "well_formed": round(float(np.mean([not r["problems"] for r in rows])), 4),
         "mean_seconds_to_first_audio": round(float(np.mean(first_audio)), 3) if first_audio else None,
         "mean_seconds_total": round(float(np.mean([r["seconds_total"] for r in rows])), 3),

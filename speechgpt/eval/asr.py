@@ -10,7 +10,9 @@ spell words it never heard, so that number isolates recognition from vocabulary.
 
 A frozen-LLM variant folder (frozen-asr's export) is scored on the same examples and references: it hears each
 example's clip (its source id in `corpus`) through the streaming listener, which lets the frozen LLM say the
-transcript at the end of the clip.
+transcript at the end of the clip. An adapter that reads words (pool_words) gives the LLM each word as a token
+expectation, so its transcript is those words' best tokens, the text the LLM reads: a frozen LLM, fed a sentence,
+continues it rather than repeats it.
 """
 
 from __future__ import annotations
@@ -112,7 +114,8 @@ def run(cfg: Config) -> Path:
 
 
 def frozen_transcriber(cfg: Config) -> Any:
-    """Transcripts of the frozen variant: each example's clip heard whole (no state decisions), then greedy text."""
+    """Transcripts of the frozen variant: each example's clip heard whole (no state decisions), then greedy text,
+    or with an adapter that reads words the words it gave the LLM."""
     from speechgpt.data.audio import read_audio
     from speechgpt.data.corpus import load_corpus
     from speechgpt.infer.frozen_loading import load_frozen_model
@@ -123,6 +126,7 @@ def frozen_transcriber(cfg: Config) -> Any:
     corpus = load_corpus(cfg.corpus).select_columns(["id", "audio"])
     audio_of = dict(zip(corpus["id"], corpus["audio"], strict=True))
     listener = FrozenListener(load_frozen_model(cfg.model, device="cpu"), ListenConfig(decide=False))
+    words = listener.model.word_space is not None
 
     def transcribe(rows: list[dict[str, Any]]) -> list[str]:
         texts = []
@@ -130,7 +134,13 @@ def frozen_transcriber(cfg: Config) -> Any:
             clip = row["source_ids"][0]
             if clip not in audio_of:
                 raise ValueError(f"{cfg.corpus}: no clip {clip!r} (named by example {row['id']} of {cfg.data})")
-            texts.append(listener.listen(read_audio(audio_of[clip]).samples, cfg.max_new_tokens).text)
+            samples = read_audio(audio_of[clip]).samples
+            if words:
+                for _ in listener.hear(samples):
+                    pass
+                texts.append(listener.heard_text())
+            else:
+                texts.append(listener.listen(samples, cfg.max_new_tokens).text)
         return texts
 
     return transcribe

@@ -94,6 +94,8 @@ class Turn:
     """The answer text."""
     ended: bool = False
     """The answer ended with EOS (False: cut at max_new_tokens, or no answer)."""
+    heard_tokens: list[int] = field(default_factory=list)
+    """With an adapter that reads words: each whole word's best token, in order (the text the LLM was given)."""
     llm_inputs: int = 0
     """Positions the LLM had read when it started answering (prefix, prompt, speech or question, answer prefix)."""
     audio_s: float = 0.0
@@ -263,6 +265,12 @@ class FrozenListener:
     def _decoded(self) -> str:
         return str(self.tokenizer.decode(self.turn.tokens, skip_special_tokens=True)).lstrip()
 
+    def heard_text(self) -> str:
+        """With an adapter that reads words: the text of the words heard so far, as the LLM was given them."""
+        if self._words is None:
+            raise ValueError("heard_text needs an adapter that reads words (pool_words); this one reads frames")
+        return str(self.tokenizer.decode(self.turn.heard_tokens, skip_special_tokens=True)).strip()
+
     def listen(self, clip: np.ndarray, max_new_tokens: int = 128) -> Turn:
         """A whole clip as a stream (see `hear`), then the answer if one was decided. Returns the turn: states per
         chunk, text, latencies."""
@@ -325,7 +333,8 @@ class FrozenListener:
             embeds, self._adapter_history = self.model.adapter(frames, self._adapter_history)
         else:
             labels = self.model.encoder.ctc_logits(frames)[0].argmax(-1).tolist()
-            embeds = self.model.words_as_tokens(self._words.push(frames[0], labels, ended)[None])[0]
+            embeds, logits = self.model.words_as_tokens(self._words.push(frames[0], labels, ended)[None])
+            self.turn.heard_tokens += logits[0].argmax(-1).tolist()
         if embeds.shape[1]:
             self._last_hidden = self._lm.feed(embeds)[:, -1]
 

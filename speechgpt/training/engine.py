@@ -154,7 +154,7 @@ def train_step(
     for micro in range(cfg.grad_accum):
         batch: MicroBatch = batches.micro_batch((step * cfg.grad_accum + micro) * dist.world + dist.rank)
         parts = loss_of(engine, to_device(batch.tensors, engine.device))
-        engine.backward(parts["loss"])
+        engine.backward(reaching_every_trained_weight(engine, parts["loss"]))
         engine.step()
         for name, value in parts.items():
             sums[name] = sums.get(name, 0.0) + float(value.detach())
@@ -164,6 +164,15 @@ def train_step(
     means = all_reduce_mean([sums[name] / cfg.grad_accum for name in names])
     total_count = int(all_reduce_sum([count])[0])
     return StepRecord(dict(zip(names, means, strict=True)), total_count, epoch, ids, time.perf_counter() - started)
+
+
+def reaching_every_trained_weight(engine: Any, loss: torch.Tensor) -> torch.Tensor:
+    """`loss`, or when it reaches no trained weight (a micro-batch that uses none of them, e.g. clips in which a word
+    adapter's CTC head found no word), `loss` plus 0 x each trained weight: a zero gradient, not a failed backward."""
+    if loss.requires_grad:
+        return loss
+    module = getattr(engine, "module", engine)
+    return loss + sum(p.sum() * 0.0 for p in module.parameters() if p.requires_grad)
 
 
 def step_metrics(engine: Any, batches: BatchSource, record: StepRecord, step: int, lr: float) -> dict[str, Any]:

@@ -86,6 +86,22 @@ def test_named_parts_reach_metrics_eval_and_plot(tmp_path: Path) -> None:
     assert (tmp_path / "loss_curve.png").stat().st_size > 1000
 
 
+def test_a_micro_batch_that_reaches_no_trained_weight_gives_a_zero_gradient(tmp_path: Path) -> None:
+    """Some batches use none of the trained weights (a word adapter given clips with no word): the step goes on."""
+
+    constant = []
+
+    def sometimes_constant(engine, batch: dict[str, torch.Tensor]) -> LossParts:
+        if engine.training and int(batch["frames"][0, 0, 0] > 0):
+            constant.append(True)
+            return {"loss": batch["target"].mean() * 0.0 + 1.0}  # reaches no weight: no grad_fn
+        return two_part_loss(engine, batch)
+
+    torch.manual_seed(0)
+    train(cfg(), TwoHeads(), FrameBatches(), tmp_path, loss=sometimes_constant)
+    assert len([r for r in records(tmp_path) if "loss" in r]) == 8 and 0 < len(constant) < 16
+
+
 @pytest.mark.parametrize("zero", [0, 2])
 def test_resume_continues_exactly(tmp_path: Path, zero: int) -> None:
     torch.manual_seed(0)

@@ -131,6 +131,21 @@ def test_streaming_words_gives_the_full_pass_state_logits(tmp_path: Path) -> Non
         words = model.speech_embeddings(feats, torch.tensor([feats.shape[1]])).words[0]
     assert model.word_space == 1 and len(words) >= 3 and words[0].whole_at is not None
     check_streamed_state_logits(frozen, 999)
+    with torch.no_grad():  # and the words it heard are the full pass's best tokens, one per word (eval asr's text)
+        best = model.speech_embeddings(feats, torch.tensor([feats.shape[1]])).token_logits[0].argmax(-1).tolist()
+    listener = FrozenListener(frozen, ListenConfig(decide=False))
+    listener.push(clip())
+    listener.finish()
+    assert listener.turn.heard_tokens == best and len(best) == len(words)
+    assert listener.heard_text() == frozen.tokenizer.decode(best, skip_special_tokens=True).strip()
+
+
+def test_only_an_adapter_that_reads_words_has_heard_words(frozen: FrozenModel) -> None:
+    listener = FrozenListener(frozen, ListenConfig(decide=False))
+    listener.push(clip())
+    assert listener.turn.heard_tokens == []
+    with pytest.raises(ValueError, match="reads words"):
+        listener.heard_text()
 
 
 def check_streamed_state_logits(frozen: FrozenModel, piece: int) -> None:
