@@ -15,6 +15,7 @@ from typing import Any
 
 from speechgpt.config import save_config
 from speechgpt.model.ctc_vocab import build_char_vocab, encode_chars
+from speechgpt.model.spec_augment import SpecAugment, spec_augment
 from speechgpt.model.speech_encoder import build_speech_encoder
 from speechgpt.model.speech_features import fit_cmvn
 from speechgpt.training.checkpoint import seed_everything
@@ -61,6 +62,9 @@ class Config:
     that this variant learns from the unified variant's clips and not from the sentences its eval holds out."""
     max_batch_frames: int = 0
     """Padded feature frames per micro-batch at most (clips x longest clip; 0: only train.micro_batch limits)."""
+    spec_augment: SpecAugment = field(default_factory=SpecAugment)
+    """Masks on the training batches' features (none by default): a recognizer of a few voices hears new ones
+    better."""
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(micro_batch=16, lr=1e-3, eval_splits=["test"], max_eval_examples=100)
     )
@@ -97,6 +101,16 @@ def ctc_examples(cfg: Config, dist: Dist) -> tuple[list[SpeechExample], dict[str
         )
     report_skipped(cfg.out, skipped, dist)
     return examples.pop(cfg.train_split), examples, vocab
+
+
+def augmented(engine: Any, batch: dict[str, Any], settings: SpecAugment) -> dict[str, Any]:
+    """The batch with SpecAugment's masks on its features while the model trains (evaluation hears them as they
+    are)."""
+    module = getattr(engine, "module", engine)
+    if not module.training or not settings.active:
+        return batch
+    fill = module.encoder.cmvn_mean
+    return {**batch, "features": spec_augment(batch["features"], batch["feature_lengths"], settings, fill)}
 
 
 def run(cfg: Config) -> Path:
@@ -136,7 +150,7 @@ def run(cfg: Config) -> Path:
         model,
         batches,
         cfg.out,
-        loss=lambda engine, batch: engine(with_feature_dtype(engine, batch)),
+        loss=lambda engine, batch: engine(augmented(engine, with_feature_dtype(engine, batch), cfg.spec_augment)),
         export=lambda engine, out: export_encoder(engine, out, extra, dist),
         dist=dist,
     )
