@@ -88,6 +88,8 @@ def markdown(report: dict[str, Any], examples: dict[str, list[dict[str, Any]]]) 
         rate(direct.get("heldout_voices"), direct_n.get("heldout_voices")),
         "-",
     )
+    on_time = rate(f.get("state_accuracy"), fn.get("all"))
+    row("answered at the question's end (state head), both voice groups", "- (given the whole question)", on_time)
     row("text accuracy after training", percent(u["text_accuracy_after"]), percent(f["text_accuracy_after"]))
     row("held-out text loss after", _number(u["heldout_text_loss_after"]), _number(f["heldout_text_loss_after"]))
     for group, words in GROUPS:

@@ -90,6 +90,7 @@ def test_the_quick_demo_fills_every_number_of_the_report(tmp_path: Path, monkeyp
     }  # fmt: skip
 
     text = (out / "report" / "report.md").read_text()
+    assert "| answered at the question's end (state head), both voice groups | - (given the whole question) | " in text
     for name in ("loss_curves.png", "accuracy.png", "latency.png"):
         assert f"]({name})" in text and (out / "report" / name).stat().st_size > 1000
     links = [part.split(")")[0] for part in text.split("](examples/")[1:]]
