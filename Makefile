@@ -5,7 +5,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-shared-prefix bench-precision bench-mfu bench-gpu bench-vocoder bench-chat eval-units eval-unit-layers eval-vocoder eval-answer-units eval-frozen-probe
+.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-shared-prefix bench-precision bench-frozen-frames bench-mfu bench-gpu bench-vocoder bench-chat eval-units eval-unit-layers eval-vocoder eval-answer-units eval-frozen-probe
 
 setup:
 	@bash scripts/setup.sh
@@ -24,7 +24,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: bench-corpus bench-units bench-train bench-shared-prefix bench-precision bench-vocoder bench-chat
+bench: bench-corpus bench-units bench-train bench-shared-prefix bench-precision bench-frozen-frames bench-vocoder bench-chat
 
 bench-corpus: setup  ## corpus synthesis: 2 worker processes against 1, same clips
 	$(PY) -m benchmarks.bench_corpus
@@ -40,6 +40,9 @@ bench-shared-prefix: setup  ## the engine with the system text once per packed r
 
 bench-precision: setup  ## the engine in float32 against bfloat16 autocast, same models and rows
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_precision
+
+bench-frozen-frames: setup  ## frozen-asr steps with the frozen encoder's frames computed once against at every step, same model and clips
+	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_frozen_frames
 
 bench-mfu: setup  ## model FLOPs utilization of the engine: ~1.1B Llama, ZeRO-2, bf16 on GPU (a 4x256 model on CPU)
 	$(PY) -m benchmarks.bench_mfu
