@@ -166,9 +166,22 @@ def _run_command(args: list[str]) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         logging.getLogger("speechgpt").error("%s failed: %s", " ".join(words), err)
         return 1
+    finally:
+        _leave_process_group()
     if command.prints_path:
         print(out)
     return 0
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group a training command joined: a rank of a multi-process CPU run that exits with it
+    open can abort at exit ("terminate called without an active exception") while its communication threads run."""
+    if "torch" not in sys.modules:
+        return
+    import torch.distributed as td
+
+    if td.is_available() and td.is_initialized():
+        td.destroy_process_group()
 
 
 def _print_usage(args: list[str]) -> int:
