@@ -174,13 +174,14 @@ def _run_command(args: list[str]) -> int:
 
 
 def _leave_process_group() -> None:
-    """Destroy the process group a training command joined: a rank of a multi-process CPU run that exits with it
-    open can abort at exit ("terminate called without an active exception") while its communication threads run."""
+    """Destroy the process group of a multi-process run's rank, which exits after its command: one that exits with
+    it open can abort at exit ("terminate called without an active exception") while its communication threads run.
+    A lone process keeps its group, which DeepSpeed caches for the next command run in the same process."""
     if "torch" not in sys.modules:
         return
     import torch.distributed as td
 
-    if td.is_available() and td.is_initialized():
+    if td.is_available() and td.is_initialized() and td.get_world_size() > 1:
         td.destroy_process_group()
 
 
