@@ -71,3 +71,28 @@ def test_help_into_a_closed_pipe_ends_quietly(args: list[str]) -> None:
     code = proc.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err, err
     assert code in (0, 141)
+
+
+@pytest.mark.parametrize(
+    ("code", "args"),
+    [(0, ["train", "stage2", "--config", "configs/tiny/stage2.yaml", "--dump-config"]), (2, ["train", "nonsense"])],
+)
+def test_a_rank_of_many_exits_with_its_code_and_all_its_output(code: int, args: list[str]) -> None:
+    """A rank of a multi-process run ends through os._exit (no C++ teardown), so what it printed into a pipe must be
+    flushed first, and its exit code kept: the same output and code as a lone process's."""
+    from pathlib import Path
+
+    from tests.conftest import subprocess_env
+
+    repo = Path(__file__).resolve().parents[2]
+    buffered = {k: v for k, v in subprocess_env().items() if k != "PYTHONUNBUFFERED"}  # a pipe holds what is unflushed
+    runs = [
+        subprocess.run(
+            [sys.executable, "-m", "speechgpt.cli", *args], capture_output=True, text=True, env=env, cwd=repo
+        )
+        for env in (buffered, buffered | {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"})
+    ]
+    lone, rank = runs
+    assert lone.returncode == rank.returncode == code
+    assert rank.stdout == lone.stdout and rank.stderr == lone.stderr
+    assert (code == 0) == ("max_steps: 1400" in rank.stdout)
