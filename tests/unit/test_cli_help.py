@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from speechgpt import cli
+from tests.conftest import subprocess_env
 
 GROUP_NAMES = sorted({words[0] for words in cli.COMMANDS if len(words) > 1})
 
@@ -80,19 +82,14 @@ def test_help_into_a_closed_pipe_ends_quietly(args: list[str]) -> None:
 def test_a_rank_of_many_exits_with_its_code_and_all_its_output(code: int, args: list[str]) -> None:
     """A rank of a multi-process run ends through os._exit (no C++ teardown), so what it printed into a pipe must be
     flushed first, and its exit code kept: the same output and code as a lone process's."""
-    from pathlib import Path
-
-    from tests.conftest import subprocess_env
-
     repo = Path(__file__).resolve().parents[2]
     buffered = {k: v for k, v in subprocess_env().items() if k != "PYTHONUNBUFFERED"}  # a pipe holds what is unflushed
-    runs = [
+    lone, rank = (
         subprocess.run(
             [sys.executable, "-m", "speechgpt.cli", *args], capture_output=True, text=True, env=env, cwd=repo
         )
         for env in (buffered, buffered | {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"})
-    ]
-    lone, rank = runs
+    )
     assert lone.returncode == rank.returncode == code
     assert rank.stdout == lone.stdout and rank.stderr == lone.stderr
     assert (code == 0) == ("max_steps: 1400" in rank.stdout)
