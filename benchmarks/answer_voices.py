@@ -4,7 +4,8 @@
     .venv/bin/python -m benchmarks.answer_voices --voices flite:rms,flite:slt --sentences 80
 
 The answer voice is what the vocoder renders every spoken answer in, so the Whisper judge's hearing of the voice's
-own audio is the ceiling of every S2S and T2S score. Two sets, original audio only (no units, no vocoder):
+own audio is the ceiling of every S2S and T2S score. Two sets, original audio only (no units, no vocoder), each clip
+stored as the corpus stores it (16-bit FLAC: one word can sit so close to the judge's edge that rounding flips it):
 - open sentences: WordNet examples drawn with a seed the demo's corpora do not use, judged by WER;
 - answers: every distinct answer of the QA set's train and test questions, scored as the spoken answers are
   (`answer_is_correct`: numbers by value, other answers word for word), counted per question.
@@ -14,11 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from data_builders.text_sources import load_sentences
 from data_builders.tts import synthesize
+from speechgpt.data.audio import read_audio, write_audio
 from speechgpt.eval.answers import answer_is_correct
 from speechgpt.eval.judge import Judge, load_judge
 
@@ -35,14 +40,22 @@ def question_answers(qa_dir: Path, splits: list[str]) -> dict[tuple[str, str], C
     return answers
 
 
+def stored_speech(voice: str, text: str) -> np.ndarray:
+    """`text` spoken by `voice`, through a 16-bit FLAC file and back, as the demo's corpora hold their clips."""
+    with tempfile.TemporaryDirectory(prefix="answer-voices-") as tmp:
+        path = Path(tmp) / "clip.flac"
+        write_audio(path, synthesize(voice, text).samples)
+        return read_audio(path).samples
+
+
 def judge_voice(voice: str, sentences: list[str], answers: dict[tuple[str, str], Counter[str]], judge: Judge) -> dict:
     """The judge's WER on the voice's open sentences and its hearing of the voice's answers, per split."""
-    sentence_score = judge.score([synthesize(voice, s).samples for s in sentences], sentences)
+    sentence_score = judge.score([stored_speech(voice, s) for s in sentences], sentences)
     right: Counter[str] = Counter()
     asked: Counter[str] = Counter()
     misses = []
     for (family, answer), per_split in sorted(answers.items()):
-        heard = judge.transcribe([synthesize(voice, answer).samples])[0]
+        heard = judge.transcribe([stored_speech(voice, answer)])[0]
         correct = answer_is_correct(family, answer, heard)
         asked.update(per_split)
         if correct:
