@@ -24,6 +24,7 @@ import numpy as np
 from data_builders.text_sources import load_sentences
 from data_builders.tts import synthesize
 from speechgpt.data.audio import read_audio, write_audio
+from speechgpt.data.io import read_jsonl
 from speechgpt.eval.answers import answer_is_correct
 from speechgpt.eval.judge import Judge, load_judge
 
@@ -34,8 +35,10 @@ def question_answers(qa_dir: Path, splits: list[str]) -> dict[tuple[str, str], C
     """(family, answer) -> how many questions of each split have that answer."""
     answers: dict[tuple[str, str], Counter[str]] = {}
     for split in splits:
-        for line in (qa_dir / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
+        path = qa_dir / f"{split}.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such QA split (make one with `speechgpt build qa`)")
+        for row in read_jsonl(path):
             answers.setdefault((row["family"], row["output"]), Counter())[split] += 1
     return answers
 
@@ -51,15 +54,15 @@ def stored_speech(voice: str, text: str) -> np.ndarray:
 def judge_voice(voice: str, sentences: list[str], answers: dict[tuple[str, str], Counter[str]], judge: Judge) -> dict:
     """The judge's WER on the voice's open sentences and its hearing of the voice's answers, per split."""
     sentence_score = judge.score([stored_speech(voice, s) for s in sentences], sentences)
+    keys = sorted(answers)
+    heard_all = judge.transcribe([stored_speech(voice, answer) for _, answer in keys])
     right: Counter[str] = Counter()
     asked: Counter[str] = Counter()
     misses = []
-    for (family, answer), per_split in sorted(answers.items()):
-        heard = judge.transcribe([stored_speech(voice, answer)])[0]
-        correct = answer_is_correct(family, answer, heard)
-        asked.update(per_split)
-        if correct:
-            right.update(per_split)
+    for (family, answer), heard in zip(keys, heard_all, strict=True):
+        asked.update(answers[family, answer])
+        if answer_is_correct(family, answer, heard):
+            right.update(answers[family, answer])
         else:
             misses.append(f"{answer} -> {heard}")
     return {

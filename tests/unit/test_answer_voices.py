@@ -47,6 +47,8 @@ def test_answers_are_counted_per_question_and_split(qa_dir: Path) -> None:
         ("next_number", "seven"): {"train": 1},
         ("count_letters", "three"): {"train": 1},
     }
+    with pytest.raises(FileNotFoundError, match=r"dev\.jsonl: no such QA split"):
+        question_answers(qa_dir, ["train", "dev"])
 
 
 def test_a_voice_is_scored_on_open_sentences_and_on_its_answers(qa_dir: Path) -> None:
