@@ -181,6 +181,7 @@ def unified_variant(cfg: Config, qa: dict[str, Any], answers: list[dict[str, Any
         "direct_s2t_accuracy": direct,
         "direct_questions": direct_questions,
         "s2s_accuracy": by_group(qa, "spoken_correct", qa.get("spoken_accuracy")),
+        "speak_from": qa.get("speak_from", "chain"),
         "t2s_accuracy": (qa.get("typed") or {}).get("t2s_accuracy"),
         **text_after(cfg.unified_text, "unified"),
         **transcript_fields(qa),

@@ -57,6 +57,13 @@ def seconds(row: dict[str, Any] | None) -> str:
     return "-" if not row else f"{1000 * row['p50']:.0f} / {1000 * row['p90']:.0f} ms"
 
 
+SPOKEN_FROM_TEXT = (
+    "The unified variant voices a spoken question's answer from text (`session.speak_from: text`): the chain writes "
+    "the transcript and the text answer, then a second pass writes the units from the transcript typed and that "
+    "answer, as for a typed question; SpeechGPT writes them in the same pass, after the question's speech."
+)
+
+
 def markdown(report: dict[str, Any], examples: dict[str, list[dict[str, Any]]]) -> str:
     backbone, variants = report["backbone"], report["variants"]
     lines = [
@@ -107,6 +114,8 @@ def markdown(report: dict[str, Any], examples: dict[str, list[dict[str, Any]]]) 
         )
     row("parameters trained", f"{u['params_trained']:,}", f"{f['params_trained']:,}")
     row("training time (steps only)", f"{u['train_seconds']:.0f} s", f"{f['train_seconds']:.0f} s")
+    if u.get("speak_from") == "text":
+        lines += ["", SPOKEN_FROM_TEXT]
     lines += ["", "![loss curves](loss_curves.png)", "![accuracy](accuracy.png)", "![latency](latency.png)", ""]
     for variant in VARIANTS:
         lines += [f"## Example conversations: {variant}", ""]

@@ -156,6 +156,7 @@ def run_unified(
         answer_audio = (result.audio, result.sample_rate) if result.audio is not None and result.sample_rate else None
         rows[-1].update(save_example(cfg, index, len(clips), samples, answer_audio))
     report = summarize(rows)
+    report["speak_from"] = app.session.config.speak_from
     report["by_voices"] = by_voices(rows, ("text_correct", "spoken_correct") if speak else ("text_correct",))
     score_transcripts(report, rows)
     report["latency"] = {key: spread([r[f"seconds_to_{name}"] for r in rows]) for key, name in UNIFIED_LATENCIES}

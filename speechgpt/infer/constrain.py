@@ -8,7 +8,8 @@ The answer after `[SpeechGPT]:` is walked as a small state machine over the gene
     done
 
 A text question starts in `text` with ` [ta]` forced; a spoken one may start with a forced ` [tq]` (SpeechGPT's
-released answers do). How transitions are seen (BPE realities):
+released answers do); a units-only answer, whose prompt already ends with its text answer and ` [ua] <sosp>`, starts in
+`units`. How transitions are seen (BPE realities):
 - Markers and units are added tokens in our format, so each is one id; in SpeechGPT's legacy layout only units,
   `<sosp>` and `<eosp>` are, and `[ta]`, `<eoa>`, ... are spelled by ordinary tokens. Either way the model never
   writes a marker freely: it chooses a *trigger* (a token that reads `;`, or the first id of `<eoa>`) and the processor
@@ -61,10 +62,15 @@ class AnswerShape:
     """Fewest units in a spoken answer."""
     max_units: int | None = None
     """Most units in a spoken answer (`<eosp>` is forced there); None: only `max_new_tokens` limits them."""
+    units_only: bool = False
+    """The prompt already ends with the text answer and ` [ua] <sosp>`: only the units, `<eosp>` and `<eoa>` are
+    written (a spoken answer voiced from its text, `SessionConfig.speak_from`)."""
 
     def __post_init__(self) -> None:
         if self.min_units < 1 or (self.max_units is not None and self.max_units < self.min_units):
             raise ValueError(f"need 1 <= min_units <= max_units, got {self.min_units}, {self.max_units}")
+        if self.units_only and (self.transcript or not self.speech):
+            raise ValueError("a units-only answer is a spoken answer with no transcript")
 
 
 class TokenClasses:
@@ -156,6 +162,8 @@ class StructureConstraint(LogitsProcessor):
         return len(self.seq["eoa"])
 
     def _fresh_need(self) -> int:
+        if self.shape.units_only:
+            return self.shape.min_units + 1 + len(self.seq["eoa"])
         text = 1 + self._tail_after_text()
         if self.shape.transcript:
             tag = len(self.seq["open_transcript"]) if self.shape.transcript_tag else 0
@@ -186,6 +194,8 @@ class StructureConstraint(LogitsProcessor):
         self._seen = input_ids.shape[1]
 
     def _initial_row(self) -> _Row:
+        if self.shape.units_only:
+            return _Row("units")
         if self.shape.transcript:
             return _Row("transcript", forced=list(self.seq["open_transcript"]) if self.shape.transcript_tag else [])
         return _Row("text", forced=list(self.seq["open_text"]))

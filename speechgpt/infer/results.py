@@ -46,7 +46,8 @@ class ChatResult:
     answer: ParsedAnswer
     """The parser's reading of the answer: transcript, text, units, problems, complete."""
     raw: str
-    """The generated text exactly as decoded (markers and unit tokens included)."""
+    """The generated text exactly as decoded (markers and unit tokens included); an answer voiced from its text
+    (`SessionConfig.speak_from="text"`) gives the chain's pass, then the units pass."""
     question_text: str | None
     """The text question, or None for a spoken one."""
     question_units: list[int] | None

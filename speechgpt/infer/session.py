@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -33,12 +33,14 @@ from transformers import LogitsProcessor, StoppingCriteria
 from speechgpt.infer.constrain import AnswerShape, EndOfAnswer, StructureConstraint, StructureDone, TokenClasses
 from speechgpt.infer.generation import Sampling, stream_tokens
 from speechgpt.infer.loading import LoadedModel, load_chat_model
+from speechgpt.infer.passes import AnswerPass, with_units
 from speechgpt.infer.results import ChatEvent, ChatResult, Mode, Timings
 from speechgpt.infer.routing import AnswerRouter, Delta
 from speechgpt.infer.speaking import AnswerVoice
 from speechgpt.infer.vocoding import UnitsToAudio
 from speechgpt.model.load import DType
-from speechgpt.text.template import AssistantTurn, ChatTemplate, ParsedAnswer, UserTurn, system_text
+from speechgpt.text.template import TA, UA, AssistantTurn, ChatTemplate, ParsedAnswer, UserTurn, system_text
+from speechgpt.text.units import SOSP
 from speechgpt.units.runs import merge_repeats
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,12 @@ class SessionConfig:
     chain_of_modality: bool = True
     """A spoken question is transcribed before it is answered; False answers it directly (`[ta]` first, the mode a
     model learns from `direct_s2t` examples; constrained decoding only)."""
+    speak_from: Literal["chain", "text"] = "chain"
+    """Where a spoken question's spoken answer is written from (chain of modality, constrained decoding only).
+    'chain': in the same pass, after the transcript and the text answer (SpeechGPT's one pass). 'text': the chain
+    stops at its text answer, and a second pass writes the units from the transcript typed and that answer given,
+    as a typed question's spoken answer is written (`[Human]: <transcript> [SpeechGPT]: [ta] <answer>; [ua]
+    <sosp>`): the units no longer read the question's speech. One more prompt to read before the first unit."""
     stream_audio: bool = True
     """Vocode while generating when the vocoder can stream; off: one synthesis of the whole answer at the end."""
     chunk_units: int = 20
@@ -88,6 +96,10 @@ class SessionConfig:
     """Speaker for a multi-speaker vocoder."""
     sampling: Sampling = field(default_factory=Sampling)
     """Default decoding settings (each call may pass its own)."""
+
+    def __post_init__(self) -> None:
+        if self.speak_from not in ("chain", "text"):
+            raise ValueError(f"speak_from must be 'chain' or 'text', not {self.speak_from!r}")
 
 
 class ChatSession:
@@ -165,34 +177,39 @@ class ChatSession:
         user, question_units = self._question(text, audio, units, timings)
         mode = self._mode(user, reply)
         shape = self._shape(mode)
+        from_text = self._speaks_from_text(shape)
+        chain_shape = replace(shape, speech=False) if from_text else shape
         prompt_ids, dropped = self.build_prompt(user, sampling.max_new_tokens)
         voice = self._voice(shape, stream_audio)
-        router = AnswerRouter(self.tokenizer, self.classes, speech_in=shape.transcript)
-        generated: list[int] = []
         generation_start = time.perf_counter()
-        for token in self._generate(prompt_ids, shape, sampling):
-            if timings.first_token_s is None:
-                timings.first_token_s = time.perf_counter() - start
-            generated.append(token)
-            for delta in router.feed(token):
-                yield from self._events(delta, voice, timings, start)
-        for delta in router.finish():
-            yield from self._events(delta, voice, timings, start)
+        chain = AnswerPass(prompt_ids, AnswerRouter(self.tokenizer, self.classes, speech_in=shape.transcript))
+        if from_text:  # the chain leaves the units pass the tokens it needs at least
+            chain.budget = sampling.max_new_tokens - self._least_units_pass()
+        yield from self._run_pass(chain, chain_shape, sampling, voice, timings, start)
+        answer = self.template.parse(chain.raw, expect_speech=chain_shape.speech)
+        passes = [chain]
+        if from_text:
+            spoken = self._spoken_pass(user, answer, sampling.max_new_tokens - len(chain.generated))
+            if spoken is not None:
+                units_shape = replace(shape, transcript=False, units_only=True)
+                yield from self._run_pass(spoken, units_shape, sampling, voice, timings, start)
+                answer = with_units(answer, self.template.parse(spoken.forced + spoken.raw, expect_speech=True))
+                passes.append(spoken)
+            else:
+                answer.problems.append("no spoken answer: the chain left no text answer, or no tokens, to voice")
         timings.last_token_s = time.perf_counter() - start
         timings.generate_time_s = time.perf_counter() - generation_start
-        raw = self.tokenizer.decode(generated)
-        answer = self.template.parse(raw, expect_speech=shape.speech)
         yield from self._last_audio(voice, answer.units, timings, start)
         self._remember(user, answer, shape)
         timings.total_s = time.perf_counter() - start
         result = ChatResult(
             mode=mode,
             answer=answer,
-            raw=raw,
+            raw="".join(one.raw for one in passes),
             question_text=user.text,
             question_units=question_units,
-            prompt_tokens=len(prompt_ids),
-            new_tokens=len(generated),
+            prompt_tokens=sum(len(one.prompt_ids) for one in passes),
+            new_tokens=sum(len(one.generated) for one in passes),
             dropped_turns=dropped,
             constrained=self.config.constrained,
             audio_streamed=voice is not None and voice.streaming and voice.audio.size > 0,
@@ -203,6 +220,50 @@ class ChatSession:
         if answer.problems:
             log.info("answer problems (%s): %s", mode, "; ".join(answer.problems))
         yield ChatEvent("done", result=result)
+
+    def _run_pass(
+        self,
+        one: AnswerPass,
+        shape: AnswerShape,
+        sampling: Sampling,
+        voice: AnswerVoice | None,
+        timings: Timings,
+        start: float,
+    ) -> Iterator[ChatEvent]:
+        """Generate one pass of the answer, routing its tokens to events (and its units to the voice)."""
+        if one.budget is not None:
+            sampling = replace(sampling, max_new_tokens=one.budget)
+        for token in self._generate(one.prompt_ids, shape, sampling):
+            if timings.first_token_s is None:
+                timings.first_token_s = time.perf_counter() - start
+            one.generated.append(token)
+            for delta in one.router.feed(token):
+                yield from self._events(delta, voice, timings, start)
+        for delta in one.router.finish():
+            yield from self._events(delta, voice, timings, start)
+        one.raw = self.tokenizer.decode(one.generated)
+
+    def _speaks_from_text(self, shape: AnswerShape) -> bool:
+        cfg = self.config
+        return shape.speech and shape.transcript and cfg.speak_from == "text" and cfg.constrained
+
+    def _least_units_pass(self) -> int:
+        """Fewest new tokens of a units pass: `min_units` units, `<eosp>` and `<eoa>`."""
+        return self.config.min_units + 1 + len(self.classes.sequences["eoa"])
+
+    def _spoken_pass(self, user: UserTurn, answer: ParsedAnswer, budget: int) -> AnswerPass | None:
+        """The second pass of `speak_from="text"`: the question as its transcript, typed, with the chain's text
+        answer and ` [ua] <sosp>` given, as a com_t2s example reads; None when there is nothing to voice or no
+        token budget left for it."""
+        if not answer.transcript or not answer.text or budget < self._least_units_pass():
+            return None
+        typed = UserTurn(instruction=user.instruction, text=answer.transcript)
+        forced = f" {TA} {answer.text}; {UA} {SOSP}"
+        prompt_ids, _ = self.build_prompt(typed, max(budget, 1))
+        prompt_ids += self.tokenizer.encode(forced, add_special_tokens=False)
+        router = AnswerRouter(self.tokenizer, self.classes, speech_in=False)
+        router.feed(self.classes.sosp)  # the prompt has opened the speech part
+        return AnswerPass(prompt_ids, router, forced=forced, budget=budget)
 
     def _shape(self, mode: Mode) -> AnswerShape:
         cfg = self.config

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from speechgpt.app.compare_report import SPOKEN_FROM_TEXT
+
 ROOT = Path(__file__).resolve().parents[2]
 
 FILLED = [
@@ -90,6 +92,7 @@ def test_the_quick_demo_fills_every_number_of_the_report(tmp_path: Path, monkeyp
     }  # fmt: skip
 
     text = (out / "report" / "report.md").read_text()
+    assert report["variants"]["unified"]["speak_from"] == "text" and SPOKEN_FROM_TEXT in text
     assert "| answered at the question's end (state head), both voice groups | - (given the whole question) | " in text
     for name in ("loss_curves.png", "accuracy.png", "latency.png"):
         assert f"]({name})" in text and (out / "report" / name).stat().st_size > 1000

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from speechgpt.infer import AnswerShape, ChatSession, Sampling, StructureConstraint, TokenClasses
-from speechgpt.text.template import EOA, EOSP, SOSP, TA, UA, marker_tokens
+from speechgpt.text.template import EOA, EOSP, SOSP, TA, UA, UserTurn, marker_tokens
 from speechgpt.text.units import UnitFormat
 from tests.lm_fixtures import UNITS
 from tests.unit.test_infer_fixtures import make_speech_lm, noisy_config
@@ -127,3 +127,19 @@ def test_the_models_own_eos_ends_a_text_part(lm: Path, transcript: bool) -> None
     said = tokenizer.decode([word]).strip()
     assert answer.complete and answer.text == said
     assert answer.transcript == (said if transcript else None)
+
+
+def test_a_units_only_answer_is_units_then_its_close(lm: Path) -> None:
+    with pytest.raises(ValueError, match="units-only"):
+        AnswerShape(transcript=True, speech=True, units_only=True)
+    session = ChatSession.from_pretrained(lm, device="cpu", config=noisy_config())
+    prompt, _ = session.build_prompt(UserTurn(text="two plus two"), 20)
+    prompt += session.tokenizer.encode(f" {TA} four; {UA} {SOSP}", add_special_tokens=False)
+    shape = AnswerShape(transcript=False, speech=True, units_only=True, min_units=3)
+    close = [session.classes.eosp, *session.classes.sequences["eoa"]]
+    for seed in range(6):
+        sampling = Sampling(temperature=1.5, top_p=1.0, top_k=0, max_new_tokens=20, seed=seed)
+        written = list(session._generate(prompt, shape, sampling))
+        units, tail = written[: -len(close)], written[-len(close) :]
+        assert tail == close and len(units) >= 3 and len(written) <= 20, written
+        assert all(token in session.classes.unit_index for token in units), written

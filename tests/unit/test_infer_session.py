@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechgpt.infer import ChatSession, PromptTooLongError, Sampling
-from speechgpt.text.template import UserTurn
+from speechgpt.infer import AnswerShape, ChatSession, PromptTooLongError, Sampling
+from speechgpt.text.template import EOA, EOSP, SOSP, TA, UA, AssistantTurn, UserTurn
 from tests.unit.test_infer_fixtures import FakeStreamingVocoder, FakeVocoder, make_speech_lm, noisy_config
 
 SPEECH = Sampling(temperature=1.5, top_p=1.0, top_k=0, max_new_tokens=60, seed=3)
@@ -136,3 +136,37 @@ def test_closing_the_stream_early_stops_generation(lm: Path) -> None:
     first = next(stream)
     stream.close()  # joins the generation thread: returns only if it stopped
     assert first.kind in ("text", "units") and session.history == []
+
+
+def test_an_answer_voiced_from_its_text_is_written_in_a_second_pass(lm: Path) -> None:
+    vocoder = FakeStreamingVocoder(per_unit=3)
+    session = ChatSession.from_pretrained(lm, device="cpu", vocoder=vocoder, config=noisy_config(speak_from="text"))
+    passes: list[tuple[list[int], AnswerShape, int]] = []
+    generate = session._generate
+
+    def recorded(prompt_ids: list[int], shape: AnswerShape, sampling: Sampling):
+        passes.append((list(prompt_ids), shape, sampling.max_new_tokens))
+        return generate(prompt_ids, shape, sampling)
+
+    session._generate = recorded  # type: ignore[method-assign]
+    events = list(session.stream(units=[3, 7, 7, 1], sampling=SPEECH))
+    result = events[-1].result
+    assert result is not None and result.mode == "s2s"
+    answer = result.answer
+    assert answer.problems == [] and answer.complete and answer.transcript and answer.text and answer.units
+    (_, chain_shape, chain_budget), (units_prompt, units_shape, units_budget) = passes
+    assert chain_shape.transcript and not chain_shape.speech and units_shape.units_only
+    chain_raw, units_raw = result.raw.split(EOA, 1)
+    assert SOSP not in chain_raw and units_raw.endswith(f"{EOSP}{EOA}")
+    assert chain_budget + units_budget >= SPEECH.max_new_tokens >= result.new_tokens
+    assert [u for e in events if e.kind == "units" for u in e.units] == answer.units
+    assert result.audio is not None and np.array_equal(result.audio, FakeVocoder(per_unit=3)(answer.units))
+    assert session.history[-1][1] == AssistantTurn(
+        text=answer.text, units=tuple(answer.units), transcript=answer.transcript, chain=True
+    )
+    session.reset()  # the prompt the units pass was given had no history
+    typed, _ = session.build_prompt(UserTurn(text=answer.transcript), SPEECH.max_new_tokens)
+    given = session.tokenizer.encode(f" {TA} {answer.text}; {UA} {SOSP}", add_special_tokens=False)
+    assert units_prompt == typed + given  # the units read the transcript typed, not the question's speech
+    with pytest.raises(ValueError, match="speak_from"):
+        noisy_config(speak_from="speech")
