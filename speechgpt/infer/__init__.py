@@ -30,13 +30,8 @@ from speechgpt.infer.generation import Sampling
 from speechgpt.infer.listening import Decision, FrozenListener, ListenConfig, Turn
 from speechgpt.infer.loading import LoadedModel, load_chat_model
 from speechgpt.infer.results import MODES, ChatEvent, ChatResult, Mode, Timings
-from speechgpt.infer.session import (
-    ChatSession,
-    PromptTooLongError,
-    SessionConfig,
-    SpeechToUnits,
-    speech_to_units_from_kmeans,
-)
+from speechgpt.infer.session import ChatSession, PromptTooLongError, SessionConfig
+from speechgpt.infer.speech_input import SpeechToUnits, speech_to_units_from_kmeans
 from speechgpt.infer.vocoding import StreamingVocoder, UnitAudioStream, UnitsToAudio
 from speechgpt.text.units import detect_unit_format
 

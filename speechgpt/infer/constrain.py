@@ -131,6 +131,26 @@ class TokenClasses:
         }
 
 
+def fewest_new_tokens(classes: TokenClasses, shape: AnswerShape) -> int:
+    """The fewest tokens an answer of this shape is written in: its forced markers, one visible token per text part
+    and `min_units` units."""
+    seq = classes.sequences
+    if shape.units_only:
+        return shape.min_units + 1 + len(seq["eoa"])
+    text = 1 + _tail_after_text(shape, seq)
+    if shape.transcript:
+        tag = len(seq["open_transcript"]) if shape.transcript_tag else 0
+        return tag + 1 + len(seq["close_transcript"]) + text
+    return len(seq["open_text"]) + text
+
+
+def _tail_after_text(shape: AnswerShape, seq: dict[str, list[int]]) -> int:
+    """Tokens that close an answer after its text part: `; [ua] <sosp>`, the units, `<eosp>`, `<eoa>` (or `<eoa>`)."""
+    if shape.speech:
+        return len(seq["close_text_speech"]) + shape.min_units + 1 + len(seq["eoa"])
+    return len(seq["eoa"])
+
+
 @dataclass
 class _Row:
     phase: str
@@ -151,30 +171,21 @@ class StructureConstraint(LogitsProcessor):
         self._start: int | None = None
         self._seen = 0
         self._masks: dict[tuple[str, int], torch.Tensor] = {}
-        need = self._fresh_need()
+        need = fewest_new_tokens(classes, shape)
         if max_new_tokens < need:
             raise ValueError(f"max_new_tokens={max_new_tokens} cannot hold this answer's structure (needs {need})")
 
     # -- budget: the fewest tokens that still close the answer -------------------------------------------------
-    def _tail_after_text(self) -> int:
-        if self.shape.speech:
-            return len(self.seq["close_text_speech"]) + self.shape.min_units + 1 + len(self.seq["eoa"])
-        return len(self.seq["eoa"])
-
-    def _fresh_need(self) -> int:
-        if self.shape.units_only:
-            return self.shape.min_units + 1 + len(self.seq["eoa"])
-        text = 1 + self._tail_after_text()
-        if self.shape.transcript:
-            tag = len(self.seq["open_transcript"]) if self.shape.transcript_tag else 0
-            return tag + 1 + len(self.seq["close_transcript"]) + text
-        return len(self.seq["open_text"]) + text
-
     def _need(self, row: _Row) -> int:
         if row.phase == "transcript":
-            rest = (0 if row.content else 1) + len(self.seq["close_transcript"]) + 1 + self._tail_after_text()
+            rest = (
+                (0 if row.content else 1)
+                + len(self.seq["close_transcript"])
+                + 1
+                + _tail_after_text(self.shape, self.seq)
+            )
         elif row.phase == "text":
-            rest = (0 if row.content else 1) + self._tail_after_text()
+            rest = (0 if row.content else 1) + _tail_after_text(self.shape, self.seq)
         elif row.phase == "units":
             rest = max(0, self.shape.min_units - row.units) + 1 + len(self.seq["eoa"])
         else:
@@ -283,7 +294,7 @@ class StructureConstraint(LogitsProcessor):
 
     def _need_after_exit(self, row: _Row) -> int:
         if row.phase == "transcript":
-            return 1 + self._tail_after_text()
+            return 1 + _tail_after_text(self.shape, self.seq)
         if self.shape.speech:
             return self.shape.min_units + 1 + len(self.seq["eoa"])
         return 0

@@ -29,6 +29,7 @@ from speechgpt.infer.listening import FrozenListener, ListenConfig, Turn
 from speechgpt.infer.results import ChatEvent, ChatResult, Mode, Timings
 from speechgpt.infer.session import Reply, SessionConfig
 from speechgpt.infer.speaking import AnswerVoice
+from speechgpt.infer.speech_input import question_samples
 from speechgpt.infer.vocoding import UnitsToAudio
 from speechgpt.model.state_labels import STATE_NAMES
 from speechgpt.text.template import ParsedAnswer
@@ -93,7 +94,7 @@ class FrozenChatSession:
             raise ValueError(f"reply must be 'same', 'speech' or 'text', not {wanted!r}")
         start = time.perf_counter()
         if audio is not None:
-            for decision in self.listener.hear(_samples(audio)):
+            for decision in self.listener.hear(question_samples(audio)):
                 yield ChatEvent("state", text=STATE_NAMES[decision.state], chunk=decision.chunk)
         else:
             self.listener.read(text or "")
@@ -185,12 +186,3 @@ class FrozenChatSession:
             turn.first_audio_s = time.perf_counter()
             timings.first_audio_s = turn.first_audio_s - start
         return ChatEvent("audio", audio=chunk, sample_rate=voice.sample_rate)
-
-
-def _samples(audio: np.ndarray | str | Path) -> np.ndarray:
-    """16 kHz mono float32; an array is taken to be at 16 kHz already (channels last are down-mixed)."""
-    from speechgpt.data.audio import SAMPLE_RATE, read_audio, to_16k_mono
-
-    if isinstance(audio, np.ndarray):
-        return to_16k_mono(audio, SAMPLE_RATE).samples
-    return read_audio(audio).samples

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -30,13 +30,21 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
-from speechgpt.infer.constrain import AnswerShape, EndOfAnswer, StructureConstraint, StructureDone, TokenClasses
+from speechgpt.infer.constrain import (
+    AnswerShape,
+    EndOfAnswer,
+    StructureConstraint,
+    StructureDone,
+    TokenClasses,
+    fewest_new_tokens,
+)
 from speechgpt.infer.generation import Sampling, stream_tokens
 from speechgpt.infer.loading import LoadedModel, load_chat_model
 from speechgpt.infer.passes import AnswerPass, with_units
 from speechgpt.infer.results import ChatEvent, ChatResult, Mode, Timings
 from speechgpt.infer.routing import AnswerRouter, Delta
 from speechgpt.infer.speaking import AnswerVoice
+from speechgpt.infer.speech_input import SpeechToUnits, question_samples
 from speechgpt.infer.vocoding import UnitsToAudio
 from speechgpt.model.load import DType
 from speechgpt.text.template import TA, UA, AssistantTurn, ChatTemplate, ParsedAnswer, UserTurn, system_text
@@ -44,8 +52,6 @@ from speechgpt.text.units import SOSP
 from speechgpt.units.runs import merge_repeats
 
 log = logging.getLogger(__name__)
-SpeechToUnits = Callable[[np.ndarray], Sequence[int]]
-"""16 kHz mono float32 samples -> units (repeats are merged afterwards, so frame-level ids are fine)."""
 Turn = tuple[UserTurn, AssistantTurn]
 Reply = Literal["same", "speech", "text"]
 
@@ -183,15 +189,15 @@ class ChatSession:
         voice = self._voice(shape, stream_audio)
         generation_start = time.perf_counter()
         chain = AnswerPass(prompt_ids, AnswerRouter(self.tokenizer, self.classes, speech_in=shape.transcript))
-        if from_text:  # the chain leaves the units pass the tokens it needs at least
-            chain.budget = sampling.max_new_tokens - self._least_units_pass()
+        units_shape = replace(shape, transcript=False, units_only=True) if from_text else None
+        if units_shape is not None:  # the chain leaves the units pass the tokens it needs at least
+            chain.budget = sampling.max_new_tokens - fewest_new_tokens(self.classes, units_shape)
         yield from self._run_pass(chain, chain_shape, sampling, voice, timings, start)
         answer = self.template.parse(chain.raw, expect_speech=chain_shape.speech)
         passes = [chain]
-        if from_text:
-            spoken = self._spoken_pass(user, answer, sampling.max_new_tokens - len(chain.generated))
+        if units_shape is not None:
+            spoken = self._spoken_pass(user, answer, units_shape, sampling.max_new_tokens - len(chain.generated))
             if spoken is not None:
-                units_shape = replace(shape, transcript=False, units_only=True)
                 yield from self._run_pass(spoken, units_shape, sampling, voice, timings, start)
                 answer = with_units(answer, self.template.parse(spoken.forced + spoken.raw, expect_speech=True))
                 passes.append(spoken)
@@ -247,23 +253,21 @@ class ChatSession:
         cfg = self.config
         return shape.speech and shape.transcript and cfg.speak_from == "text" and cfg.constrained
 
-    def _least_units_pass(self) -> int:
-        """Fewest new tokens of a units pass: `min_units` units, `<eosp>` and `<eoa>`."""
-        return self.config.min_units + 1 + len(self.classes.sequences["eoa"])
-
-    def _spoken_pass(self, user: UserTurn, answer: ParsedAnswer, budget: int) -> AnswerPass | None:
+    def _spoken_pass(
+        self, user: UserTurn, answer: ParsedAnswer, units_shape: AnswerShape, budget: int
+    ) -> AnswerPass | None:
         """The second pass of `speak_from="text"`: the question as its transcript, typed, with the chain's text
         answer and ` [ua] <sosp>` given, as a com_t2s example reads; None when there is nothing to voice or no
         token budget left for it."""
-        if not answer.transcript or not answer.text or budget < self._least_units_pass():
+        if not answer.transcript or not answer.text or budget < fewest_new_tokens(self.classes, units_shape):
             return None
         typed = UserTurn(instruction=user.instruction, text=answer.transcript)
         forced = f" {TA} {answer.text}; {UA} {SOSP}"
-        prompt_ids, _ = self.build_prompt(typed, max(budget, 1))
-        prompt_ids += self.tokenizer.encode(forced, add_special_tokens=False)
+        given = self.tokenizer.encode(forced, add_special_tokens=False)
+        prompt_ids, _ = self.build_prompt(typed, budget + len(given))  # the given answer counts as generated room
         router = AnswerRouter(self.tokenizer, self.classes, speech_in=False)
         router.feed(self.classes.sosp)  # the prompt has opened the speech part
-        return AnswerPass(prompt_ids, router, forced=forced, budget=budget)
+        return AnswerPass(prompt_ids + given, router, forced=forced, budget=budget)
 
     def _shape(self, mode: Mode) -> AnswerShape:
         cfg = self.config
@@ -320,7 +324,7 @@ class ChatSession:
             if self.speech_to_units is None:
                 raise ValueError("a spoken question needs the session's speech_to_units")
             started = time.perf_counter()
-            units = list(self.speech_to_units(_samples(audio)))
+            units = list(self.speech_to_units(question_samples(audio)))
             timings.units_time_s = time.perf_counter() - started
         merged, _ = merge_repeats(units or [])  # the language model reads merged units
         if not merged:
@@ -381,24 +385,3 @@ class ChatSession:
             return
         transcript = answer.transcript if shape.transcript else None
         self._history.append((user, AssistantTurn(text=text, units=speech, transcript=transcript, chain=True)))
-
-
-def _samples(audio: np.ndarray | str | Path) -> np.ndarray:
-    """16 kHz mono float32; an array is taken to be at 16 kHz already (channels last are down-mixed)."""
-    from speechgpt.data.audio import SAMPLE_RATE, read_audio, to_16k_mono
-
-    if isinstance(audio, np.ndarray):
-        return to_16k_mono(audio, SAMPLE_RATE).samples
-    return read_audio(audio).samples
-
-
-def speech_to_units_from_kmeans(kmeans_dir: str | Path, dtype: str = "float32") -> SpeechToUnits:
-    """A SpeechToUnits from a `speechgpt units fit` folder (its encoder + k-means), as the stage data was made."""
-    from speechgpt.units.extract import UnitExtractor
-
-    extractor = UnitExtractor.load(Path(kmeans_dir), dtype=dtype)
-
-    def to_units(samples: np.ndarray) -> list[int]:
-        return list(extractor([torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))])[0][0])
-
-    return to_units
