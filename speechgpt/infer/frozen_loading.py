@@ -47,7 +47,7 @@ META = {
 the text around the speech as the stage fed it; absent: "{speech}{target}"), `states` (the state head's classes, in
 order; checked against speechgpt.model.state_labels) and `trailing_silence_s` (the silence appended to each training
 clip, which listening to a whole clip appends too); `lm_fingerprint` is save_speech_modules' own."""
-FEATURE_ARGS = ("num_mel_bins", "encoder_kind", "encoder_path", "encoder_layer", "window_s", "context_s")
+FEATURE_ARGS = ("num_mel_bins", "encoder_kind", "encoder_path", "encoder_layer", "window_s", "context_s", "pad_context")
 SPEECH, TARGET = "{speech}", "{target}"
 
 

