@@ -12,8 +12,8 @@ Two kinds, picked by `build_feature_extractor(kind, ...)`:
   window late. `streamable` says which settings stream exactly; `stream()` gives the matching stream. With
   `pad_context` the clip's first windows get their context too, from silence (zeros) before the clip starts, so
   every window is encoded alike; without it the first window is encoded alone, and a word spoken in it comes out
-  unlike the same word anywhere else (the demo's frozen variant dropped the first word of most questions of the
-  held-out voices that start speaking within 0.3 s, docs/frozen_variant.md).
+  unlike the same word anywhere else (the demo's frozen variant missed the first word of 33 of 46 test questions
+  spoken by held-out voices, docs/frozen_variant.md, "The first word").
 
 Global mean/variance normalization (Freeze-Omni's global CMVN) lives in the encoder as buffers; `fit_cmvn` computes
 it from training features.
