@@ -85,8 +85,7 @@ class WindowStream:
 
     def __init__(self, encode_window: Any, window: int, context: int, pad_context: bool = False) -> None:
         self.encode_window, self.window, self.context = encode_window, window, context
-        self.pad = context if pad_context else 0
-        """Samples of silence before the clip's first sample (negative positions)."""
+        self.pad = context if pad_context else 0  # samples of silence before the clip's first (negative positions)
         self._audio, self._start, self._done = torch.zeros(self.pad), -self.pad, 0  # _audio begins at sample _start
 
     def push(self, samples: torch.Tensor) -> torch.Tensor:
@@ -136,9 +135,10 @@ class FeatureExtractor:
             return [f.float() for f in self._encode(waves)]
         pieces, owners = [], []
         for index, wave in enumerate(waves):
+            clip = wave.reshape(-1)
             pad = self.context if self.pad_context else 0
-            samples = torch.cat([wave.new_zeros(pad), wave.reshape(-1)])  # samples[pad] is the clip's first
-            for start in range(pad, max(1, samples.numel() - pad) + pad, self.window):
+            samples = torch.cat([clip.new_zeros(pad), clip])  # samples[pad] is the clip's first
+            for start in range(pad, pad + max(1, clip.numel()), self.window):
                 left = max(0, start - self.context)
                 pieces.append(samples[left : start + self.window])
                 owners.append((index, start - left))

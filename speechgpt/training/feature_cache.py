@@ -56,8 +56,9 @@ class FeatureSettings:
     clip, so every window is encoded alike (false: the first window is encoded alone; a word in it is heard unlike
     anywhere else). False is what models saved before this setting trained with."""
     trim_leading_silence: bool = False
-    """Training clips only (listening never trims): each clip loses a random part of its silence before speech,
-    drawn from the clip's id (so the cache stays deterministic), so the encoder hears speech that begins
+    """Every clip a frozen stage reads through the cache, its eval splits' too (listening and `eval` never trim):
+    each clip loses a random part of its silence before speech, drawn from the clip's id (so the cache stays
+    deterministic), so the encoder hears speech that begins
     anywhere from the clip's first sample on, as a live stream's may (TTS voices begin 0 to 0.3 s in, people
     anywhere). Without it, the encoder learns the first words of its training voices where they begin, and misses
     those of new voices (docs/frozen_variant.md, "The first word")."""
