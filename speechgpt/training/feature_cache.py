@@ -58,10 +58,10 @@ class FeatureSettings:
     trim_leading_silence: bool = False
     """Every clip a frozen stage reads through the cache, its eval splits' too (listening and `eval` never trim):
     each clip loses a random part of its silence before speech, drawn from the clip's id (so the cache stays
-    deterministic), so the encoder hears speech that begins
-    anywhere from the clip's first sample on, as a live stream's may (TTS voices begin 0 to 0.3 s in, people
-    anywhere). Without it, the encoder learns the first words of its training voices where they begin, and misses
-    those of new voices (docs/frozen_variant.md, "The first word")."""
+    deterministic), so the encoder hears speech that begins anywhere from the clip's first sample on, as a live
+    stream's may (TTS voices begin 0 to 0.3 s in, people anywhere). Without it, the encoder learns the first words
+    of its training voices where they begin, and misses those of new voices (docs/frozen_variant.md, "The first
+    word")."""
 
     @property
     def frame_rate(self) -> int:
