@@ -62,6 +62,11 @@ class FeatureSettings:
     stream's may (TTS voices begin 0 to 0.3 s in, people anywhere). Without it, the encoder learns the first words
     of its training voices where they begin, and misses those of new voices (docs/frozen_variant.md, "The first
     word")."""
+    speed_perturb: float = 0.0
+    """Every clip a frozen stage reads through the cache (as `trim_leading_silence`: its eval splits' too; listening
+    and `eval` never perturb) is played at a speed drawn from its id, uniform in [1 - x, 1 + x], and resampled to
+    16 kHz, so its tempo, pitch and formants all move by that factor (Kaldi's speed perturbation, one factor per
+    clip): the encoder hears more kinds of voice than its training voices. 0: off."""
 
     @property
     def frame_rate(self) -> int:
@@ -130,10 +135,26 @@ def speech_start(samples: np.ndarray, floor: float = 1e-4, range_db: float = 40.
     return 0.0 if loud.size == 0 else int(loud[0]) * _HOP / SAMPLE_RATE
 
 
+def id_fraction(clip_id: str, salt: str = "") -> float:
+    """A number in [0, 1) drawn from a clip's id (and `salt`, for draws independent of each other)."""
+    return int(hashlib.sha256((salt + clip_id).encode()).hexdigest()[:8], 16) / 2**32
+
+
 def random_lead_cut(samples: np.ndarray, clip_id: str) -> int:
     """Samples to cut from the start of a clip: a uniform part of its silence before speech, drawn from its id."""
-    fraction = int(hashlib.sha256(clip_id.encode()).hexdigest()[:8], 16) / 2**32
-    return int(fraction * speech_start(samples) * SAMPLE_RATE)
+    return int(id_fraction(clip_id) * speech_start(samples) * SAMPLE_RATE)
+
+
+def perturbed_speed(samples: np.ndarray, clip_id: str, spread: float) -> np.ndarray:
+    """The clip played at a speed drawn from its id, uniform in [1 - spread, 1 + spread] (in steps of 0.01), then
+    resampled to 16 kHz: a faster clip is shorter and higher."""
+    import torchaudio
+
+    factor = round(1.0 + spread * (2.0 * id_fraction(clip_id, salt="speed:") - 1.0), 2)
+    if factor == 1.0:
+        return samples
+    wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+    return torchaudio.functional.resample(wave, round(SAMPLE_RATE * factor), SAMPLE_RATE).numpy()
 
 
 def cache_folder(root: Path, settings: FeatureSettings, clips: Sequence[Clip], pad_s: float) -> Path:
@@ -171,7 +192,7 @@ def cached_features(
         total = sum(len(shards[i]) for i in todo)
         with tqdm(total=total, desc="features", unit="clip", disable=rank != 0) as bar:
             for i in todo:
-                _write_shard(paths[i], shards[i], extractor, pad_s, settings.trim_leading_silence, bar)
+                _write_shard(paths[i], shards[i], extractor, pad_s, settings, bar)
                 computed += len(shards[i])
     barrier()
     result = ClipFeatures({}, {}, computed=computed)
@@ -184,7 +205,7 @@ def cached_features(
 
 
 def _write_shard(
-    path: Path, clips: list[Clip], extractor: FeatureExtractor, pad_s: float, trim_lead: bool, bar: tqdm
+    path: Path, clips: list[Clip], extractor: FeatureExtractor, pad_s: float, settings: FeatureSettings, bar: tqdm
 ) -> None:
     from safetensors.torch import save_file
 
@@ -199,8 +220,10 @@ def _write_shard(
             except (AudioError, OSError) as err:
                 rejected[clip.id] = str(err) if isinstance(err, AudioError) else f"unreadable audio: {err}"
                 continue
-            if trim_lead:
+            if settings.trim_leading_silence:
                 samples = samples[random_lead_cut(samples, clip.id) :]
+            if settings.speed_perturb > 0:
+                samples = perturbed_speed(samples, clip.id, settings.speed_perturb)
             ends[clip.id] = round(speech_end(samples), 4)
             padded = np.concatenate([samples, np.zeros(round(pad_s * SAMPLE_RATE), dtype=np.float32)])
             batch.append(clip)

@@ -136,3 +136,24 @@ def test_trim_leading_silence_cuts_a_part_of_each_clips_silence_drawn_from_its_i
     cut = random_lead_cut(wave, "clip-7")
     assert trimmed.features["clip-7"].shape[0] == 1 + (24000 - cut - 400) // 160
     assert trimmed.speech_end_s["clip-7"] == pytest.approx(whole.speech_end_s["clip-7"] - cut / 16000, abs=0.011)
+
+
+def test_speed_perturbation_plays_each_clip_at_a_speed_drawn_from_its_id(tmp_path: Path) -> None:
+    """speed_perturb: each clip is resampled by a factor drawn from its id within the spread (the same on every
+    run): a faster clip is shorter and its tone higher; the features are those of the perturbed clip."""
+    from speechgpt.training.feature_cache import perturbed_speed
+
+    wave = tone(1.0, 0.0)  # 1 s of 220 Hz
+    lengths = {f"clip-{i}": len(perturbed_speed(wave, f"clip-{i}", 0.1)) for i in range(40)}
+    assert lengths == {f"clip-{i}": len(perturbed_speed(wave, f"clip-{i}", 0.1)) for i in range(40)}
+    factors = [16000 / n for n in lengths.values()]
+    assert all(0.899 < f < 1.101 for f in factors) and min(factors) < 0.95 and max(factors) > 1.05
+    fast_id = max(lengths, key=lambda k: -lengths[k])
+    fast = perturbed_speed(wave, fast_id, 0.1)
+    peak_hz = np.argmax(np.abs(np.fft.rfft(fast))) * 16000 / len(fast)
+    assert peak_hz == pytest.approx(220 * 16000 / len(fast), rel=0.02) and peak_hz > 225
+    np.testing.assert_array_equal(perturbed_speed(wave, "clip-0", 0.0), wave)
+    write_audio(tmp_path / "a.wav", wave)
+    clips = [Clip(fast_id, str(tmp_path / "a.wav"))]
+    perturbed = cached_features(clips, FeatureSettings(num_mel_bins=23, speed_perturb=0.1), tmp_path / "cache")
+    assert perturbed.features[fast_id].shape[0] == 1 + (len(fast) - 400) // 160
