@@ -68,6 +68,10 @@ class FeatureSettings:
     16 kHz, so its tempo, pitch and formants all move by that factor (Kaldi's speed perturbation, one factor per
     clip): the encoder hears more kinds of voice than its training voices. 0: off."""
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.speed_perturb < 1.0:
+            raise ValueError(f"speed_perturb must lie in [0, 1), got {self.speed_perturb}")
+
     @property
     def frame_rate(self) -> int:
         if self.kind == "fbank":

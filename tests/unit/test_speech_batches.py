@@ -148,7 +148,7 @@ def test_speed_perturbation_plays_each_clip_at_a_speed_drawn_from_its_id(tmp_pat
     assert lengths == {f"clip-{i}": len(perturbed_speed(wave, f"clip-{i}", 0.1)) for i in range(40)}
     factors = [16000 / n for n in lengths.values()]
     assert all(0.899 < f < 1.101 for f in factors) and min(factors) < 0.95 and max(factors) > 1.05
-    fast_id = max(lengths, key=lambda k: -lengths[k])
+    fast_id = min(lengths, key=lengths.__getitem__)
     fast = perturbed_speed(wave, fast_id, 0.1)
     peak_hz = np.argmax(np.abs(np.fft.rfft(fast))) * 16000 / len(fast)
     assert peak_hz == pytest.approx(220 * 16000 / len(fast), rel=0.02) and peak_hz > 225
@@ -157,3 +157,5 @@ def test_speed_perturbation_plays_each_clip_at_a_speed_drawn_from_its_id(tmp_pat
     clips = [Clip(fast_id, str(tmp_path / "a.wav"))]
     perturbed = cached_features(clips, FeatureSettings(num_mel_bins=23, speed_perturb=0.1), tmp_path / "cache")
     assert perturbed.features[fast_id].shape[0] == 1 + (len(fast) - 400) // 160
+    with pytest.raises(ValueError, match="speed_perturb"):
+        FeatureSettings(speed_perturb=1.0)
