@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from speechgpt.data.audio import SAMPLE_RATE, AudioError, read_audio
+from speechgpt.data.audio import SAMPLE_RATE, AudioError, read_audio, resample
 from speechgpt.model.speech_features import FBANK_RATE, FeatureExtractor, FeatureKind, build_feature_extractor
 from speechgpt.training.collectives import barrier
 
@@ -152,13 +152,8 @@ def random_lead_cut(samples: np.ndarray, clip_id: str) -> int:
 def perturbed_speed(samples: np.ndarray, clip_id: str, spread: float) -> np.ndarray:
     """The clip played at a speed drawn from its id, uniform in [1 - spread, 1 + spread] (in steps of 0.01), then
     resampled to 16 kHz: a faster clip is shorter and higher."""
-    import torchaudio
-
     factor = round(1.0 + spread * (2.0 * id_fraction(clip_id, salt="speed:") - 1.0), 2)
-    if factor == 1.0:
-        return samples
-    wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
-    return torchaudio.functional.resample(wave, round(SAMPLE_RATE * factor), SAMPLE_RATE).numpy()
+    return samples if factor == 1.0 else resample(samples, round(SAMPLE_RATE * factor), SAMPLE_RATE)
 
 
 def cache_folder(root: Path, settings: FeatureSettings, clips: Sequence[Clip], pad_s: float) -> Path:
