@@ -22,6 +22,7 @@ import torch
 from speechgpt.infer.frozen_loading import FrozenModel
 from speechgpt.model.frozen_speaker import load_speech_decoder, read_decoder_meta
 from speechgpt.model.speech_decoder import SpeechDecoder
+from speechgpt.model.token_spelling import TokenSpelling
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,12 @@ class AnswerSpeaker:
         floor_units: int = 48,
         min_units: int = 2,
         meta: dict | None = None,
+        tokenizer: Any = None,
     ) -> None:
         self.decoder, self.lm = decoder, lm
+        if decoder.spells and tokenizer is None:
+            raise ValueError("this speech decoder reads the answer's spelling: give AnswerSpeaker the LLM's tokenizer")
+        self.spelling = TokenSpelling(tokenizer) if decoder.spells else None
         self.units_per_token, self.floor_units, self.min_units = units_per_token, floor_units, min_units
         self.meta = meta or {}
         self.use_prefix = self.meta.get("stage", "frozen-speak") == "frozen-speak"
@@ -63,9 +68,10 @@ class AnswerSpeaker:
             embeds = self.lm.get_input_embeddings()(ids).float()
             lengths = torch.tensor([len(tokens)], device=device)
             prefix = self.decoder.prefix(hidden.to(device), lengths) if self.use_prefix else None
+            spelled = None if self.spelling is None else self.spelling(ids)
         wanted = max(self.units_per_token * len(tokens), self.floor_units)
         limit = min(wanted, self.decoder.max_positions - len(tokens) - 1)
-        yield from self.decoder.generate(embeds, prefix, max_units=limit, min_units=self.min_units)
+        yield from self.decoder.generate(embeds, prefix, max_units=limit, min_units=self.min_units, spelled=spelled)
 
 
 def load_answer_speaker(folder: str | Path, frozen: FrozenModel, **options: Any) -> AnswerSpeaker:
@@ -84,4 +90,4 @@ def load_answer_speaker(folder: str | Path, frozen: FrozenModel, **options: Any)
         )
     decoder = load_speech_decoder(folder)
     decoder.to(next(frozen.model.parameters()).device).eval()
-    return AnswerSpeaker(decoder, frozen.model.lm, meta=meta, **options)
+    return AnswerSpeaker(decoder, frozen.model.lm, meta=meta, tokenizer=frozen.tokenizer, **options)

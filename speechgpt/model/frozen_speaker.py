@@ -23,18 +23,23 @@ from torch import nn
 
 from speechgpt.model.frozen_lm import weights_fingerprint
 from speechgpt.model.speech_decoder import SpeechDecoder, build_speech_decoder
+from speechgpt.model.token_spelling import TokenSpelling
 
 Objective = Literal["tts", "speak"]
 WEIGHTS, META = "speech_decoder.safetensors", "speech_decoder.json"
 
 
 class FrozenSpeaker(nn.Module):
-    """A frozen LLM (composition, `requires_grad_(False)`, eval mode) and a trainable speech decoder."""
+    """A frozen LLM (composition, `requires_grad_(False)`, eval mode) and a trainable speech decoder; `spelling`
+    (the LLM's tokenizer's) where the decoder reads the text's spelling."""
 
-    def __init__(self, lm: Any, decoder: SpeechDecoder) -> None:
+    def __init__(self, lm: Any, decoder: SpeechDecoder, spelling: TokenSpelling | None = None) -> None:
         super().__init__()
         self.lm = lm.requires_grad_(False).eval()
         self.decoder = decoder
+        if decoder.spells and spelling is None:
+            raise ValueError("this speech decoder reads the text's spelling: give FrozenSpeaker a TokenSpelling")
+        self.spelling = spelling if decoder.spells else None
 
     def train(self, mode: bool = True) -> FrozenSpeaker:
         super().train(mode)
@@ -43,13 +48,15 @@ class FrozenSpeaker(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], objective: Objective = "tts") -> dict[str, torch.Tensor]:
         embeds = self.token_embeds(batch["text_ids"])
+        spelled = None if self.spelling is None else self.spelling(batch["text_ids"])
         if objective == "tts":
-            return self.decoder.loss(embeds, batch["text_lengths"], batch["units"])
+            return self.decoder.loss(embeds, batch["text_lengths"], batch["units"], spelled=spelled)
         if objective != "speak":
             raise ValueError(f"objective must be 'tts' or 'speak', not {objective!r}")
         hidden = self.answer_hidden_states(batch)
         prefix = self.decoder.prefix(hidden, batch["text_lengths"])
-        return self.decoder.loss(embeds, batch["text_lengths"], batch["units"], prefix, batch["text_lengths"])
+        lengths = batch["text_lengths"]
+        return self.decoder.loss(embeds, lengths, batch["units"], prefix, lengths, spelled=spelled)
 
     def token_embeds(self, ids: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

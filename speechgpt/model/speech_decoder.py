@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speechgpt.model.token_spelling import Speller
+
 IGNORE = -100
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -63,6 +65,7 @@ class SpeechDecoder(nn.Module):
         max_positions: int,
         dropout: float,
         merged: bool,
+        spelling: bool = False,
     ) -> None:
         super().__init__()
         if dim % heads:
@@ -75,6 +78,8 @@ class SpeechDecoder(nn.Module):
         self.prenet = nn.Sequential(
             nn.LayerNorm(hidden_size), nn.Linear(hidden_size, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim)
         )
+        self.speller = Speller(dim) if spelling else None
+        """Reads each text token's spelling beside its embedding (speechgpt.model.token_spelling), or None."""
         self.prefix_in = nn.Sequential(nn.LayerNorm(hidden_size), nn.Linear(hidden_size, dim))
         self.prefix_positions = nn.Embedding(max_positions, dim)
         self.prefix_blocks = nn.ModuleList(Block(dim, heads, ffn_dim, dropout) for _ in range(prefix_layers))
@@ -98,7 +103,8 @@ class SpeechDecoder(nn.Module):
         """The modules each output stage may train: the pre-net, the prefix decoder, the AR decoder."""
         prefix = [self.prefix_in, self.prefix_positions, self.prefix_blocks, self.prefix_norm]
         ar = [self.unit_embed, self.positions, self.blocks, self.norm, self.head]
-        return {"prenet": [self.prenet], "prefix": prefix, "ar": ar}
+        text: list[nn.Module] = [self.prenet] if self.speller is None else [self.prenet, self.speller]
+        return {"prenet": text, "prefix": prefix, "ar": ar}
 
     def set_trainable(self, names: list[str]) -> int:
         """Train only the named parts (of prenet, prefix, ar); returns the trainable parameter count."""
@@ -110,6 +116,21 @@ class SpeechDecoder(nn.Module):
             for module in self.part_names[name]:
                 module.requires_grad_(True)
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    @property
+    def spells(self) -> bool:
+        """Whether the decoder reads the text tokens' spelling (`spelled` in `loss` and `generate`)."""
+        return self.speller is not None
+
+    def text_inputs(self, token_embeds: torch.Tensor, spelled: torch.Tensor | None) -> torch.Tensor:
+        """(B, T, dim) the pre-net's reading of the text: token_embeds (B, T, hidden_size), and where the decoder
+        spells, spelled (B, T, SPELLING_BYTES) byte ids."""
+        text = self.prenet(token_embeds.to(self.dtype))
+        if self.speller is None:
+            return text
+        if spelled is None:
+            raise ValueError("this speech decoder reads the text's spelling: pass `spelled` (TokenSpelling)")
+        return text + self.speller(spelled[:, : text.shape[1]])
 
     def prefix(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, P, hidden_size) LLM hidden states -> (B, P, dim) prefix, attending within each row's `lengths`."""
@@ -128,11 +149,14 @@ class SpeechDecoder(nn.Module):
         units: torch.Tensor,
         prefix: torch.Tensor | None = None,
         prefix_lengths: torch.Tensor | None = None,
+        spelled: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Teacher-forced cross-entropy of the units and EOS. token_embeds (B, T, hidden_size) with text_lengths;
-        units (B, U) merged unit ids, IGNORE past each row's end; prefix (B, P, dim) with prefix_lengths, or None.
-        Returns loss and unit accuracy (argmax, units and EOS)."""
-        logits, targets = self._teacher_forced(token_embeds, text_lengths, units, prefix, prefix_lengths)
+        units (B, U) merged unit ids, IGNORE past each row's end; prefix (B, P, dim) with prefix_lengths, or None;
+        spelled (B, T, SPELLING_BYTES) where the decoder spells. Returns loss and unit accuracy (argmax, units and
+        EOS)."""
+        text = self.text_inputs(token_embeds, spelled)
+        logits, targets = self._teacher_forced(text, text_lengths, units, prefix, prefix_lengths)
         keep = targets != IGNORE
         loss = F.cross_entropy(logits[keep].float(), targets[keep])
         accuracy = (logits[keep].argmax(-1) == targets[keep]).float().mean()
@@ -140,14 +164,14 @@ class SpeechDecoder(nn.Module):
 
     def _teacher_forced(
         self,
-        token_embeds: torch.Tensor,
+        text: torch.Tensor,
         text_lengths: torch.Tensor,
         units: torch.Tensor,
         prefix: torch.Tensor | None,
         prefix_lengths: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B, L, num_units + 1) over the assembled rows and their targets (IGNORE where none)."""
-        text = self.prenet(token_embeds.to(self.dtype))
+        """Logits (B, L, num_units + 1) over the assembled rows (text: the pre-net's output) and their targets
+        (IGNORE where none)."""
         unit_lengths = (units != IGNORE).sum(1)
         rows, targets, sizes = [], [], []
         for b in range(text.shape[0]):
@@ -182,11 +206,18 @@ class SpeechDecoder(nn.Module):
 
     @torch.inference_mode()
     def generate(
-        self, token_embeds: torch.Tensor, prefix: torch.Tensor | None = None, *, max_units: int, min_units: int = 1
+        self,
+        token_embeds: torch.Tensor,
+        prefix: torch.Tensor | None = None,
+        *,
+        max_units: int,
+        min_units: int = 1,
+        spelled: torch.Tensor | None = None,
     ) -> Iterator[int]:
         """Greedy merged units of one answer, one at a time (key/value cache): token_embeds (1, T, hidden_size),
-        prefix (1, P, dim) or None. Stops at EOS or after `max_units`; merged units never repeat the previous one."""
-        text = self.prenet(token_embeds.to(self.dtype))[0]
+        prefix (1, P, dim) or None, spelled (1, T, SPELLING_BYTES) where the decoder spells. Stops at EOS or after
+        `max_units`; merged units never repeat the previous one."""
+        text = self.text_inputs(token_embeds, spelled)[0]
         t = text.shape[0]
         body = torch.cat([text, self.unit_embed.weight[self.bos][None]])
         x = body + self.positions(torch.arange(t + 1, device=body.device).clamp(max=self.max_positions - 1))
@@ -224,10 +255,11 @@ def build_speech_decoder(
     max_positions: int = 1024,
     dropout: float = 0.1,
     merged: bool = True,
+    spelling: bool = False,
 ) -> SpeechDecoder:
     """A speech decoder for a backbone of `hidden_size` over `num_units` units (the k-means' k, or a codec's
     codebook size); `merged`: the units have their repeats merged (SpeechGPT units), else one per frame (codec
-    codes, which a unit may follow)."""
+    codes, which a unit may follow); `spelling`: it also reads each text token's spelling."""
     spec = {k: v for k, v in locals().items()}
     decoder = SpeechDecoder(
         hidden_size=hidden_size,
@@ -240,6 +272,7 @@ def build_speech_decoder(
         max_positions=max_positions,
         dropout=dropout,
         merged=merged,
+        spelling=spelling,
     )
     decoder.spec = spec
     return decoder

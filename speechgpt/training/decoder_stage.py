@@ -40,6 +40,9 @@ class DecoderSettings:
     """Text tokens plus units of one answer at most."""
     dropout: float = 0.1
     """Dropout in the decoder."""
+    spelling: bool = False
+    """Whether the decoder also reads each text token's spelling (its bytes, speechgpt.model.token_spelling) beside
+    the LLM's embedding of it, so that it can say words the answer voice seldom or never spoke."""
 
 
 @dataclass(frozen=True)

@@ -12,24 +12,26 @@ import torch
 
 from speechgpt.model.frozen_speaker import FrozenSpeaker, load_speech_decoder, save_speech_decoder
 from speechgpt.model.speech_decoder import IGNORE, build_speech_decoder
+from speechgpt.model.token_spelling import SPELLING_BYTES
 
 HIDDEN, UNITS = 24, 12
 
 
-def small_decoder(**kw: int) -> torch.nn.Module:
+def small_decoder(**kw: bool) -> torch.nn.Module:
     torch.manual_seed(0)
     return build_speech_decoder(
         hidden_size=HIDDEN, num_units=UNITS, dim=32, heads=2, prefix_layers=1, ar_layers=2, dropout=0.0, **kw
     ).eval()
 
 
-def teacher_forced_greedy(decoder, embeds, prefix, units: list[int], min_units: int) -> list[int]:
+def teacher_forced_greedy(decoder, embeds, prefix, units: list[int], min_units: int, spelled=None) -> list[int]:
     """The greedy choice at each position of the whole sequence read at once, under generate's rules."""
     target = torch.tensor([[*units, IGNORE]])  # one more position: the one that must choose EOS
     lengths = torch.tensor([embeds.shape[1]])
     plen = torch.tensor([prefix.shape[1]]) if prefix is not None else None
     with torch.no_grad():
-        logits, _ = decoder._teacher_forced(embeds, lengths, target[:, :-1], prefix, plen)
+        text = decoder.text_inputs(embeds, spelled)
+        logits, _ = decoder._teacher_forced(text, lengths, target[:, :-1], prefix, plen)
     start = (prefix.shape[1] if prefix is not None else 0) + embeds.shape[1]
     picks, previous = [], None
     for step in range(len(units) + 1):
@@ -43,16 +45,17 @@ def teacher_forced_greedy(decoder, embeds, prefix, units: list[int], min_units: 
     return picks
 
 
-@pytest.mark.parametrize("with_prefix", [False, True])
-def test_cached_generation_equals_the_whole_sequence_read_at_once(with_prefix: bool) -> None:
-    decoder = small_decoder()
+@pytest.mark.parametrize(("with_prefix", "spelling"), [(False, False), (True, False), (True, True)])
+def test_cached_generation_equals_the_whole_sequence_read_at_once(with_prefix: bool, spelling: bool) -> None:
+    decoder = small_decoder(spelling=spelling)
     torch.manual_seed(1)
     embeds = torch.randn(1, 5, HIDDEN)
+    spelled = torch.randint(0, 257, (1, 5, SPELLING_BYTES)) if spelling else None
     prefix = decoder.prefix(torch.randn(1, 5, HIDDEN), torch.tensor([5])).detach() if with_prefix else None
-    units = list(decoder.generate(embeds, prefix, max_units=30, min_units=3))
+    units = list(decoder.generate(embeds, prefix, max_units=30, min_units=3, spelled=spelled))
     assert len(units) >= 3
     assert all(a != b for a, b in itertools.pairwise(units)), "merged units never repeat"
-    whole = teacher_forced_greedy(decoder, embeds, prefix, units, min_units=3)
+    whole = teacher_forced_greedy(decoder, embeds, prefix, units, min_units=3, spelled=spelled)
     stopped = len(units) < 30
     assert whole[: len(units)] == units
     if stopped:

@@ -1,0 +1,101 @@
+"""Token spelling for the frozen variant's speech decoder: the bytes each token decodes to; a spelling decoder tells
+tokens apart by their letters alone; it saves and loads with its speller; the models that feed it insist on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from speechgpt.infer.frozen_speaking import AnswerSpeaker
+from speechgpt.model.frozen_speaker import FrozenSpeaker, load_speech_decoder, save_speech_decoder
+from speechgpt.model.speech_decoder import IGNORE, build_speech_decoder
+from speechgpt.model.token_spelling import SPELLING_BYTES, Speller, TokenSpelling
+
+HIDDEN, UNITS = 16, 10
+WORDS = {0: " six", 1: " sex", 2: " seven", 3: " a very long token indeed", 4: "é"}
+
+
+class _Tokenizer:
+    def __init__(self) -> None:
+        self.decoded: list[int] = []
+
+    def decode(self, ids: list[int]) -> str:
+        self.decoded += ids
+        return "".join(WORDS[i] for i in ids)
+
+
+class _TinyLM(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(len(WORDS), HIDDEN)
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.embed
+
+
+def test_each_token_is_its_bytes_plus_one_padded_and_cut() -> None:
+    tokenizer = _Tokenizer()
+    spelling = TokenSpelling(tokenizer)
+    spelled = spelling(torch.tensor([[0, 4, 3], [1, -100, 0]]))
+    assert spelled.shape == (2, 3, SPELLING_BYTES)
+    assert spelled[0, 0].tolist() == [b + 1 for b in b" six"] + [0] * (SPELLING_BYTES - 4)
+    assert spelled[0, 1, :3].tolist() == [0xC3 + 1, 0xA9 + 1, 0]  # UTF-8 bytes of "é"
+    assert spelled[0, 2].tolist() == [b + 1 for b in b" a very long token indeed"[:SPELLING_BYTES]]
+    assert spelled[1, 1].tolist() == [0] * SPELLING_BYTES  # padding spells nothing
+    assert sorted(tokenizer.decoded) == [0, 1, 3, 4], "each token is decoded once"
+
+
+def test_the_speller_reads_letters_and_their_places() -> None:
+    torch.manual_seed(0)
+    speller = Speller(8)
+    spelling = TokenSpelling(_Tokenizer())
+    vectors = speller(spelling(torch.tensor([[0, 1, 0]])))
+    assert vectors.shape == (1, 3, 8)
+    assert torch.equal(vectors[0, 0], vectors[0, 2])
+    assert not torch.allclose(vectors[0, 0], vectors[0, 1])  # " six" and " sex" differ in one letter
+    with pytest.raises(ValueError, match="bytes"):
+        speller(torch.zeros(1, 2, SPELLING_BYTES + 1, dtype=torch.long))
+
+
+def test_a_spelling_decoder_says_tokens_apart_that_only_their_letters_tell_apart() -> None:
+    """Every token gets the same embedding, so only the spelling can tell " six" from " sex"."""
+    torch.manual_seed(0)
+    decoder = build_speech_decoder(
+        hidden_size=HIDDEN, num_units=UNITS, dim=32, heads=2, prefix_layers=1, ar_layers=2, dropout=0.0, spelling=True
+    )
+    spelling = TokenSpelling(_Tokenizer())
+    embeds = torch.ones(2, 1, HIDDEN)
+    spelled = spelling(torch.tensor([[0], [1]]))
+    units = torch.tensor([[1, 2, 3], [4, 5, IGNORE]])
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=3e-3)
+    for _ in range(150):
+        parts = decoder.loss(embeds, torch.tensor([1, 1]), units, spelled=spelled)
+        optimizer.zero_grad()
+        parts["loss"].backward()
+        optimizer.step()
+    decoder.eval()
+    assert list(decoder.generate(embeds[:1], None, max_units=10, spelled=spelled[:1])) == [1, 2, 3]
+    assert list(decoder.generate(embeds[1:], None, max_units=10, spelled=spelled[1:])) == [4, 5]
+    with pytest.raises(ValueError, match="spelling"):
+        decoder.loss(embeds, torch.tensor([1, 1]), units)
+
+
+def test_it_saves_and_loads_with_its_speller_and_its_users_insist_on_spelling(tmp_path: Path) -> None:
+    decoder = build_speech_decoder(hidden_size=HIDDEN, num_units=UNITS, dim=32, heads=2, spelling=True)
+    with pytest.raises(ValueError, match="TokenSpelling"):
+        FrozenSpeaker(_TinyLM(), decoder)
+    save_speech_decoder(FrozenSpeaker(_TinyLM(), decoder, TokenSpelling(_Tokenizer())), tmp_path, stage="frozen-tts")
+    loaded = load_speech_decoder(tmp_path)
+    assert loaded.spells
+    saved, read = decoder.state_dict(), loaded.state_dict()
+    assert saved.keys() == read.keys() and all(torch.equal(saved[k], read[k]) for k in saved)
+    loaded.set_trainable(["prenet"])  # the speller is part of the pre-net: frozen-tts trains it
+    assert {n.split(".")[0] for n, p in loaded.named_parameters() if p.requires_grad} == {"prenet", "speller"}
+    wider = load_speech_decoder(tmp_path, hidden_size=HIDDEN * 2)  # another LLM: the speller reads bytes, kept
+    assert torch.equal(wider.speller.bytes.weight, decoder.speller.bytes.weight)
+    with pytest.raises(ValueError, match="tokenizer"):
+        AnswerSpeaker(loaded, _TinyLM())
+    speaker = AnswerSpeaker(loaded.eval(), _TinyLM(), tokenizer=_Tokenizer(), meta={"stage": "frozen-tts"})
+    assert len(list(speaker.units([0, 2], torch.zeros(1, 2, HIDDEN)))) >= 2
