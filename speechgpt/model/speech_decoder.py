@@ -1,6 +1,7 @@
 """The frozen-LLM variant's speech decoder (Freeze-Omni's shape, over our units): a pre-net over the LLM's token
-embeddings of the answer text, a NAR prefix decoder over the LLM's last hidden states of that text, and an AR
-decoder that writes the answer's merged units after them.
+embeddings of the answer text (and, with `spelling`, each token's bytes: speechgpt.model.token_spelling), a NAR
+prefix decoder over the LLM's last hidden states of that text, and an AR decoder that writes the answer's merged
+units after them.
 
 One AR sequence per answer: [prefix (from the hidden states)] [pre-net(text token embeddings)] [BOS] [u1 .. un],
 causal, predicting u1 .. un and then EOS. Positions count from the first text token, so the prefix adds keys to
