@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 from speechgpt.config import save_config
 from speechgpt.model.frozen_speaker import FrozenSpeaker, load_speech_decoder, read_decoder_meta
-from speechgpt.model.token_spelling import TokenSpelling
 from speechgpt.training.checkpoint import seed_everything
 from speechgpt.training.config import TrainConfig
 from speechgpt.training.decoder_stage import SpokenText, plain_text, spoken_text_ids, spoken_texts, train_decoder
@@ -189,6 +188,6 @@ def run(cfg: Config) -> Path:
         "trainable_parameters": count,
         "init": str(cfg.init.resolve()),
     }
-    model = FrozenSpeaker(frozen.lm, decoder, TokenSpelling(frozen.tokenizer))
+    model = FrozenSpeaker(frozen.lm, decoder, frozen.tokenizer)
     train_decoder(cfg.train, model, frozen.fingerprint, batches, cfg.out, extra, dist, "speak")
     return cfg.out / FINAL

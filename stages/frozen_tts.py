@@ -18,7 +18,6 @@ from pathlib import Path
 from speechgpt.config import save_config
 from speechgpt.model.frozen_speaker import FrozenSpeaker
 from speechgpt.model.speech_decoder import build_speech_decoder
-from speechgpt.model.token_spelling import TokenSpelling
 from speechgpt.training.checkpoint import seed_everything
 from speechgpt.training.config import TrainConfig
 from speechgpt.training.decoder_stage import (
@@ -80,7 +79,7 @@ def run(cfg: Config) -> Path:
         merged = not any(a == b for clip in clips for a, b in itertools.pairwise(clip.units))
     decoder = build_speech_decoder(hidden_size=hidden, num_units=tag.k, merged=merged, **asdict(cfg.decoder))
     count = decoder.set_trainable(cfg.trainable)
-    model = FrozenSpeaker(frozen.lm, decoder, TokenSpelling(frozen.tokenizer))
+    model = FrozenSpeaker(frozen.lm, decoder, frozen.tokenizer)
     examples: dict[str, list[SpeechExample]] = {"train": [], "heldout": []}
     skipped: dict[str, Counter[str]] = {"train": Counter(), "heldout": Counter()}
     for clip in (c for c in clips if c.split == cfg.train_split):

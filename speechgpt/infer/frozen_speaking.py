@@ -20,9 +20,8 @@ from typing import Any
 import torch
 
 from speechgpt.infer.frozen_loading import FrozenModel
-from speechgpt.model.frozen_speaker import load_speech_decoder, read_decoder_meta
+from speechgpt.model.frozen_speaker import load_speech_decoder, read_decoder_meta, spelling_for
 from speechgpt.model.speech_decoder import SpeechDecoder
-from speechgpt.model.token_spelling import TokenSpelling
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +41,7 @@ class AnswerSpeaker:
         tokenizer: Any = None,
     ) -> None:
         self.decoder, self.lm = decoder, lm
-        if decoder.spells and tokenizer is None:
-            raise ValueError("this speech decoder reads the answer's spelling: give AnswerSpeaker the LLM's tokenizer")
-        self.spelling = TokenSpelling(tokenizer) if decoder.spells else None
+        self.spelling = spelling_for(decoder, tokenizer)
         self.units_per_token, self.floor_units, self.min_units = units_per_token, floor_units, min_units
         self.meta = meta or {}
         self.use_prefix = self.meta.get("stage", "frozen-speak") == "frozen-speak"

@@ -30,16 +30,14 @@ WEIGHTS, META = "speech_decoder.safetensors", "speech_decoder.json"
 
 
 class FrozenSpeaker(nn.Module):
-    """A frozen LLM (composition, `requires_grad_(False)`, eval mode) and a trainable speech decoder; `spelling`
-    (the LLM's tokenizer's) where the decoder reads the text's spelling."""
+    """A frozen LLM (composition, `requires_grad_(False)`, eval mode) and a trainable speech decoder; `tokenizer`
+    (the LLM's) where the decoder reads the text's spelling."""
 
-    def __init__(self, lm: Any, decoder: SpeechDecoder, spelling: TokenSpelling | None = None) -> None:
+    def __init__(self, lm: Any, decoder: SpeechDecoder, tokenizer: Any = None) -> None:
         super().__init__()
         self.lm = lm.requires_grad_(False).eval()
         self.decoder = decoder
-        if decoder.spells and spelling is None:
-            raise ValueError("this speech decoder reads the text's spelling: give FrozenSpeaker a TokenSpelling")
-        self.spelling = spelling if decoder.spells else None
+        self.spelling = spelling_for(decoder, tokenizer)
 
     def train(self, mode: bool = True) -> FrozenSpeaker:
         super().train(mode)
@@ -74,6 +72,15 @@ class FrozenSpeaker(nn.Module):
         index = (start[:, None] + steps[None, :]).clamp(max=ids.shape[1] - 1)
         picked = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1])).float()
         return picked * (steps[None, :] < batch["text_lengths"][:, None])[..., None]
+
+
+def spelling_for(decoder: SpeechDecoder, tokenizer: Any) -> TokenSpelling | None:
+    """The tokenizer's spelling of the text where the decoder reads it, None where it does not."""
+    if not decoder.spells:
+        return None
+    if tokenizer is None:
+        raise ValueError("this speech decoder reads the text's spelling: pass the LLM's tokenizer (TokenSpelling)")
+    return TokenSpelling(tokenizer)
 
 
 def save_speech_decoder(model: FrozenSpeaker, out: str | Path, **extra: Any) -> Path:

@@ -86,7 +86,7 @@ def test_it_saves_and_loads_with_its_speller_and_its_users_insist_on_spelling(tm
     decoder = build_speech_decoder(hidden_size=HIDDEN, num_units=UNITS, dim=32, heads=2, spelling=True)
     with pytest.raises(ValueError, match="TokenSpelling"):
         FrozenSpeaker(_TinyLM(), decoder)
-    save_speech_decoder(FrozenSpeaker(_TinyLM(), decoder, TokenSpelling(_Tokenizer())), tmp_path, stage="frozen-tts")
+    save_speech_decoder(FrozenSpeaker(_TinyLM(), decoder, _Tokenizer()), tmp_path, stage="frozen-tts")
     loaded = load_speech_decoder(tmp_path)
     assert loaded.spells
     saved, read = decoder.state_dict(), loaded.state_dict()
