@@ -105,6 +105,9 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ("eval", "resynth"): Command(
         "speechgpt.app.resynth", "held-out sentences -> units -> vocoder: WER/CER, DNSMOS and MCD beside the originals"
     ),
+    ("eval", "tts"): Command(
+        "speechgpt.app.tts_eval", "new sentences read aloud by a model, voiced and judged by Whisper: WER/CER"
+    ),
     ("eval", "chat"): Command(
         "speechgpt.app.spoken_qa", "held-out spoken questions answered in speech, scored by the Whisper judge"
     ),
@@ -117,7 +120,7 @@ GROUPS = {
     "units": "Discrete speech units: fit k-means on encoder features, extract merged units",
     "build": "SpeechInstruct data for the three stages, question/answer data, JSONL export and import",
     "train": "Training under DeepSpeed: text backbone, stages 1-3, frozen-LLM stages; one machine or several",
-    "eval": "Scores: ASR word error rate, text knowledge, resynthesis, spoken question answering",
+    "eval": "Scores: ASR word error rate, text knowledge, resynthesis, reading aloud, spoken question answering",
     "vocoder": "Unit vocoder: train one, synthesize speech from units",
 }
 """Command groups and what their commands do together (`speechgpt GROUP --help`)."""

@@ -58,6 +58,10 @@ class Config:
     """`speechgpt eval asr` of the unified stage-2 model on unseen corpus sentences."""
     frozen_asr: Path | None = Path("out/demo/frozen_eval_asr")
     """`speechgpt eval asr` of the frozen variant on the same sentences."""
+    unified_tts: Path | None = None
+    """`speechgpt eval tts` of the unified variant (new sentences read aloud), when run."""
+    frozen_tts_eval: Path | None = None
+    """`speechgpt eval tts` of the frozen variant on the same sentences, when run."""
     unified_runs: list[Path] = field(
         default_factory=lambda: [Path("out/demo/stage1"), Path("out/demo/stage2"), Path("out/demo/stage3")]
     )
@@ -160,6 +164,15 @@ def sentences_wer(folder: Path | None) -> dict[str, float | None] | None:
     }
 
 
+def read_aloud(folder: Path | None) -> dict[str, Any] | None:
+    """Judge WER/CER of new sentences the variant read aloud, beside the answer voice's own recordings (eval tts)."""
+    if folder is None:
+        return None
+    tts = read_report(folder, "speechgpt eval tts")
+    reference = tts.get("reference") or {}
+    return {"wer": tts["wer"], "cer": tts["cer"], "sentences": tts["sentences"], "reference_wer": reference.get("wer")}
+
+
 def transcript_fields(qa: dict[str, Any]) -> dict[str, Any]:
     """asr_wer, asr_exact and asr_content_words per voice group, from the transcripts `eval chat` scored (None where
     it has none: a frozen variant whose adapter reads frames says no transcript)."""
@@ -186,6 +199,7 @@ def unified_variant(cfg: Config, qa: dict[str, Any], answers: list[dict[str, Any
         **text_after(cfg.unified_text, "unified"),
         **transcript_fields(qa),
         "asr_wer_sentences": sentences_wer(cfg.unified_asr),
+        "tts": read_aloud(cfg.unified_tts),
         "ttfa_s": spread([a.get("seconds_to_first_audio") for a in answers]),
         "latency_s": {
             "units": spread([a.get("seconds_to_units") for a in answers]),
@@ -207,6 +221,7 @@ def frozen_variant(cfg: Config, qa: dict[str, Any]) -> dict[str, Any]:
         **text_after(cfg.frozen_text, "frozen"),
         **transcript_fields(qa),
         "asr_wer_sentences": sentences_wer(cfg.frozen_asr),
+        "tts": read_aloud(cfg.frozen_tts_eval),
         "ttfa_s": latency.get("first_audio_s"),
         "latency_s": {
             "decision": latency.get("decision_s"),

@@ -105,6 +105,11 @@ def markdown(report: dict[str, Any], examples: dict[str, list[dict[str, Any]]]) 
         row(f"exact question transcripts, {words}", *exact)
         u_sent, f_sent = u["asr_wer_sentences"] or {}, f["asr_wer_sentences"] or {}
         row(f"ASR WER, unseen sentences, {words}", percent(u_sent.get(group)), percent(f_sent.get(group)))
+    read = [v.get("tts") or {} for v in (u, f)]
+    row(
+        "TTS: new sentences read aloud, judge WER (the answer voice's own recordings)",
+        *(f"{percent(t.get('wer'))} ({percent(t.get('reference_wer'))})" if t else "-" for t in read),
+    )
     row("end of speech -> first audio, p50 / p90", seconds(u["ttfa_s"]), seconds(f["ttfa_s"]))
     for component, label in (("first_token", "first text token"), ("first_unit", "first answer unit")):
         row(

@@ -55,6 +55,8 @@ STEPS = [
     "frozen_eval_asr",  # the frozen variant's WER on the same examples as eval_asr
     "frozen_spoken_qa",  # the frozen variant listens to the same spoken questions as spoken_qa, answers in speech
     "eval_text_frozen",  # the text probe through the frozen variant's LLM: unchanged by construction
+    "tts_unified",  # new sentences read aloud by the unified variant (stage 2's TTS form), judged by Whisper
+    "tts_frozen",  # the same sentences read aloud by the frozen variant's speech decoder
     "compare",  # both variants side by side: out/demo/report/report.md and report.json
 ]
 

@@ -70,6 +70,17 @@ class AnswerSpeaker:
         limit = min(wanted, self.decoder.max_positions - len(tokens) - 1)
         yield from self.decoder.generate(embeds, prefix, max_units=limit, min_units=self.min_units, spelled=spelled)
 
+    def units_of_text(self, tokens: Sequence[int], bos_id: int | None) -> Iterator[int]:
+        """Merged units of a text the LLM did not write (`tokens`, as it would write them inside a sentence): the
+        LLM reads it alone, after BOS when it has one, and its hidden states at the text's tokens go to `units`."""
+        if not tokens:
+            return
+        device = self.decoder.head.weight.device
+        ids = ([] if bos_id is None else [bos_id]) + list(tokens)
+        with torch.inference_mode():
+            hidden = self.lm.base_model(input_ids=torch.tensor([ids], device=device), use_cache=False)
+        yield from self.units(tokens, hidden.last_hidden_state[:, len(ids) - len(tokens) :].float())
+
 
 def load_answer_speaker(folder: str | Path, frozen: FrozenModel, **options: Any) -> AnswerSpeaker:
     """The speech decoder of `folder` around the frozen variant's LLM; it must have been fitted to that LLM."""

@@ -32,6 +32,8 @@ FILLED = [
             "asr_exact.heldout_voices",
             "asr_wer_sentences.seen_voices",
             "asr_wer_sentences.heldout_voices",
+            "tts.wer",  # new sentences read aloud
+            "tts.reference_wer",
             "params_trained",
             "train_seconds",
         )
@@ -90,6 +92,12 @@ def test_the_quick_demo_fills_every_number_of_the_report(tmp_path: Path, monkeyp
     assert set(json.loads((out / "spoken_qa" / "report.json").read_text())["latency"]) == {
         "units_s", "first_token_s", "first_audio_s",
     }  # fmt: skip
+
+    for step in ("tts_unified", "tts_frozen"):  # both read the same new sentences
+        tts = json.loads((out / step / "report.json").read_text())
+        assert tts["sentences"] == 3 and tts["variant"] == step.removeprefix("tts_")
+    sentences = [(out / step / "sentences.jsonl").read_text().splitlines() for step in ("tts_unified", "tts_frozen")]
+    assert [json.loads(r)["text"] for r in sentences[0]] == [json.loads(r)["text"] for r in sentences[1]]
 
     text = (out / "report" / "report.md").read_text()
     assert report["variants"]["unified"]["speak_from"] == "text" and SPOKEN_FROM_TEXT in text
