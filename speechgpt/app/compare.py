@@ -164,7 +164,7 @@ def sentences_wer(folder: Path | None) -> dict[str, float | None] | None:
     }
 
 
-def read_aloud(folder: Path | None) -> dict[str, Any] | None:
+def tts_scores(folder: Path | None) -> dict[str, Any] | None:
     """Judge WER/CER of new sentences the variant read aloud, beside the answer voice's own recordings (eval tts)."""
     if folder is None:
         return None
@@ -199,7 +199,7 @@ def unified_variant(cfg: Config, qa: dict[str, Any], answers: list[dict[str, Any
         **text_after(cfg.unified_text, "unified"),
         **transcript_fields(qa),
         "asr_wer_sentences": sentences_wer(cfg.unified_asr),
-        "tts": read_aloud(cfg.unified_tts),
+        "tts": tts_scores(cfg.unified_tts),
         "ttfa_s": spread([a.get("seconds_to_first_audio") for a in answers]),
         "latency_s": {
             "units": spread([a.get("seconds_to_units") for a in answers]),
@@ -221,7 +221,7 @@ def frozen_variant(cfg: Config, qa: dict[str, Any]) -> dict[str, Any]:
         **text_after(cfg.frozen_text, "frozen"),
         **transcript_fields(qa),
         "asr_wer_sentences": sentences_wer(cfg.frozen_asr),
-        "tts": read_aloud(cfg.frozen_tts_eval),
+        "tts": tts_scores(cfg.frozen_tts_eval),
         "ttfa_s": latency.get("first_audio_s"),
         "latency_s": {
             "decision": latency.get("decision_s"),

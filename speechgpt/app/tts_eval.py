@@ -7,7 +7,7 @@ recording of each sentence (synthesized by `voice`) is judged too, as the refere
 - The unified variant reads in stage 2's TTS form, `[Human]: {instruction} This is input: {text}<eoh> [SpeechGPT]:
   <sosp>`, and writes units only (constrained) until `<eosp>`.
 - The frozen variant says the text as if its LLM had written it: the speech decoder reads the text's tokens and the
-  LLM's hidden states of the text alone (`FrozenChatSession.read_aloud`).
+  LLM's hidden states of the text alone (speechgpt.infer.reading).
 
     speechgpt eval tts --config configs/tiny/tts_unified.yaml
     speechgpt eval tts --config configs/tiny/tts_frozen.yaml
@@ -33,7 +33,7 @@ from speechgpt.config import save_config
 from speechgpt.data.audio import write_audio
 from speechgpt.data.io import atomic_write_text
 from speechgpt.eval.judge import DEFAULT_MODEL, character_error_rate, load_judge, word_error_rate
-from speechgpt.infer.frozen_session import FrozenChatSession
+from speechgpt.infer.reading import read_aloud
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +107,7 @@ def run(cfg: Config) -> Path:
     rows: list[dict[str, Any]] = []
     waves: list[np.ndarray] = []
     for sentence in tqdm(sentences, desc=f"reading aloud ({app.variant})", unit="sentence"):
-        session = app.session
-        if isinstance(session, FrozenChatSession):
-            answer, audio = session.read_aloud(sentence)
-        else:
-            answer, audio = session.read_aloud(sentence, instruction)
+        answer, audio = read_aloud(app.session, sentence, instruction=instruction)
         wave = audio if audio is not None else np.zeros(0, dtype=np.float32)
         waves.append(wave)
         rows.append({"text": sentence, "units": len(answer.units), "audio_s": round(wave.size / 16_000, 3)})
@@ -129,7 +125,7 @@ def run(cfg: Config) -> Path:
         row["heard"] = text
     if cfg.write_wavs:
         for n, wave in enumerate(waves):
-            write_audio(cfg.out / "wavs" / "model" / f"{n:03d}.wav", wave, 16_000)
+            write_audio(cfg.out / "wavs" / "model" / f"{n:03d}.wav", wave)
     atomic_write_text(cfg.out / "sentences.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_text(cfg.out / "report.json", json.dumps(report, indent=2) + "\n")
     ref = report["reference"]
@@ -159,5 +155,5 @@ def reference_row(cfg: Config, sentences: list[str], judge: Any, rows: list[dict
         row["reference_heard"] = text
     if cfg.write_wavs:
         for n, wave in enumerate(waves):
-            write_audio(cfg.out / "wavs" / "reference" / f"{n:03d}.wav", wave, 16_000)
+            write_audio(cfg.out / "wavs" / "reference" / f"{n:03d}.wav", wave)
     return {"voice": cfg.voice, "wer": word_error_rate(sentences, heard), "cer": character_error_rate(sentences, heard)}

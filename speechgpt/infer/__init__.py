@@ -18,7 +18,8 @@ The frozen-LLM variant (speech in, text out) listens as a stream and answers beh
 Modules: `loading` (model folders, adapters, SpeechGPT's release, unit format detection), `constrain` (the template as
 a LogitsProcessor state machine), `generation` (sampling settings, token streaming), `routing` (answer parts while
 generating), `speaking` (streamed or whole-answer vocoding), `results` (ChatResult, ChatEvent, Timings), `session`
-(ChatSession), `vocoding` (the protocols a vocoder satisfies); for the frozen variant `frozen_loading` (its model
+(ChatSession), `reading` (a given text read aloud by either variant, as a TTS), `vocoding` (the protocols a
+vocoder satisfies); for the frozen variant `frozen_loading` (its model
 folder, the variant of a folder), `listening` (FrozenListener: streaming state decisions, text answers, latencies)
 and `frozen_session` (FrozenChatSession). Nothing here imports `vocoder/`.
 """

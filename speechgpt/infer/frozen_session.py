@@ -105,24 +105,6 @@ class FrozenChatSession:
             question_text=text,
         )
 
-    def read_aloud(self, text: str) -> tuple[ParsedAnswer, np.ndarray | None]:
-        """Say `text` as if the LLM had written it, with no question before it: the speech decoder reads its tokens
-        and the LLM's hidden states of the text alone; the vocoder voices the units whole."""
-        if not self.speaks:
-            raise ValueError(NO_SPEECH_OUT)
-        if not text.strip():
-            raise ValueError("the text to read aloud is empty")
-        assert self.speaker is not None and self.vocoder is not None
-        tokenizer = self.frozen.tokenizer
-        tokens = tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]
-        units = list(self.speaker.units_of_text(tokens, tokenizer.bos_token_id))
-        answer = ParsedAnswer(text=text.strip(), units=units, complete=True)
-        if not units:
-            answer.problems.append("the speech decoder wrote no units")
-            return answer, None
-        audio = np.asarray(self.vocoder(units, speaker=self.config.speaker), dtype=np.float32).reshape(-1)
-        return answer, audio
-
     def answer_turn(
         self, start: float, *, spoken: bool, speech: bool, question_text: str | None = None
     ) -> Iterator[ChatEvent]:

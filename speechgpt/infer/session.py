@@ -227,33 +227,6 @@ class ChatSession:
             log.info("answer problems (%s): %s", mode, "; ".join(answer.problems))
         yield ChatEvent("done", result=result)
 
-    def read_aloud(
-        self, text: str, instruction: str, sampling: Sampling | None = None
-    ) -> tuple[ParsedAnswer, np.ndarray | None]:
-        """Say `text` as stage 2's TTS examples ask for speech: `[Human]: {instruction} This is input: {text}<eoh>
-        [SpeechGPT]: <sosp>`, then units only (constrained) until `<eosp>`; the vocoder voices them whole (None
-        without one). Nothing is kept in the history."""
-        if not text.strip():
-            raise ValueError("the text to read aloud is empty")
-        sampling = sampling or self.config.sampling
-        shape = AnswerShape(
-            transcript=False,
-            speech=True,
-            units_only=True,
-            min_units=self.config.min_units,
-            max_units=self.config.max_units,
-        )
-        given = self.tokenizer.encode(f" {SOSP}", add_special_tokens=False)
-        prompt_ids, _ = self.build_prompt(
-            UserTurn(instruction=instruction, text=text.strip()), sampling.max_new_tokens + len(given)
-        )
-        generated = list(self._generate(prompt_ids + given, shape, sampling))
-        answer = self.template.parse(SOSP + self.tokenizer.decode(generated), expect_speech=True)
-        if self.vocoder is None or not answer.units:
-            return answer, None
-        audio = np.asarray(self.vocoder(list(answer.units), speaker=self.config.speaker), dtype=np.float32).reshape(-1)
-        return answer, audio
-
     def _run_pass(
         self,
         one: AnswerPass,

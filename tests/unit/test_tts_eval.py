@@ -15,6 +15,7 @@ import torch
 from speechgpt.app import tts_eval
 from speechgpt.app.chat import ChatSetup, load_chat_app
 from speechgpt.infer.frozen_session import NO_SPEECH_OUT
+from speechgpt.infer.reading import read_aloud
 from speechgpt.text.template import UserTurn
 from speechgpt.text.units import EOSP, SOSP
 from tests.chat_fixtures import make_chat_model, make_frozen_model, make_speech_decoder, make_vocoder
@@ -51,7 +52,7 @@ def test_the_unified_model_reads_in_the_tts_form_with_units_only(parts: dict[str
     setup = ChatSetup(model=parts["unified"], kmeans=None, vocoder=parts["vocoder"])
     setup.session.sampling.max_new_tokens = 12
     session = load_chat_app(setup).session
-    answer, audio = session.read_aloud("the cat sat", "Read this aloud.")  # type: ignore[call-arg]
+    answer, audio = read_aloud(session, "the cat sat", instruction="Read this aloud.")
     assert answer.units and len(answer.units) <= 12 and answer.text is None
     assert audio is not None and audio.size > 0
     assert session.history == []
@@ -63,7 +64,7 @@ def test_the_unified_model_reads_in_the_tts_form_with_units_only(parts: dict[str
 def test_the_frozen_variant_reads_from_the_hidden_states_of_the_text_alone(parts: dict[str, Path]) -> None:
     setup = ChatSetup(model=parts["frozen"], speech_decoder=parts["decoder"], vocoder=parts["vocoder"])
     session = load_chat_app(setup).session
-    answer, audio = session.read_aloud("the cat sat")  # type: ignore[call-arg]
+    answer, audio = read_aloud(session, "the cat sat")
     assert answer.units and audio is not None and audio.size > 0
     tokenizer, lm = session.frozen.tokenizer, session.frozen.model.lm  # type: ignore[union-attr]
     tokens = tokenizer(" the cat sat", add_special_tokens=False)["input_ids"]
@@ -73,7 +74,7 @@ def test_the_frozen_variant_reads_from_the_hidden_states_of_the_text_alone(parts
     assert list(session.speaker.units(tokens, hidden)) == answer.units  # type: ignore[union-attr]
     mute = load_chat_app(ChatSetup(model=parts["frozen"])).session
     with pytest.raises(ValueError, match="no speech decoder"):
-        mute.read_aloud("the cat sat")  # type: ignore[call-arg]
+        read_aloud(mute, "the cat sat")
     assert NO_SPEECH_OUT.startswith("no speech decoder")
 
 
