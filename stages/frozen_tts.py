@@ -18,6 +18,7 @@ from pathlib import Path
 from speechgpt.config import save_config
 from speechgpt.model.frozen_speaker import FrozenSpeaker
 from speechgpt.model.speech_decoder import build_speech_decoder
+from speechgpt.text.phonemes import TextPhonemes, phoneme_ids, phonemize_all
 from speechgpt.training.checkpoint import seed_everything
 from speechgpt.training.config import TrainConfig
 from speechgpt.training.decoder_stage import (
@@ -82,10 +83,16 @@ def run(cfg: Config) -> Path:
     model = FrozenSpeaker(frozen.lm, decoder, frozen.tokenizer)
     examples: dict[str, list[SpeechExample]] = {"train": [], "heldout": []}
     skipped: dict[str, Counter[str]] = {"train": Counter(), "heldout": Counter()}
-    for clip in (c for c in clips if c.split == cfg.train_split):
+    clips = [c for c in clips if c.split == cfg.train_split]
+    token_ids = {c.id: spoken_text_ids(frozen.tokenizer, c.text) for c in clips}
+    phonemes = TextPhonemes(frozen.tokenizer) if cfg.decoder.phonemes else None
+    if phonemes is not None:
+        phonemize_all(phonemes.text(ids) for ids in token_ids.values())
+    for clip in clips:
         split = "heldout" if held_out(clip.text, cfg.heldout_text_fraction) else "train"
-        ids = spoken_text_ids(frozen.tokenizer, clip.text)
-        if len(ids) + len(clip.units) + 1 > cfg.decoder.max_positions:
+        ids = token_ids[clip.id]
+        sounds = 0 if phonemes is None else len(phoneme_ids(phonemes.text(ids)))
+        if len(ids) + sounds + len(clip.units) + 1 > cfg.decoder.max_positions:
             skipped[split]["text and units longer than decoder.max_positions"] += 1
             continue
         examples[split].append(SpeechExample(clip.id, "tts", None, {"text_ids": ids, "units": clip.units}))

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from speechgpt.infer.frozen_loading import FrozenModel
-from speechgpt.model.frozen_speaker import load_speech_decoder, read_decoder_meta, spelling_for
+from speechgpt.model.frozen_speaker import TextReading, load_speech_decoder, read_decoder_meta
 from speechgpt.model.speech_decoder import SpeechDecoder
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class AnswerSpeaker:
         tokenizer: Any = None,
     ) -> None:
         self.decoder, self.lm = decoder, lm
-        self.spelling = spelling_for(decoder, tokenizer)
+        self.reading = TextReading(decoder, tokenizer)
         self.units_per_token, self.floor_units, self.min_units = units_per_token, floor_units, min_units
         self.meta = meta or {}
         self.use_prefix = self.meta.get("stage", "frozen-speak") == "frozen-speak"
@@ -65,10 +65,11 @@ class AnswerSpeaker:
             embeds = self.lm.get_input_embeddings()(ids).float()
             lengths = torch.tensor([len(tokens)], device=device)
             prefix = self.decoder.prefix(hidden.to(device), lengths) if self.use_prefix else None
-            spelled = None if self.spelling is None else self.spelling(ids)
+            read = self.reading(ids, lengths)
+        text_length = len(tokens) + (0 if read["phonemes"] is None else int(read["phonemes"][1][0]))
         wanted = max(self.units_per_token * len(tokens), self.floor_units)
-        limit = min(wanted, self.decoder.max_positions - len(tokens) - 1)
-        yield from self.decoder.generate(embeds, prefix, max_units=limit, min_units=self.min_units, spelled=spelled)
+        limit = min(wanted, self.decoder.max_positions - text_length - 1)
+        yield from self.decoder.generate(embeds, prefix, max_units=limit, min_units=self.min_units, **read)
 
     def units_of_text(self, tokens: Sequence[int], bos_id: int | None) -> Iterator[int]:
         """Merged units of a text the LLM did not write (`tokens`, as it would write them inside a sentence): the

@@ -24,6 +24,7 @@ from torch import nn
 from speechgpt.model.frozen_lm import weights_fingerprint
 from speechgpt.model.speech_decoder import SpeechDecoder, build_speech_decoder
 from speechgpt.model.token_spelling import TokenSpelling
+from speechgpt.text.phonemes import TextPhonemes
 
 Objective = Literal["tts", "speak"]
 WEIGHTS, META = "speech_decoder.safetensors", "speech_decoder.json"
@@ -31,13 +32,13 @@ WEIGHTS, META = "speech_decoder.safetensors", "speech_decoder.json"
 
 class FrozenSpeaker(nn.Module):
     """A frozen LLM (composition, `requires_grad_(False)`, eval mode) and a trainable speech decoder; `tokenizer`
-    (the LLM's) where the decoder reads the text's spelling."""
+    (the LLM's) where the decoder reads the text's spelling or phonemes."""
 
     def __init__(self, lm: Any, decoder: SpeechDecoder, tokenizer: Any = None) -> None:
         super().__init__()
         self.lm = lm.requires_grad_(False).eval()
         self.decoder = decoder
-        self.spelling = spelling_for(decoder, tokenizer)
+        self.reading = TextReading(decoder, tokenizer)
 
     def train(self, mode: bool = True) -> FrozenSpeaker:
         super().train(mode)
@@ -45,16 +46,14 @@ class FrozenSpeaker(nn.Module):
         return self
 
     def forward(self, batch: dict[str, torch.Tensor], objective: Objective = "tts") -> dict[str, torch.Tensor]:
-        embeds = self.token_embeds(batch["text_ids"])
-        spelled = None if self.spelling is None else self.spelling(batch["text_ids"])
+        embeds, lengths = self.token_embeds(batch["text_ids"]), batch["text_lengths"]
+        read = self.reading(batch["text_ids"], lengths)
         if objective == "tts":
-            return self.decoder.loss(embeds, batch["text_lengths"], batch["units"], spelled=spelled)
+            return self.decoder.loss(embeds, lengths, batch["units"], **read)
         if objective != "speak":
             raise ValueError(f"objective must be 'tts' or 'speak', not {objective!r}")
-        hidden = self.answer_hidden_states(batch)
-        prefix = self.decoder.prefix(hidden, batch["text_lengths"])
-        lengths = batch["text_lengths"]
-        return self.decoder.loss(embeds, lengths, batch["units"], prefix, lengths, spelled=spelled)
+        prefix = self.decoder.prefix(self.answer_hidden_states(batch), lengths)
+        return self.decoder.loss(embeds, lengths, batch["units"], prefix, lengths, **read)
 
     def token_embeds(self, ids: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -74,13 +73,27 @@ class FrozenSpeaker(nn.Module):
         return picked * (steps[None, :] < batch["text_lengths"][:, None])[..., None]
 
 
-def spelling_for(decoder: SpeechDecoder, tokenizer: Any) -> TokenSpelling | None:
-    """The tokenizer's spelling of the text where the decoder reads it, None where it does not."""
-    if not decoder.spells:
-        return None
-    if tokenizer is None:
-        raise ValueError("this speech decoder reads the text's spelling: pass the LLM's tokenizer (TokenSpelling)")
-    return TokenSpelling(tokenizer)
+class TextReading:
+    """What a speech decoder reads of a text besides the LLM's token embeddings, from the LLM's tokenizer: each
+    token's spelling and the text's phonemes, each where the decoder reads it.
+
+        reading = TextReading(decoder, tokenizer)
+        decoder.loss(embeds, lengths, units, **reading(ids, lengths))
+    """
+
+    def __init__(self, decoder: SpeechDecoder, tokenizer: Any) -> None:
+        if tokenizer is None and (decoder.spells or decoder.reads_phonemes):
+            raise ValueError("this speech decoder reads the text's spelling or phonemes: pass the LLM's tokenizer")
+        self.spelling = TokenSpelling(tokenizer) if decoder.spells else None
+        self.phonemes = TextPhonemes(tokenizer) if decoder.reads_phonemes else None
+
+    def __call__(self, ids: torch.Tensor, lengths: torch.Tensor) -> dict[str, Any]:
+        """The `spelled` and `phonemes` arguments of SpeechDecoder.loss / generate for token ids (B, T) with
+        lengths (B,)."""
+        return {
+            "spelled": None if self.spelling is None else self.spelling(ids),
+            "phonemes": None if self.phonemes is None else self.phonemes(ids, lengths),
+        }
 
 
 def save_speech_decoder(model: FrozenSpeaker, out: str | Path, **extra: Any) -> Path:

@@ -1,14 +1,14 @@
 """The frozen-LLM variant's speech decoder (Freeze-Omni's shape, over our units): a pre-net over the LLM's token
-embeddings of the answer text (and, with `spelling`, each token's bytes: speechgpt.model.token_spelling), a NAR
-prefix decoder over the LLM's last hidden states of that text, and an AR decoder that writes the answer's merged
-units after them.
+embeddings of the answer text (and, with `spelling`, each token's bytes: speechgpt.model.token_spelling; with
+`phonemes`, the text's phonemes after its tokens: speechgpt.text.phonemes), a NAR prefix decoder over the LLM's last
+hidden states of that text, and an AR decoder that writes the answer's merged units after them.
 
-One AR sequence per answer: [prefix (from the hidden states)] [pre-net(text token embeddings)] [BOS] [u1 .. un],
-causal, predicting u1 .. un and then EOS. Positions count from the first text token, so the prefix adds keys to
-attend to without moving anything the AR decoder learned before it had one: output stage 1 trains the pre-net and
-AR decoder on text -> speech pairs with no prefix; output stage 2 trains the prefix decoder alone on the frozen
-LLM's hidden states of answers. Units are merged by default (no unit follows itself), so generation never repeats the
-last one; codec codes (one per frame) may.
+One AR sequence per answer: [prefix (from the hidden states)] [pre-net(text token embeddings)] [phonemes] [BOS]
+[u1 .. un], causal, predicting u1 .. un and then EOS. Positions count from the first text token, so the prefix adds
+keys to attend to without moving anything the AR decoder learned before it had one: output stage 1 trains the
+pre-net and AR decoder on text -> speech pairs with no prefix; output stage 2 trains the prefix decoder alone on the
+frozen LLM's hidden states of answers. Units are merged by default (no unit follows itself), so generation never
+repeats the last one; codec codes (one per frame) may.
 Widths of its inputs come from the backbone's hidden size; everything else from `build_speech_decoder`'s arguments.
 """
 
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechgpt.model.token_spelling import Speller
+from speechgpt.text.phonemes import PHONEME_OFFSET, PHONEME_SYMBOLS
 
 IGNORE = -100
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
@@ -67,6 +68,7 @@ class SpeechDecoder(nn.Module):
         dropout: float,
         merged: bool,
         spelling: bool = False,
+        phonemes: bool = False,
     ) -> None:
         super().__init__()
         if dim % heads:
@@ -81,6 +83,8 @@ class SpeechDecoder(nn.Module):
         )
         self.speller = Speller(dim) if spelling else None
         """Reads each text token's spelling beside its embedding (speechgpt.model.token_spelling), or None."""
+        self.phoneme_embed = nn.Embedding(PHONEME_OFFSET + len(PHONEME_SYMBOLS), dim) if phonemes else None
+        """Reads the text's phonemes after its tokens (speechgpt.text.phonemes; id 0 pads), or None."""
         self.prefix_in = nn.Sequential(nn.LayerNorm(hidden_size), nn.Linear(hidden_size, dim))
         self.prefix_positions = nn.Embedding(max_positions, dim)
         self.prefix_blocks = nn.ModuleList(Block(dim, heads, ffn_dim, dropout) for _ in range(prefix_layers))
@@ -104,7 +108,7 @@ class SpeechDecoder(nn.Module):
         """The modules each output stage may train: the pre-net, the prefix decoder, the AR decoder."""
         prefix = [self.prefix_in, self.prefix_positions, self.prefix_blocks, self.prefix_norm]
         ar = [self.unit_embed, self.positions, self.blocks, self.norm, self.head]
-        text: list[nn.Module] = [self.prenet] if self.speller is None else [self.prenet, self.speller]
+        text: list[nn.Module] = [m for m in (self.prenet, self.speller, self.phoneme_embed) if m is not None]
         return {"prenet": text, "prefix": prefix, "ar": ar}
 
     def set_trainable(self, names: list[str]) -> int:
@@ -123,15 +127,35 @@ class SpeechDecoder(nn.Module):
         """Whether the decoder reads the text tokens' spelling (`spelled` in `loss` and `generate`)."""
         return self.speller is not None
 
-    def text_inputs(self, token_embeds: torch.Tensor, spelled: torch.Tensor | None) -> torch.Tensor:
-        """(B, T, dim) the pre-net's reading of the text: token_embeds (B, T, hidden_size), and where the decoder
-        spells, spelled (B, T, SPELLING_BYTES) byte ids."""
+    @property
+    def reads_phonemes(self) -> bool:
+        """Whether the decoder reads the text's phonemes (`phonemes` in `loss` and `generate`)."""
+        return self.phoneme_embed is not None
+
+    def text_inputs(
+        self,
+        token_embeds: torch.Tensor,
+        lengths: torch.Tensor,
+        spelled: torch.Tensor | None = None,
+        phonemes: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's reading of the text, (B, T', dim) with lengths (B,): the pre-net over token_embeds
+        (B, T, hidden_size) with `lengths`; where the decoder spells, plus spelled (B, T, SPELLING_BYTES) byte ids;
+        where it reads phonemes, each row's phonemes (ids (B, Q), lengths (B,): TextPhonemes) after its tokens."""
         text = self.prenet(token_embeds.to(self.dtype))
-        if self.speller is None:
-            return text
-        if spelled is None:
-            raise ValueError("this speech decoder reads the text's spelling: pass `spelled` (TokenSpelling)")
-        return text + self.speller(spelled[:, : text.shape[1]])
+        if self.speller is not None:
+            if spelled is None:
+                raise ValueError("this speech decoder reads the text's spelling: pass `spelled` (TokenSpelling)")
+            text = text + self.speller(spelled[:, : text.shape[1]])
+        if self.phoneme_embed is None:
+            return text, lengths
+        if phonemes is None:
+            raise ValueError("this speech decoder reads the text's phonemes: pass `phonemes` (TextPhonemes)")
+        sounds, sound_lengths = self.phoneme_embed(phonemes[0]), phonemes[1]
+        rows = [
+            torch.cat([text[b, : int(lengths[b])], sounds[b, : int(sound_lengths[b])]]) for b in range(text.shape[0])
+        ]
+        return nn.utils.rnn.pad_sequence(rows, batch_first=True), lengths + sound_lengths
 
     def prefix(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, P, hidden_size) LLM hidden states -> (B, P, dim) prefix, attending within each row's `lengths`."""
@@ -151,12 +175,13 @@ class SpeechDecoder(nn.Module):
         prefix: torch.Tensor | None = None,
         prefix_lengths: torch.Tensor | None = None,
         spelled: torch.Tensor | None = None,
+        phonemes: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Teacher-forced cross-entropy of the units and EOS. token_embeds (B, T, hidden_size) with text_lengths;
         units (B, U) merged unit ids, IGNORE past each row's end; prefix (B, P, dim) with prefix_lengths, or None;
-        spelled (B, T, SPELLING_BYTES) where the decoder spells. Returns loss and unit accuracy (argmax, units and
-        EOS)."""
-        text = self.text_inputs(token_embeds, spelled)
+        spelled and phonemes where the decoder reads them (`text_inputs`). Returns loss and unit accuracy (argmax,
+        units and EOS)."""
+        text, text_lengths = self.text_inputs(token_embeds, text_lengths, spelled, phonemes)
         logits, targets = self._teacher_forced(text, text_lengths, units, prefix, prefix_lengths)
         keep = targets != IGNORE
         loss = F.cross_entropy(logits[keep].float(), targets[keep])
@@ -214,12 +239,15 @@ class SpeechDecoder(nn.Module):
         max_units: int,
         min_units: int = 1,
         spelled: torch.Tensor | None = None,
+        phonemes: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> Iterator[int]:
         """Greedy merged units of one answer, one at a time (key/value cache): token_embeds (1, T, hidden_size),
-        prefix (1, P, dim) or None, spelled (1, T, SPELLING_BYTES) where the decoder spells. Stops at EOS or after
-        `max_units`; merged units never repeat the previous one."""
-        text = self.text_inputs(token_embeds, spelled)[0]
-        t = text.shape[0]
+        prefix (1, P, dim) or None, spelled and phonemes where the decoder reads them (`text_inputs`). Stops at EOS or
+        after `max_units`; merged units never repeat the previous one."""
+        lengths = torch.tensor([token_embeds.shape[1]], device=token_embeds.device)
+        text, lengths = self.text_inputs(token_embeds, lengths, spelled, phonemes)
+        t = int(lengths[0])
+        text = text[0, :t]
         body = torch.cat([text, self.unit_embed.weight[self.bos][None]])
         x = body + self.positions(torch.arange(t + 1, device=body.device).clamp(max=self.max_positions - 1))
         if prefix is not None:
@@ -257,10 +285,12 @@ def build_speech_decoder(
     dropout: float = 0.1,
     merged: bool = True,
     spelling: bool = False,
+    phonemes: bool = False,
 ) -> SpeechDecoder:
     """A speech decoder for a backbone of `hidden_size` over `num_units` units (the k-means' k, or a codec's
     codebook size); `merged`: the units have their repeats merged (SpeechGPT units), else one per frame (codec
-    codes, which a unit may follow); `spelling`: it also reads each text token's spelling."""
+    codes, which a unit may follow); `spelling`: it also reads each text token's spelling; `phonemes`: it also reads
+    the text's phonemes."""
     spec = {k: v for k, v in locals().items()}
     decoder = SpeechDecoder(
         hidden_size=hidden_size,
@@ -274,6 +304,7 @@ def build_speech_decoder(
         dropout=dropout,
         merged=merged,
         spelling=spelling,
+        phonemes=phonemes,
     )
     decoder.spec = spec
     return decoder

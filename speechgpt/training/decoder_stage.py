@@ -43,6 +43,9 @@ class DecoderSettings:
     spelling: bool = False
     """Whether the decoder also reads each text token's spelling (its bytes, speechgpt.model.token_spelling) beside
     the LLM's embedding of it, so that it can say words the answer voice seldom or never spoke."""
+    phonemes: bool = False
+    """Whether the decoder also reads the text's phonemes (espeak-ng's, speechgpt.text.phonemes) after its tokens:
+    how each word sounds, where tokens and spelling leave it to learn English letter-to-sound rules."""
 
 
 @dataclass(frozen=True)

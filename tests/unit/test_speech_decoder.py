@@ -24,15 +24,14 @@ def small_decoder(**kw: bool) -> torch.nn.Module:
     ).eval()
 
 
-def teacher_forced_greedy(decoder, embeds, prefix, units: list[int], min_units: int, spelled=None) -> list[int]:
+def teacher_forced_greedy(decoder, embeds, prefix, units: list[int], min_units: int, **read) -> list[int]:
     """The greedy choice at each position of the whole sequence read at once, under generate's rules."""
     target = torch.tensor([[*units, IGNORE]])  # one more position: the one that must choose EOS
-    lengths = torch.tensor([embeds.shape[1]])
     plen = torch.tensor([prefix.shape[1]]) if prefix is not None else None
     with torch.no_grad():
-        text = decoder.text_inputs(embeds, spelled)
+        text, lengths = decoder.text_inputs(embeds, torch.tensor([embeds.shape[1]]), **read)
         logits, _ = decoder._teacher_forced(text, lengths, target[:, :-1], prefix, plen)
-    start = (prefix.shape[1] if prefix is not None else 0) + embeds.shape[1]
+    start = (prefix.shape[1] if prefix is not None else 0) + int(lengths[0])
     picks, previous = [], None
     for step in range(len(units) + 1):
         row = logits[0, start + step].clone()
@@ -45,17 +44,24 @@ def teacher_forced_greedy(decoder, embeds, prefix, units: list[int], min_units: 
     return picks
 
 
-@pytest.mark.parametrize(("with_prefix", "spelling"), [(False, False), (True, False), (True, True)])
-def test_cached_generation_equals_the_whole_sequence_read_at_once(with_prefix: bool, spelling: bool) -> None:
-    decoder = small_decoder(spelling=spelling)
+@pytest.mark.parametrize(
+    ("with_prefix", "spelling", "phonemes"), [(False, False, False), (True, False, False), (True, True, True)]
+)
+def test_cached_generation_equals_the_whole_sequence_read_at_once(
+    with_prefix: bool, spelling: bool, phonemes: bool
+) -> None:
+    decoder = small_decoder(spelling=spelling, phonemes=phonemes)
     torch.manual_seed(1)
     embeds = torch.randn(1, 5, HIDDEN)
-    spelled = torch.randint(0, 257, (1, 5, SPELLING_BYTES)) if spelling else None
+    read = {
+        "spelled": torch.randint(0, 257, (1, 5, SPELLING_BYTES)) if spelling else None,
+        "phonemes": (torch.randint(1, 40, (1, 7)), torch.tensor([7])) if phonemes else None,
+    }
     prefix = decoder.prefix(torch.randn(1, 5, HIDDEN), torch.tensor([5])).detach() if with_prefix else None
-    units = list(decoder.generate(embeds, prefix, max_units=30, min_units=3, spelled=spelled))
+    units = list(decoder.generate(embeds, prefix, max_units=30, min_units=3, **read))
     assert len(units) >= 3
     assert all(a != b for a, b in itertools.pairwise(units)), "merged units never repeat"
-    whole = teacher_forced_greedy(decoder, embeds, prefix, units, min_units=3, spelled=spelled)
+    whole = teacher_forced_greedy(decoder, embeds, prefix, units, min_units=3, **read)
     stopped = len(units) < 30
     assert whole[: len(units)] == units
     if stopped:

@@ -1,0 +1,114 @@
+"""Phonemes for the frozen variant's speech decoder: espeak-ng's symbols of English text are all in the inventory;
+the same sound is one symbol in different spellings; token rows read as whole words, padded; a phoneme-reading
+decoder tells texts apart by their sounds alone, saves, loads and speaks through AnswerSpeaker; without espeak-ng
+the error says what to install."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from speechgpt.infer.frozen_speaking import AnswerSpeaker
+from speechgpt.model.frozen_speaker import FrozenSpeaker, load_speech_decoder, save_speech_decoder
+from speechgpt.model.speech_decoder import IGNORE, build_speech_decoder
+from speechgpt.text import phonemes as phonemes_module
+from speechgpt.text.phonemes import (
+    PHONEME_OFFSET,
+    PHONEME_SYMBOLS,
+    UNKNOWN,
+    WORD_BREAK,
+    TextPhonemes,
+    phoneme_ids,
+    phonemize,
+)
+
+HIDDEN, UNITS = 16, 10
+WORDS = {0: " know", 1: " no", 2: " the", 3: " cat", 4: " ph", 5: "one", 6: " sixty", 7: " eight"}
+
+
+class _Tokenizer:
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        return "".join(WORDS[i] for i in ids)
+
+
+class _TinyLM(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(len(WORDS), HIDDEN)
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.embed
+
+
+def test_english_text_is_inventory_symbols_with_stress_and_word_breaks() -> None:
+    text = (
+        "Fish usually goes with white wine; she felt tongue-tied with embarrassment. "
+        "Could you clarify these remarks about the pleasure, the genre and the choir's 42 measures?"
+    )
+    symbols = phonemize(text)
+    assert set(symbols) <= set(PHONEME_SYMBOLS)
+    assert UNKNOWN not in phoneme_ids(text)
+    assert symbols[0] != WORD_BREAK and symbols[-1] != WORD_BREAK
+    assert symbols.count(WORD_BREAK) >= len(text.split()) - 1  # "42" reads as two words
+    assert phonemize("the cat") == ("ð", "ə", WORD_BREAK, "k", "ˈ", "æ", "t")
+    assert phoneme_ids("  the   cat ") == phoneme_ids("the cat"), "spacing does not matter"
+
+
+def test_the_same_sounds_are_the_same_symbols_whatever_the_spelling() -> None:
+    assert phonemize("know") == phonemize("no")
+    assert phonemize("phone")[0] == phonemize("fun")[0] == "f"
+
+
+def test_token_rows_read_as_whole_words_padded_with_zeros() -> None:
+    reader = TextPhonemes(_Tokenizer())
+    ids, lengths = reader(torch.tensor([[4, 5, 2, 3], [7, 0, 0, 0]]), torch.tensor([2, 1]))
+    assert lengths.tolist() == [len(phoneme_ids("phone")), len(phoneme_ids("eight"))]
+    assert ids[0, : lengths[0]].tolist() == phoneme_ids("phone"), "' ph' + 'one' is said as the word 'phone'"
+    assert ids[1, : lengths[1]].tolist() == phoneme_ids("eight")
+    assert ids[1, lengths[1] :].eq(0).all()
+    empty_ids, empty_lengths = reader(torch.tensor([[0]]), torch.tensor([0]))
+    assert empty_lengths.tolist() == [1] and empty_ids.tolist() == [[PHONEME_OFFSET]], "an empty text: one break"
+
+
+def test_a_phoneme_decoder_tells_apart_texts_that_differ_only_in_sound() -> None:
+    torch.manual_seed(0)
+    decoder = build_speech_decoder(hidden_size=HIDDEN, num_units=UNITS, dim=32, heads=2, dropout=0.0, phonemes=True)
+    embeds = torch.zeros(2, 1, HIDDEN)  # the same token embedding: only the phonemes tell the rows apart
+    reader = TextPhonemes(_Tokenizer())
+    sounds = reader(torch.tensor([[6], [7]]), torch.tensor([1, 1]))
+    units = torch.tensor([[1, 2, 3], [4, 5, IGNORE]])
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=3e-3)
+    for _ in range(150):
+        parts = decoder.loss(embeds, torch.tensor([1, 1]), units, phonemes=sounds)
+        optimizer.zero_grad()
+        parts["loss"].backward()
+        optimizer.step()
+    decoder.eval()
+    one = (sounds[0][:1, : sounds[1][0]], sounds[1][:1])
+    two = (sounds[0][1:, : sounds[1][1]], sounds[1][1:])
+    assert list(decoder.generate(embeds[:1], None, max_units=10, phonemes=one)) == [1, 2, 3]
+    assert list(decoder.generate(embeds[1:], None, max_units=10, phonemes=two)) == [4, 5]
+    with pytest.raises(ValueError, match="phonemes"):
+        decoder.loss(embeds, torch.tensor([1, 1]), units)
+
+
+def test_it_saves_loads_and_speaks_with_its_phonemes(tmp_path: Path) -> None:
+    decoder = build_speech_decoder(hidden_size=HIDDEN, num_units=UNITS, dim=32, heads=2, phonemes=True)
+    with pytest.raises(ValueError, match="tokenizer"):
+        FrozenSpeaker(_TinyLM(), decoder)
+    save_speech_decoder(FrozenSpeaker(_TinyLM(), decoder, _Tokenizer()), tmp_path, stage="frozen-tts")
+    loaded = load_speech_decoder(tmp_path)
+    assert loaded.reads_phonemes and not loaded.spells
+    assert torch.equal(loaded.phoneme_embed.weight, decoder.phoneme_embed.weight)
+    loaded.set_trainable(["prenet"])  # the phoneme table is part of the pre-net: frozen-tts trains it
+    assert {n.split(".")[0] for n, p in loaded.named_parameters() if p.requires_grad} == {"prenet", "phoneme_embed"}
+    speaker = AnswerSpeaker(loaded.eval(), _TinyLM(), tokenizer=_Tokenizer(), meta={"stage": "frozen-tts"})
+    assert len(list(speaker.units([6, 7], torch.zeros(1, 2, HIDDEN)))) >= 2
+
+
+def test_without_espeak_ng_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(phonemes_module.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="apt-get install espeak-ng"):
+        phonemize("a text no test has phonemized before")
