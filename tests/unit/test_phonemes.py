@@ -23,23 +23,14 @@ from speechgpt.text.phonemes import (
     phoneme_ids,
     phonemize,
 )
+from tests.decoder_fixtures import EmbeddingLM, WordTokenizer
 
 HIDDEN, UNITS = 16, 10
 WORDS = {0: " know", 1: " no", 2: " the", 3: " cat", 4: " ph", 5: "one", 6: " sixty", 7: " eight"}
 
 
-class _Tokenizer:
-    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
-        return "".join(WORDS[i] for i in ids)
-
-
-class _TinyLM(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = torch.nn.Embedding(len(WORDS), HIDDEN)
-
-    def get_input_embeddings(self) -> torch.nn.Module:
-        return self.embed
+def _lm() -> EmbeddingLM:
+    return EmbeddingLM(len(WORDS), HIDDEN)
 
 
 def test_english_text_is_inventory_symbols_with_stress_and_word_breaks() -> None:
@@ -62,7 +53,7 @@ def test_the_same_sounds_are_the_same_symbols_whatever_the_spelling() -> None:
 
 
 def test_token_rows_read_as_whole_words_padded_with_zeros() -> None:
-    reader = TextPhonemes(_Tokenizer())
+    reader = TextPhonemes(WordTokenizer(WORDS))
     ids, lengths = reader(torch.tensor([[4, 5, 2, 3], [7, 0, 0, 0]]), torch.tensor([2, 1]))
     assert lengths.tolist() == [len(phoneme_ids("phone")), len(phoneme_ids("eight"))]
     assert ids[0, : lengths[0]].tolist() == phoneme_ids("phone"), "' ph' + 'one' is said as the word 'phone'"
@@ -76,7 +67,7 @@ def test_a_phoneme_decoder_tells_apart_texts_that_differ_only_in_sound() -> None
     torch.manual_seed(0)
     decoder = build_speech_decoder(hidden_size=HIDDEN, num_units=UNITS, dim=32, heads=2, dropout=0.0, phonemes=True)
     embeds = torch.zeros(2, 1, HIDDEN)  # the same token embedding: only the phonemes tell the rows apart
-    reader = TextPhonemes(_Tokenizer())
+    reader = TextPhonemes(WordTokenizer(WORDS))
     sounds = reader(torch.tensor([[6], [7]]), torch.tensor([1, 1]))
     units = torch.tensor([[1, 2, 3], [4, 5, IGNORE]])
     optimizer = torch.optim.Adam(decoder.parameters(), lr=3e-3)
@@ -97,14 +88,14 @@ def test_a_phoneme_decoder_tells_apart_texts_that_differ_only_in_sound() -> None
 def test_it_saves_loads_and_speaks_with_its_phonemes(tmp_path: Path) -> None:
     decoder = build_speech_decoder(hidden_size=HIDDEN, num_units=UNITS, dim=32, heads=2, phonemes=True)
     with pytest.raises(ValueError, match="tokenizer"):
-        FrozenSpeaker(_TinyLM(), decoder)
-    save_speech_decoder(FrozenSpeaker(_TinyLM(), decoder, _Tokenizer()), tmp_path, stage="frozen-tts")
+        FrozenSpeaker(_lm(), decoder)
+    save_speech_decoder(FrozenSpeaker(_lm(), decoder, WordTokenizer(WORDS)), tmp_path, stage="frozen-tts")
     loaded = load_speech_decoder(tmp_path)
     assert loaded.reads_phonemes and not loaded.spells
     assert torch.equal(loaded.phoneme_embed.weight, decoder.phoneme_embed.weight)
     loaded.set_trainable(["prenet"])  # the phoneme table is part of the pre-net: frozen-tts trains it
     assert {n.split(".")[0] for n, p in loaded.named_parameters() if p.requires_grad} == {"prenet", "phoneme_embed"}
-    speaker = AnswerSpeaker(loaded.eval(), _TinyLM(), tokenizer=_Tokenizer(), meta={"stage": "frozen-tts"})
+    speaker = AnswerSpeaker(loaded.eval(), _lm(), tokenizer=WordTokenizer(WORDS), meta={"stage": "frozen-tts"})
     assert len(list(speaker.units([6, 7], torch.zeros(1, 2, HIDDEN)))) >= 2
 
 

@@ -13,6 +13,7 @@ import torch
 from speechgpt.model.frozen_speaker import FrozenSpeaker, load_speech_decoder, save_speech_decoder
 from speechgpt.model.speech_decoder import IGNORE, build_speech_decoder
 from speechgpt.model.token_spelling import SPELLING_BYTES
+from tests.decoder_fixtures import EmbeddingLM
 
 HIDDEN, UNITS = 24, 12
 
@@ -98,18 +99,9 @@ def test_set_trainable_trains_only_the_named_parts() -> None:
         decoder.set_trainable(["encoder"])
 
 
-class _TinyLM(torch.nn.Module):
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.embed = torch.nn.Embedding(10, width)
-
-    def get_input_embeddings(self) -> torch.nn.Module:
-        return self.embed
-
-
 def test_another_width_rebuilds_what_reads_the_llm_and_keeps_the_ar_decoder(tmp_path: Path) -> None:
     decoder = small_decoder()
-    save_speech_decoder(FrozenSpeaker(_TinyLM(HIDDEN), decoder), tmp_path, stage="frozen-tts")
+    save_speech_decoder(FrozenSpeaker(EmbeddingLM(10, HIDDEN), decoder), tmp_path, stage="frozen-tts")
     same = load_speech_decoder(tmp_path)
     assert all(
         torch.equal(a, b) for a, b in zip(same.state_dict().values(), decoder.state_dict().values(), strict=True)

@@ -12,31 +12,18 @@ from speechgpt.infer.frozen_speaking import AnswerSpeaker
 from speechgpt.model.frozen_speaker import FrozenSpeaker, load_speech_decoder, save_speech_decoder
 from speechgpt.model.speech_decoder import IGNORE, build_speech_decoder
 from speechgpt.model.token_spelling import SPELLING_BYTES, Speller, TokenSpelling
+from tests.decoder_fixtures import EmbeddingLM, WordTokenizer
 
 HIDDEN, UNITS = 16, 10
 WORDS = {0: " six", 1: " sex", 2: " seven", 3: " a very long token indeed", 4: "é"}
 
 
-class _Tokenizer:
-    def __init__(self) -> None:
-        self.decoded: list[int] = []
-
-    def decode(self, ids: list[int]) -> str:
-        self.decoded += ids
-        return "".join(WORDS[i] for i in ids)
-
-
-class _TinyLM(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = torch.nn.Embedding(len(WORDS), HIDDEN)
-
-    def get_input_embeddings(self) -> torch.nn.Module:
-        return self.embed
+def _lm() -> EmbeddingLM:
+    return EmbeddingLM(len(WORDS), HIDDEN)
 
 
 def test_each_token_is_its_bytes_plus_one_padded_and_cut() -> None:
-    tokenizer = _Tokenizer()
+    tokenizer = WordTokenizer(WORDS)
     spelling = TokenSpelling(tokenizer)
     spelled = spelling(torch.tensor([[0, 4, 3], [1, -100, 0]]))
     assert spelled.shape == (2, 3, SPELLING_BYTES)
@@ -50,7 +37,7 @@ def test_each_token_is_its_bytes_plus_one_padded_and_cut() -> None:
 def test_the_speller_reads_letters_and_their_places() -> None:
     torch.manual_seed(0)
     speller = Speller(8)
-    spelling = TokenSpelling(_Tokenizer())
+    spelling = TokenSpelling(WordTokenizer(WORDS))
     vectors = speller(spelling(torch.tensor([[0, 1, 0]])))
     assert vectors.shape == (1, 3, 8)
     assert torch.equal(vectors[0, 0], vectors[0, 2])
@@ -65,7 +52,7 @@ def test_a_spelling_decoder_says_tokens_apart_that_only_their_letters_tell_apart
     decoder = build_speech_decoder(
         hidden_size=HIDDEN, num_units=UNITS, dim=32, heads=2, prefix_layers=1, ar_layers=2, dropout=0.0, spelling=True
     )
-    spelling = TokenSpelling(_Tokenizer())
+    spelling = TokenSpelling(WordTokenizer(WORDS))
     embeds = torch.ones(2, 1, HIDDEN)
     spelled = spelling(torch.tensor([[0], [1]]))
     units = torch.tensor([[1, 2, 3], [4, 5, IGNORE]])
@@ -85,8 +72,8 @@ def test_a_spelling_decoder_says_tokens_apart_that_only_their_letters_tell_apart
 def test_it_saves_and_loads_with_its_speller_and_its_users_insist_on_spelling(tmp_path: Path) -> None:
     decoder = build_speech_decoder(hidden_size=HIDDEN, num_units=UNITS, dim=32, heads=2, spelling=True)
     with pytest.raises(ValueError, match="tokenizer"):
-        FrozenSpeaker(_TinyLM(), decoder)
-    save_speech_decoder(FrozenSpeaker(_TinyLM(), decoder, _Tokenizer()), tmp_path, stage="frozen-tts")
+        FrozenSpeaker(_lm(), decoder)
+    save_speech_decoder(FrozenSpeaker(_lm(), decoder, WordTokenizer(WORDS)), tmp_path, stage="frozen-tts")
     loaded = load_speech_decoder(tmp_path)
     assert loaded.spells
     saved, read = decoder.state_dict(), loaded.state_dict()
@@ -96,6 +83,6 @@ def test_it_saves_and_loads_with_its_speller_and_its_users_insist_on_spelling(tm
     wider = load_speech_decoder(tmp_path, hidden_size=HIDDEN * 2)  # another LLM: the speller reads bytes, kept
     assert torch.equal(wider.speller.bytes.weight, decoder.speller.bytes.weight)
     with pytest.raises(ValueError, match="tokenizer"):
-        AnswerSpeaker(loaded, _TinyLM())
-    speaker = AnswerSpeaker(loaded.eval(), _TinyLM(), tokenizer=_Tokenizer(), meta={"stage": "frozen-tts"})
+        AnswerSpeaker(loaded, _lm())
+    speaker = AnswerSpeaker(loaded.eval(), _lm(), tokenizer=WordTokenizer(WORDS), meta={"stage": "frozen-tts"})
     assert len(list(speaker.units([0, 2], torch.zeros(1, 2, HIDDEN)))) >= 2
