@@ -1,7 +1,7 @@
 """Phonemes for the frozen variant's speech decoder: espeak-ng's symbols of English text are all in the inventory;
 the same sound is one symbol in different spellings; token rows read as whole words, padded; a phoneme-reading
-decoder tells texts apart by their sounds alone, saves, loads and speaks through AnswerSpeaker; without espeak-ng
-the error says what to install."""
+decoder tells texts apart by their sounds alone, saves, loads and speaks through AnswerSpeaker; espeak-ng's library
+writes what its command writes; without espeak-ng the error says what to install."""
 
 from __future__ import annotations
 
@@ -99,7 +99,18 @@ def test_it_saves_loads_and_speaks_with_its_phonemes(tmp_path: Path) -> None:
     assert len(list(speaker.units([6, 7], torch.zeros(1, 2, HIDDEN)))) >= 2
 
 
+def test_the_library_writes_what_the_command_writes() -> None:
+    library = phonemes_module._library()
+    if library is None:
+        pytest.skip("libespeak-ng does not load here: phonemes come from the command")
+    for text in ("what is three plus five", "Could you clarify these remarks?", "twenty eight.", "it's 42, isn't it"):
+        assert library(text, "en-us").split() == phonemes_module._command(text, "en-us").split()
+    with pytest.raises(ValueError, match="no voice"):
+        library("a text", "no-such-voice")
+
+
 def test_without_espeak_ng_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(phonemes_module, "_library", lambda: None)
     monkeypatch.setattr(phonemes_module.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="apt-get install espeak-ng"):
         phonemize("a text no test has phonemized before")
