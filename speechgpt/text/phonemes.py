@@ -81,9 +81,16 @@ class EspeakLibrary:
             return " ".join(clauses)
 
 
-@functools.cache
+_LOADING = threading.Lock()
+_LOADED: list[EspeakLibrary | None] = []
+"""The library once loaded (or None where it does not load): espeak-ng is one global state, initialized once."""
+
+
 def _library() -> EspeakLibrary | None:
-    return EspeakLibrary.load()
+    with _LOADING:  # two threads initializing espeak-ng at once hang in it
+        if not _LOADED:
+            _LOADED.append(EspeakLibrary.load())
+        return _LOADED[0]
 
 
 def _command(text: str, voice: str) -> str:

@@ -168,14 +168,17 @@ def test_realign_to_another_backbone(speak: Path, parts: dict[str, Path], root: 
     assert sorted(losses) == [1, 2, 3, 4] and all(math.isfinite(v) for v in losses.values())
 
 
-def test_a_spelling_decoder_trains_its_speller_in_tts_and_keeps_it_in_speak(parts: dict[str, Path], root: Path) -> None:
+def test_a_spelling_phoneme_decoder_trains_its_readers_in_tts_and_keeps_them_in_speak(
+    parts: dict[str, Path], root: Path
+) -> None:
     cfg = tts_config(parts, root / "tts_spelled")
-    tts = frozen_tts.run(replace(cfg, decoder=replace(cfg.decoder, spelling=True)))
+    tts = frozen_tts.run(replace(cfg, decoder=replace(cfg.decoder, spelling=True, phonemes=True)))
     decoder = load_speech_decoder(tts)
-    assert decoder.spells
+    assert decoder.spells and decoder.reads_phonemes
     trained = sum(numel(m) for name in ("prenet", "ar") for m in decoder.part_names[name])
     assert read_decoder_meta(tts)["trainable_parameters"] == trained == optimizer_numel(tts.parent, 4)
     speak = frozen_speak.run(speak_config(parts, tts, root / "speak_spelled"))
     after = load_speech_decoder(speak)
     assert after.spells and torch.equal(after.speller.bytes.weight, decoder.speller.bytes.weight)
+    assert after.reads_phonemes and torch.equal(after.phoneme_embed.weight, decoder.phoneme_embed.weight)
     assert all(math.isfinite(v) for v in step_losses(speak.parent).values())

@@ -5,6 +5,8 @@ writes what its command writes; without espeak-ng the error says what to install
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -107,6 +109,21 @@ def test_the_library_writes_what_the_command_writes() -> None:
         assert library(text, "en-us").split() == phonemes_module._command(text, "en-us").split()
     with pytest.raises(ValueError, match="no voice"):
         library("a text", "no-such-voice")
+
+
+def test_threads_load_the_library_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    loads = []
+
+    def slow_load() -> str:
+        loads.append(1)
+        time.sleep(0.05)
+        return "the library"
+
+    monkeypatch.setattr(phonemes_module, "_LOADED", [])
+    monkeypatch.setattr(phonemes_module.EspeakLibrary, "load", staticmethod(slow_load))
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: phonemes_module._library(), range(8)))
+    assert got == ["the library"] * 8 and len(loads) == 1
 
 
 def test_without_espeak_ng_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
