@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import torch
 
-from speechgpt.infer.frozen_speaking import AnswerSpeaker
-from speechgpt.model.frozen_speaker import FrozenSpeaker, load_speech_decoder, save_speech_decoder
 from speechgpt.model.speech_decoder import IGNORE, build_speech_decoder
 from speechgpt.text import phonemes as phonemes_module
 from speechgpt.text.phonemes import (
@@ -85,20 +82,6 @@ def test_a_phoneme_decoder_tells_apart_texts_that_differ_only_in_sound() -> None
     assert list(decoder.generate(embeds[1:], None, max_units=10, phonemes=two)) == [4, 5]
     with pytest.raises(ValueError, match="phonemes"):
         decoder.loss(embeds, torch.tensor([1, 1]), units)
-
-
-def test_it_saves_loads_and_speaks_with_its_phonemes(tmp_path: Path) -> None:
-    decoder = build_speech_decoder(hidden_size=HIDDEN, num_units=UNITS, dim=32, heads=2, phonemes=True)
-    with pytest.raises(ValueError, match="tokenizer"):
-        FrozenSpeaker(_lm(), decoder)
-    save_speech_decoder(FrozenSpeaker(_lm(), decoder, WordTokenizer(WORDS)), tmp_path, stage="frozen-tts")
-    loaded = load_speech_decoder(tmp_path)
-    assert loaded.reads_phonemes and not loaded.spells
-    assert torch.equal(loaded.phoneme_embed.weight, decoder.phoneme_embed.weight)
-    loaded.set_trainable(["prenet"])  # the phoneme table is part of the pre-net: frozen-tts trains it
-    assert {n.split(".")[0] for n, p in loaded.named_parameters() if p.requires_grad} == {"prenet", "phoneme_embed"}
-    speaker = AnswerSpeaker(loaded.eval(), _lm(), tokenizer=WordTokenizer(WORDS), meta={"stage": "frozen-tts"})
-    assert len(list(speaker.units([6, 7], torch.zeros(1, 2, HIDDEN)))) >= 2
 
 
 def test_the_library_writes_what_the_command_writes() -> None:

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from speechgpt.infer.frozen_speaking import AnswerSpeaker
 from speechgpt.model.frozen_speaker import FrozenSpeaker, load_speech_decoder, save_speech_decoder
 from speechgpt.model.speech_decoder import IGNORE, build_speech_decoder
 from speechgpt.model.token_spelling import SPELLING_BYTES
-from tests.decoder_fixtures import EmbeddingLM
+from tests.decoder_fixtures import EmbeddingLM, WordTokenizer
 
 HIDDEN, UNITS = 24, 12
 
@@ -110,3 +111,27 @@ def test_another_width_rebuilds_what_reads_the_llm_and_keeps_the_ar_decoder(tmp_
     assert wider.prenet[1].in_features == 40 and wider.prefix_in[1].in_features == 40
     assert torch.equal(wider.head.weight, decoder.head.weight)
     assert torch.equal(wider.blocks[0].qkv.weight, decoder.blocks[0].qkv.weight)
+
+
+@pytest.mark.parametrize(("reader", "module"), [("spelling", "speller"), ("phonemes", "phoneme_embed")])
+def test_a_decoder_that_reads_the_text_saves_and_loads_its_reader_and_needs_the_tokenizer(
+    tmp_path: Path, reader: str, module: str
+) -> None:
+    words = WordTokenizer({0: " six", 1: " seven", 2: " é"})
+    decoder = build_speech_decoder(hidden_size=HIDDEN, num_units=UNITS, dim=32, heads=2, **{reader: True})
+    with pytest.raises(ValueError, match="tokenizer"):
+        FrozenSpeaker(EmbeddingLM(3, HIDDEN), decoder)
+    save_speech_decoder(FrozenSpeaker(EmbeddingLM(3, HIDDEN), decoder, words), tmp_path, stage="frozen-tts")
+    loaded = load_speech_decoder(tmp_path)
+    assert (loaded.spells, loaded.reads_phonemes) == (reader == "spelling", reader == "phonemes")
+    saved, read = decoder.state_dict(), loaded.state_dict()
+    assert saved.keys() == read.keys() and all(torch.equal(saved[k], read[k]) for k in saved)
+    loaded.set_trainable(["prenet"])  # the reader is part of the pre-net: frozen-tts trains it
+    assert {n.split(".")[0] for n, p in loaded.named_parameters() if p.requires_grad} == {"prenet", module}
+    wider = load_speech_decoder(tmp_path, hidden_size=HIDDEN * 2)  # another LLM: the reader reads text, kept
+    kept = getattr(wider, module).state_dict()
+    assert all(torch.equal(v, getattr(decoder, module).state_dict()[k]) for k, v in kept.items())
+    with pytest.raises(ValueError, match="tokenizer"):
+        AnswerSpeaker(loaded, EmbeddingLM(3, HIDDEN))
+    speaker = AnswerSpeaker(loaded.eval(), EmbeddingLM(3, HIDDEN), tokenizer=words, meta={"stage": "frozen-tts"})
+    assert len(list(speaker.units([0, 1, 2], torch.zeros(1, 3, HIDDEN)))) >= 2

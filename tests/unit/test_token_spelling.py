@@ -3,13 +3,9 @@ tokens apart by their letters alone; it saves and loads with its speller; the mo
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from speechgpt.infer.frozen_speaking import AnswerSpeaker
-from speechgpt.model.frozen_speaker import FrozenSpeaker, load_speech_decoder, save_speech_decoder
 from speechgpt.model.speech_decoder import IGNORE, build_speech_decoder
 from speechgpt.model.token_spelling import SPELLING_BYTES, Speller, TokenSpelling
 from tests.decoder_fixtures import EmbeddingLM, WordTokenizer
@@ -67,22 +63,3 @@ def test_a_spelling_decoder_says_tokens_apart_that_only_their_letters_tell_apart
     assert list(decoder.generate(embeds[1:], None, max_units=10, spelled=spelled[1:])) == [4, 5]
     with pytest.raises(ValueError, match="spelling"):
         decoder.loss(embeds, torch.tensor([1, 1]), units)
-
-
-def test_it_saves_and_loads_with_its_speller_and_its_users_insist_on_spelling(tmp_path: Path) -> None:
-    decoder = build_speech_decoder(hidden_size=HIDDEN, num_units=UNITS, dim=32, heads=2, spelling=True)
-    with pytest.raises(ValueError, match="tokenizer"):
-        FrozenSpeaker(_lm(), decoder)
-    save_speech_decoder(FrozenSpeaker(_lm(), decoder, WordTokenizer(WORDS)), tmp_path, stage="frozen-tts")
-    loaded = load_speech_decoder(tmp_path)
-    assert loaded.spells
-    saved, read = decoder.state_dict(), loaded.state_dict()
-    assert saved.keys() == read.keys() and all(torch.equal(saved[k], read[k]) for k in saved)
-    loaded.set_trainable(["prenet"])  # the speller is part of the pre-net: frozen-tts trains it
-    assert {n.split(".")[0] for n, p in loaded.named_parameters() if p.requires_grad} == {"prenet", "speller"}
-    wider = load_speech_decoder(tmp_path, hidden_size=HIDDEN * 2)  # another LLM: the speller reads bytes, kept
-    assert torch.equal(wider.speller.bytes.weight, decoder.speller.bytes.weight)
-    with pytest.raises(ValueError, match="tokenizer"):
-        AnswerSpeaker(loaded, _lm())
-    speaker = AnswerSpeaker(loaded.eval(), _lm(), tokenizer=WordTokenizer(WORDS), meta={"stage": "frozen-tts"})
-    assert len(list(speaker.units([0, 2], torch.zeros(1, 2, HIDDEN)))) >= 2
