@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from speechgpt.config import save_config
-from speechgpt.model.frozen_speaker import FrozenSpeaker, load_speech_decoder, read_decoder_meta
+from speechgpt.model.frozen_speaker import FrozenSpeaker, load_speech_decoder, read_decoder_meta, spoken_text_ids
 from speechgpt.training.checkpoint import seed_everything
 from speechgpt.training.config import TrainConfig
-from speechgpt.training.decoder_stage import SpokenText, plain_text, spoken_text_ids, spoken_texts, train_decoder
+from speechgpt.training.decoder_stage import SpokenText, plain_text, spoken_texts, train_decoder
 from speechgpt.training.distributed import setup_process
 from speechgpt.training.export import FINAL
 from speechgpt.training.frozen_stage import (

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from speechgpt.config import save_config
-from speechgpt.model.frozen_speaker import FrozenSpeaker
+from speechgpt.model.frozen_speaker import FrozenSpeaker, spoken_text_ids
 from speechgpt.model.speech_decoder import build_speech_decoder
 from speechgpt.text.phonemes import TextPhonemes, phoneme_ids, phonemize_all
 from speechgpt.training.checkpoint import seed_everything
@@ -24,7 +24,6 @@ from speechgpt.training.config import TrainConfig
 from speechgpt.training.decoder_stage import (
     DecoderSettings,
     held_out,
-    spoken_text_ids,
     spoken_texts,
     train_decoder,
 )

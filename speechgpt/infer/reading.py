@@ -16,6 +16,7 @@ from speechgpt.infer.constrain import AnswerShape
 from speechgpt.infer.frozen_session import NO_SPEECH_OUT, FrozenChatSession
 from speechgpt.infer.session import ChatSession
 from speechgpt.infer.speaking import AnswerVoice
+from speechgpt.model.frozen_speaker import spoken_text_ids
 from speechgpt.text.template import ParsedAnswer, UserTurn
 from speechgpt.text.units import SOSP
 
@@ -58,7 +59,7 @@ def frozen_units(session: FrozenChatSession, text: str) -> ParsedAnswer:
     if not session.speaks or session.speaker is None:
         raise ValueError(NO_SPEECH_OUT)
     tokenizer = session.frozen.tokenizer
-    tokens = tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+    tokens = spoken_text_ids(tokenizer, text)
     units = list(session.speaker.units_of_text(tokens, tokenizer.bos_token_id))
     answer = ParsedAnswer(text=text, units=units, complete=True)
     if not units:

@@ -96,6 +96,12 @@ class TextReading:
         }
 
 
+def spoken_text_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a text as an LLM writes it inside a sentence (a leading space, so a byte-level BPE gives the
+    tokens of its answers)."""
+    return [int(i) for i in tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]]
+
+
 def save_speech_decoder(model: FrozenSpeaker, out: str | Path, **extra: Any) -> Path:
     """Write the decoder's weights and meta (its builder's arguments, the LLM's fingerprint, `extra`) into `out`."""
     from safetensors.torch import save_file

@@ -1,6 +1,7 @@
 """What the frozen-LLM variant's two output stages share: the decoder's settings, spoken texts from units datasets
-(text -> merged units), the text's tokens as the LLM writes them, the engine run and the export of the decoder with
-everything a loader needs. Each stage file only says which data and which loss.
+(text -> merged units), the engine run and the export of the decoder with everything a loader needs (the text's
+tokens as the LLM writes them are speechgpt.model.frozen_speaker.spoken_text_ids, which inference uses too). Each
+stage file only says which data and which loss.
 """
 
 from __future__ import annotations
@@ -84,12 +85,6 @@ def spoken_texts(paths: Sequence[Path]) -> tuple[EncoderTag, list[SpokenText]]:
 def held_out(text: str, fraction: float) -> bool:
     """Whether a text is held out for evaluation: a stable hash of its plain form (every rendition goes one way)."""
     return zlib.crc32(plain_text(text).encode()) % 10_000 < fraction * 10_000
-
-
-def spoken_text_ids(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of a text as an LLM writes it inside a sentence (a leading space, so a byte-level BPE gives the
-    tokens of its answers)."""
-    return [int(i) for i in tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]]
 
 
 def train_decoder(

@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 
 from speechgpt.data.units import load_units_dataset
-from speechgpt.model.frozen_speaker import load_speech_decoder
+from speechgpt.model.frozen_speaker import load_speech_decoder, spoken_text_ids
 from speechgpt.model.load import load_lm
-from speechgpt.training.decoder_stage import DecoderSettings, spoken_text_ids
+from speechgpt.training.decoder_stage import DecoderSettings
 from stages import frozen_tts
 from tests.integration.test_frozen_output_stages import train_cfg
 from tests.lm_fixtures import make_tiny_lm
