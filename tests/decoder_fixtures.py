@@ -1,5 +1,5 @@
-"""Stand-ins for what the frozen variant's speech decoder reads of an LLM: its input embeddings and its tokenizer's
-decode (no model, no download)."""
+"""Stand-ins for what the frozen variant's speech decoder reads of an LLM (its input embeddings and its tokenizer's
+decode; no model, no download), and one short fit of a decoder on a batch."""
 
 from __future__ import annotations
 
@@ -27,3 +27,21 @@ class EmbeddingLM(torch.nn.Module):
 
     def get_input_embeddings(self) -> torch.nn.Module:
         return self.embed
+
+
+def fit_decoder(
+    decoder: torch.nn.Module, embeds: torch.Tensor, lengths: torch.Tensor, units: torch.Tensor, **read: object
+) -> tuple[float, dict[str, torch.Tensor]]:
+    """150 Adam steps (lr 3e-3) of the decoder's teacher-forced loss on one batch, `read` its spelled / phonemes;
+    returns the first step's units loss and the last step's loss parts, and leaves the decoder in eval mode."""
+    decoder.train()
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        parts = decoder.loss(embeds, lengths, units, **read)
+        first = first if first is not None else float(parts["units"])
+        optimizer.zero_grad()
+        parts["loss"].backward()
+        optimizer.step()
+    decoder.eval()
+    return float(first), parts

@@ -22,7 +22,7 @@ from speechgpt.text.phonemes import (
     phoneme_ids,
     phonemize,
 )
-from tests.decoder_fixtures import EmbeddingLM, WordTokenizer
+from tests.decoder_fixtures import EmbeddingLM, WordTokenizer, fit_decoder
 
 HIDDEN, UNITS = 16, 10
 WORDS = {0: " know", 1: " no", 2: " the", 3: " cat", 4: " ph", 5: "one", 6: " sixty", 7: " eight"}
@@ -69,13 +69,7 @@ def test_a_phoneme_decoder_tells_apart_texts_that_differ_only_in_sound() -> None
     reader = TextPhonemes(WordTokenizer(WORDS))
     sounds = reader(torch.tensor([[6], [7]]), torch.tensor([1, 1]))
     units = torch.tensor([[1, 2, 3], [4, 5, IGNORE]])
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=3e-3)
-    for _ in range(150):
-        parts = decoder.loss(embeds, torch.tensor([1, 1]), units, phonemes=sounds)
-        optimizer.zero_grad()
-        parts["loss"].backward()
-        optimizer.step()
-    decoder.eval()
+    fit_decoder(decoder, embeds, torch.tensor([1, 1]), units, phonemes=sounds)
     one = (sounds[0][:1, : sounds[1][0]], sounds[1][:1])
     two = (sounds[0][1:, : sounds[1][1]], sounds[1][1:])
     assert list(decoder.generate(embeds[:1], None, max_units=10, phonemes=one)) == [1, 2, 3]

@@ -14,7 +14,7 @@ from speechgpt.infer.frozen_speaking import AnswerSpeaker
 from speechgpt.model.frozen_speaker import FrozenSpeaker, load_speech_decoder, save_speech_decoder
 from speechgpt.model.speech_decoder import IGNORE, build_speech_decoder
 from speechgpt.model.token_spelling import SPELLING_BYTES
-from tests.decoder_fixtures import EmbeddingLM, WordTokenizer
+from tests.decoder_fixtures import EmbeddingLM, WordTokenizer, fit_decoder
 
 HIDDEN, UNITS = 24, 12
 
@@ -72,20 +72,10 @@ def test_cached_generation_equals_the_whole_sequence_read_at_once(
 
 def test_it_learns_text_to_units() -> None:
     decoder = small_decoder()
-    decoder.train()
     embeds = torch.randn(2, 4, HIDDEN)
     units = torch.tensor([[1, 2, 3, 4, 5], [7, 6, 5, IGNORE, IGNORE]])
-    lengths = torch.tensor([4, 3])
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=3e-3)
-    first = None
-    for _ in range(150):
-        parts = decoder.loss(embeds, lengths, units)
-        first = first if first is not None else float(parts["units"])
-        optimizer.zero_grad()
-        parts["loss"].backward()
-        optimizer.step()
+    first, parts = fit_decoder(decoder, embeds, torch.tensor([4, 3]), units)
     assert float(parts["units"]) < 0.1 * first and float(parts["accuracy"]) == 1.0
-    decoder.eval()
     assert list(decoder.generate(embeds[:1], None, max_units=20)) == [1, 2, 3, 4, 5]
     assert list(decoder.generate(embeds[1:2, :3], None, max_units=20)) == [7, 6, 5]
 

@@ -8,7 +8,7 @@ import torch
 
 from speechgpt.model.speech_decoder import IGNORE, build_speech_decoder
 from speechgpt.model.token_spelling import SPELLING_BYTES, Speller, TokenSpelling
-from tests.decoder_fixtures import EmbeddingLM, WordTokenizer
+from tests.decoder_fixtures import EmbeddingLM, WordTokenizer, fit_decoder
 
 HIDDEN, UNITS = 16, 10
 WORDS = {0: " six", 1: " sex", 2: " seven", 3: " a very long token indeed", 4: "é"}
@@ -52,13 +52,7 @@ def test_a_spelling_decoder_says_tokens_apart_that_only_their_letters_tell_apart
     embeds = torch.ones(2, 1, HIDDEN)
     spelled = spelling(torch.tensor([[0], [1]]))
     units = torch.tensor([[1, 2, 3], [4, 5, IGNORE]])
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=3e-3)
-    for _ in range(150):
-        parts = decoder.loss(embeds, torch.tensor([1, 1]), units, spelled=spelled)
-        optimizer.zero_grad()
-        parts["loss"].backward()
-        optimizer.step()
-    decoder.eval()
+    fit_decoder(decoder, embeds, torch.tensor([1, 1]), units, spelled=spelled)
     assert list(decoder.generate(embeds[:1], None, max_units=10, spelled=spelled[:1])) == [1, 2, 3]
     assert list(decoder.generate(embeds[1:], None, max_units=10, spelled=spelled[1:])) == [4, 5]
     with pytest.raises(ValueError, match="spelling"):
