@@ -84,13 +84,14 @@ def run(cfg: Config) -> Path:
     skipped: dict[str, Counter[str]] = {"train": Counter(), "heldout": Counter()}
     clips = [c for c in clips if c.split == cfg.train_split]
     token_ids = {c.id: spoken_text_ids(frozen.tokenizer, c.text) for c in clips}
-    phonemes = TextPhonemes(frozen.tokenizer) if cfg.decoder.phonemes else None
-    if phonemes is not None:
-        phonemize_all(phonemes.text(ids) for ids in token_ids.values())
+    # the text the decoder's phonemes are read from: its tokens decoded, as TextPhonemes reads each batch
+    reader = TextPhonemes(frozen.tokenizer)
+    decoded = {c: reader.text(ids) for c, ids in token_ids.items()} if cfg.decoder.phonemes else {}
+    phonemize_all(decoded.values())
     for clip in clips:
         split = "heldout" if held_out(clip.text, cfg.heldout_text_fraction) else "train"
         ids = token_ids[clip.id]
-        sounds = 0 if phonemes is None else len(phoneme_ids(phonemes.text(ids)))
+        sounds = len(phoneme_ids(decoded[clip.id])) if decoded else 0
         if len(ids) + sounds + len(clip.units) + 1 > cfg.decoder.max_positions:
             skipped[split]["text and units longer than decoder.max_positions"] += 1
             continue
