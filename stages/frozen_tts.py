@@ -86,7 +86,7 @@ def run(cfg: Config) -> Path:
     token_ids = {c.id: spoken_text_ids(frozen.tokenizer, c.text) for c in clips}
     # the text the decoder's phonemes are read from: its tokens decoded, as TextPhonemes reads each batch
     reader = TextPhonemes(frozen.tokenizer)
-    decoded = {c: reader.text(ids) for c, ids in token_ids.items()} if cfg.decoder.phonemes else {}
+    decoded = {clip_id: reader.text(ids) for clip_id, ids in token_ids.items()} if cfg.decoder.phonemes else {}
     phonemize_all(decoded.values())
     for clip in clips:
         split = "heldout" if held_out(clip.text, cfg.heldout_text_fraction) else "train"

@@ -120,10 +120,10 @@ def phonemize(text: str, voice: str = "en-us") -> tuple[str, ...]:
 
 
 def phonemize_all(texts: Iterable[str], workers: int = 4) -> None:
-    """Fill `phoneme_ids`' cache for many texts at once (one espeak-ng process per text, `workers` at a time)."""
-    todo = sorted({" ".join(text.split()) for text in texts})
+    """Fill `phoneme_ids`' cache for many texts at once. The library answers one text at a time (its lock); where
+    only the command runs, each text is one espeak-ng process, `workers` at a time."""
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(phonemize, todo))
+        list(pool.map(phoneme_ids, sorted(set(texts))))
 
 
 def phoneme_ids(text: str) -> list[int]:
