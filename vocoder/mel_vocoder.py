@@ -21,7 +21,6 @@ from torch.nn import functional as F
 from torchaudio.transforms import InverseMelScale, MelSpectrogram
 
 from vocoder.data import HOP_LENGTH
-from vocoder.local_attention import LocalAttentionBlock
 
 LOG_FLOOR = 1e-5
 
@@ -109,9 +108,7 @@ def split_lookahead(spans: list[int], lookahead: int | None) -> list[int]:
 class MelNet(nn.Module, PyTorchModelHubMixin):
     """Frame units (B, T) and speaker indices (B,) -> log-mel (B, n_mels, T). 1.4M parameters by default (500 units);
     each output frame reads 30 frames (0.6 s) on each side, or `lookahead_frames` ahead and the rest behind;
-    `dropout` acts in training only, after each residual block's convolution. `attention_layers` transformer layers
-    after the convolutions each read `attention_window` frames on either side (their look-ahead, like a
-    convolution's, comes out of the `lookahead_frames` budget)."""
+    `dropout` acts in training only, after each residual block's convolution."""
 
     def __init__(
         self,
@@ -126,9 +123,6 @@ class MelNet(nn.Module, PyTorchModelHubMixin):
         n_mels: int = 80,
         lookahead_frames: int | None = None,
         dropout: float = 0.0,
-        attention_layers: int = 0,
-        attention_heads: int = 4,
-        attention_window: int = 32,
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
@@ -136,17 +130,12 @@ class MelNet(nn.Module, PyTorchModelHubMixin):
         self.unit_embedding = nn.Embedding(n_units, embedding_dim)
         self.speaker_embedding = nn.Embedding(n_speakers, speaker_dim) if n_speakers else None
         in_dim = embedding_dim + (speaker_dim if n_speakers else 0)
-        conv_spans = [(kernel_size - 1) * d for d in (1, *dilations)]
-        spans = conv_spans + [2 * attention_window] * attention_layers
+        spans = [(kernel_size - 1) * d for d in (1, *dilations)]
         rights = split_lookahead(spans, lookahead_frames)
         self.pre = ShiftedConv(in_dim, channels, kernel_size, 1, rights[0])
         self.blocks = nn.ModuleList(
             ResidualConv(channels, kernel_size, d, right, dropout)
-            for d, right in zip(dilations, rights[1 : len(conv_spans)], strict=True)
-        )
-        self.attention = nn.ModuleList(
-            LocalAttentionBlock(channels, attention_heads, 2 * attention_window - right, right, dropout)
-            for right in rights[len(conv_spans) :]
+            for d, right in zip(dilations, rights[1:], strict=True)
         )
         self.post = nn.Conv1d(channels, n_mels, 1)
         self.n_mels = n_mels
@@ -169,8 +158,6 @@ class MelNet(nn.Module, PyTorchModelHubMixin):
         x = self.pre(x)
         for block in self.blocks:
             x = block(x)
-        for layer in self.attention:
-            x = layer(x)
         return self.post(x)
 
 

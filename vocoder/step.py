@@ -194,7 +194,4 @@ def build_model(cfg: Config, n_units: int, speakers: list[str]) -> nn.Module:
         n_mels=cfg.mel.n_mels,
         lookahead_frames=cfg.lookahead_frames,
         dropout=cfg.dropout,
-        attention_layers=cfg.attention_layers,
-        attention_heads=cfg.attention_heads,
-        attention_window=cfg.attention_window,
     )

@@ -96,13 +96,7 @@ class Config:
     """Mel route: future frames an output frame may read (the latency a stream adds before its first audio, 20 ms
     each); None: centered convolutions, half the receptive field (30 frames with the default dilations)."""
     dropout: float = 0.0
-    """Mel route: dropout after each residual block's convolution and attention layer (training only)."""
-    attention_layers: int = 0
-    """Mel route: transformer layers after the convolutions, each attending to a band of frames."""
-    attention_heads: int = 4
-    """Mel route: heads of each attention layer (they split `channels`)."""
-    attention_window: int = 32
-    """Mel route: frames an attention layer reads on each side (20 ms each; look-ahead from `lookahead_frames`)."""
+    """Mel route: dropout after each residual block's convolution (training only)."""
     unit_noise: float = 0.0
     """Fraction of each segment's unit runs replaced by a random unit for the whole run (training only): an input
     noise that stands for a language model's wrong units and keeps the net from leaning on any one unit."""
