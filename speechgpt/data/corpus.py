@@ -24,6 +24,7 @@ from typing import Any
 from tqdm import tqdm
 
 from speechgpt.data.audio import SAMPLE_RATE, Audio16k, AudioError, write_audio
+from speechgpt.data.audio_paths import absolute_audio_paths, relative_audio_paths, relative_rows
 from speechgpt.data.io import append_jsonl, atomic_write_text, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -243,6 +244,7 @@ def write_dataset(rows: list[dict[str, Any]], path: Path, features: Any) -> Path
     import datasets
     import pyarrow as pa
 
+    rows = relative_rows(rows, path, features)
     table = pa.Table.from_pylist(rows, schema=features.arrow_schema) if rows else features.arrow_schema.empty_table()
     digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
     dataset = datasets.Dataset(table, info=datasets.DatasetInfo(features=features), fingerprint=digest)
@@ -250,10 +252,11 @@ def write_dataset(rows: list[dict[str, Any]], path: Path, features: Any) -> Path
 
 
 def save_dataset(dataset: Any, path: Path) -> Path:
-    """`save_to_disk` into a temporary folder (clearing one a killed run left), then swap it in by rename."""
+    """`save_to_disk` into a temporary folder (clearing one a killed run left), then swap it in by rename. Audio paths
+    are stored relative to `path` (speechgpt/data/audio_paths.py)."""
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    dataset.save_to_disk(str(tmp))
+    relative_audio_paths(dataset, path).save_to_disk(str(tmp))
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
     return path
@@ -278,7 +281,8 @@ def corpus_features() -> Any:
 
 
 def load_corpus(path: str | Path) -> Any:
-    """Load a corpus dataset from its build folder or its `dataset/` folder, checking the columns."""
+    """Load a corpus dataset from its build folder or its `dataset/` folder, checking the columns; audio paths come
+    back absolute."""
     import datasets
 
     path = Path(path)
@@ -289,7 +293,7 @@ def load_corpus(path: str | Path) -> Any:
     missing = [c for c in CORPUS_COLUMNS if c not in dataset.column_names]
     if missing:
         raise ValueError(f"{target}: not a corpus dataset, missing columns {missing}")
-    return dataset
+    return absolute_audio_paths(dataset, target)
 
 
 def _convert_star(args: tuple[SourceItem, Path, float]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from speechgpt.data.audio_paths import absolute_audio_paths
 from speechgpt.data.corpus import CORPUS_COLUMNS, DATASET_DIR, corpus_features
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def units_features() -> Any:
 
 def load_units_dataset(path: str | Path) -> Any:
     """A units dataset from its build folder or its `dataset/` folder, checked: the contract's columns, at least one
-    row, one well-formed encoder tag. Errors name the folder and what is wrong."""
+    row, one well-formed encoder tag. Errors name the folder and what is wrong. Audio paths come back absolute."""
     import datasets
 
     path = Path(path)
@@ -86,7 +87,7 @@ def load_units_dataset(path: str | Path) -> Any:
     if missing:
         raise ValueError(f"{target}: not a units dataset, missing columns {missing} (run `speechgpt units extract`)")
     encoder_tag(dataset, where=target)
-    return dataset
+    return absolute_audio_paths(dataset, target)
 
 
 def encoder_tag(dataset: Any, where: str | Path | None = None) -> EncoderTag:

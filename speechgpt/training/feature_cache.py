@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from speechgpt.data.audio import SAMPLE_RATE, AudioError, read_audio, resample
+from speechgpt.data.audio_paths import relative_to
 from speechgpt.model.speech_features import FBANK_RATE, FeatureExtractor, FeatureKind, build_feature_extractor
 from speechgpt.training.collectives import barrier
 
@@ -157,8 +158,10 @@ def perturbed_speed(samples: np.ndarray, clip_id: str, spread: float) -> np.ndar
 
 
 def cache_folder(root: Path, settings: FeatureSettings, clips: Sequence[Clip], pad_s: float) -> Path:
-    """`<root>/<kind>-<digest>`: the digest covers the settings, the padding and every clip's id and audio path."""
-    key = {"settings": asdict(settings), "pad_s": pad_s, "clips": sorted([c.id, c.audio] for c in clips)}
+    """`<root>/<kind>-<digest>`: the digest covers the settings, the padding and every clip's id and audio path. The
+    paths count relative to `root`, so a copied output folder (cache and corpora together) still finds its cache."""
+    where = relative_to(root)
+    key = {"settings": asdict(settings), "pad_s": pad_s, "clips": sorted([c.id, where(c.audio)] for c in clips)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return root / f"{settings.kind}-{digest}"
 

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from speechgpt.config import save_config
 from speechgpt.data.audio import AudioError, read_audio
+from speechgpt.data.audio_paths import absolute_audio_paths
 from speechgpt.data.corpus import check_build_settings, load_corpus, save_dataset, write_dataset
 from speechgpt.data.io import atomic_write_text
 from speechgpt.data.units import EncoderTag, units_features
@@ -158,7 +159,7 @@ def _decode(row: dict) -> torch.Tensor | str:
 def _join_shards(out: Path, paths: list[Path], encoder: str) -> None:
     import datasets
 
-    parts = [datasets.load_from_disk(str(p / "dataset")) for p in paths]
+    parts = [absolute_audio_paths(datasets.load_from_disk(str(p / "dataset")), p / "dataset") for p in paths]
     joined = (
         datasets.concatenate_datasets(parts) if parts else datasets.Dataset.from_list([], features=units_features())
     )

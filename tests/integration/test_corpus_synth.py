@@ -78,6 +78,7 @@ def test_limit_then_resume_equals_one_shot(tmp_path: Path, tiny_corpus: Path, se
     assert not (out / "dataset").exists()
     synth_corpus.run(synth_config(out, sentences_file, num_workers=1))
     assert relative_rows(out) == relative_rows(tiny_corpus)
+    assert folder_bytes(out / "dataset") == folder_bytes(tiny_corpus / "dataset"), "the folder is not in the bytes"
     for row in relative_rows(out):
         assert (out / row["audio"]).read_bytes() == (tiny_corpus / row["audio"]).read_bytes()
 

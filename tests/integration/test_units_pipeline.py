@@ -142,3 +142,20 @@ def test_resume_with_other_kmeans_is_refused(tiny_corpus: Path, kmeans_dir: Path
     other = fit.run(fit.Config(corpus=tiny_corpus, out=tmp_path / "km7", k=7, splits=["train", "test"]))
     with pytest.raises(ValueError, match="other settings"):
         extract.run(extract_cfg(tiny_corpus, other, out))
+
+
+def test_a_moved_output_folder_still_finds_its_audio(tiny_corpus: Path, kmeans_dir: Path, tmp_path: Path) -> None:
+    import datasets
+
+    from speechgpt.data.units import load_units_dataset
+
+    first = tmp_path / "first"
+    shutil.copytree(tiny_corpus, first / "corpus")
+    extract.run(extract_cfg(first / "corpus", kmeans_dir, first / "units"))
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    stored = datasets.load_from_disk(str(moved / "units" / "dataset"))["audio"]
+    assert all(path.startswith("../../corpus/audio/") for path in stored), stored
+    for dataset in (load_corpus(moved / "corpus"), load_units_dataset(moved / "units")):
+        assert all(Path(p).is_absolute() and Path(p).is_file() for p in dataset["audio"])
+        assert all(Path(p).is_relative_to(moved / "corpus" / "audio") for p in dataset["audio"])

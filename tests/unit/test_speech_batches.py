@@ -159,3 +159,16 @@ def test_speed_perturbation_plays_each_clip_at_a_speed_drawn_from_its_id(tmp_pat
     assert perturbed.features[fast_id].shape[0] == 1 + (len(fast) - 400) // 160
     with pytest.raises(ValueError, match="speed_perturb"):
         FeatureSettings(speed_perturb=1.0)
+
+
+def test_a_cache_moved_with_its_audio_is_still_found(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    write_audio(first / "audio" / "c0.wav", tone(0.5, 0.4))
+    settings = FeatureSettings(num_mel_bins=23)
+    assert cached_features([Clip("c0", str(first / "audio" / "c0.wav"))], settings, first / "cache").computed == 1
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    again = cached_features([Clip("c0", str(moved / "audio" / "c0.wav"))], settings, moved / "cache")
+    assert again.computed == 0 and sorted(again.features) == ["c0"]
+    elsewhere = cached_features([Clip("c0", str(moved / "audio" / "c0.wav"))], settings, tmp_path / "other" / "cache")
+    assert elsewhere.computed == 1

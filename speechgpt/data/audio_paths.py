@@ -1,0 +1,72 @@
+"""Audio paths in saved datasets: written relative to the dataset's folder, read back absolute.
+
+A corpus keeps its audio beside its dataset (`<build>/audio/...` next to `<build>/dataset/`), and a units dataset
+points at its corpus' audio. Stored relative to the dataset folder (`../audio/flite_rms/utt1.flac`), those paths
+survive moving or copying the output folder as a whole, and two builds of the same data in different folders write
+the same bytes. `load_corpus` and `load_units_dataset` resolve them, so every reader gets absolute paths; a reader
+of the raw dataset joins them to the dataset folder. Absolute paths (audio outside the output folder, datasets
+written before this convention) are kept as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+AUDIO_COLUMN = "audio"
+
+
+def relative_to(folder: str | Path) -> Callable[[str], str]:
+    """Path -> path relative to `folder` (absolute paths only; relative ones are already so)."""
+    base = os.path.abspath(folder)
+    return lambda path: os.path.relpath(path, base) if os.path.isabs(path) else path
+
+
+def absolute_from(folder: str | Path) -> Callable[[str], str]:
+    """Path relative to `folder` -> normalized absolute path (absolute paths unchanged)."""
+    base = os.path.abspath(folder)
+    return lambda path: path if os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
+
+
+def has_path_column(features: Any) -> bool:
+    """Whether a datasets Features has an `audio` column of plain strings (a file path, not datasets' Audio)."""
+    import datasets
+
+    return AUDIO_COLUMN in features and features[AUDIO_COLUMN] == datasets.Value("string")
+
+
+def relative_rows(rows: list[dict[str, Any]], folder: Path, features: Any) -> list[dict[str, Any]]:
+    """Rows about to be saved in `folder`, with their audio paths made relative to it."""
+    if not has_path_column(features):
+        return rows
+    convert = relative_to(folder)
+    return [{**row, AUDIO_COLUMN: convert(row[AUDIO_COLUMN])} for row in rows]
+
+
+def relative_audio_paths(dataset: Any, folder: Path) -> Any:
+    """A dataset about to be saved in `folder`, with its audio paths made relative to it."""
+    return _convert_column(dataset, relative_to(folder), "relative")
+
+
+def absolute_audio_paths(dataset: Any, folder: Path) -> Any:
+    """A dataset loaded from `folder`, with its audio paths resolved. The fingerprint stays independent of where
+    the folder lies, so resume checks keyed on it still match after the folder moved."""
+    return _convert_column(dataset, absolute_from(folder), "absolute")
+
+
+def _convert_column(dataset: Any, convert: Callable[[str], str], how: str) -> Any:
+    if not has_path_column(dataset.features):
+        return dataset
+    old = dataset[AUDIO_COLUMN]
+    new = [convert(path) for path in old]
+    if new == old:
+        return dataset
+    order = dataset.column_names
+    fingerprint = hashlib.sha256(f"{dataset._fingerprint}:{how}-audio".encode()).hexdigest()[:16]
+    converted = dataset.remove_columns(AUDIO_COLUMN).add_column(
+        AUDIO_COLUMN, new, feature=dataset.features[AUDIO_COLUMN], new_fingerprint=fingerprint
+    )
+    return converted.select_columns(order, new_fingerprint=fingerprint)
