@@ -79,8 +79,12 @@ class Config:
     quick_overrides: Path = Path("configs/tiny/quick.yaml")
     """`step: [key=value, ...]` overrides of the quick run."""
     backbone: str | None = None
-    """An HF causal LM (folder or hub id) to start from instead of a tiny one trained from scratch: stage 0 then
-    fine-tunes it on the QA text (`speechgpt train backbone base=...`) and both variants build on it."""
+    """An HF causal LM (folder, hub id or `.gguf` file) to start from instead of a tiny one trained from scratch:
+    stage 0 then fine-tunes it on the QA text (`speechgpt train backbone base=...`), both variants build on it, and
+    each step also takes its overrides from `pretrained_overrides`."""
+    pretrained_overrides: Path = Path("configs/tiny/pretrained.yaml")
+    """`step: [key=value, ...]` overrides of a run from a pretrained `backbone`: fine-tuning learning rates in place
+    of the tiny model's, which would overwrite what the LLM knows."""
 
 
 def command_of(path: Path) -> tuple[str, ...]:
@@ -97,12 +101,11 @@ def run(cfg: Config) -> Path:
 
     timings: dict[str, float] = {}
     outputs: dict[str, str] = {}
-    quick = read_quick_overrides(cfg.quick_overrides) if cfg.quick else {}
     for step in cfg.steps:
         path = cfg.configs / f"{step}.yaml"
         words = command_of(path)
         module: Any = importlib.import_module(COMMANDS[words].module)
-        overrides = [*quick.get(step, []), *(backbone_overrides(cfg.backbone) if step == "backbone" else [])]
+        overrides = step_overrides(cfg, step)
         started = time.perf_counter()
         log.info("demo step %s: speechgpt %s --config %s %s", step, " ".join(words), path, " ".join(overrides))
         step_cfg = rerooted(load_config(module.Config, path, overrides), DEFAULT_ROOT, str(cfg.out))
@@ -125,18 +128,23 @@ def run(cfg: Config) -> Path:
 def add_arguments(parser: Any) -> None:
     """`--quick` and `--backbone DIR` beside key=value."""
     parser.add_argument("--quick", action="store_const", const=True, default=None, help="a smoke run (quick=true)")
-    parser.add_argument("--backbone", default=None, help="HF causal LM folder or hub id to start from")
+    parser.add_argument("--backbone", default=None, help="HF causal LM folder, hub id or .gguf file to start from")
 
 
-def read_quick_overrides(path: Path) -> dict[str, list[str]]:
+def step_overrides(cfg: Config, step: str) -> list[str]:
+    """A step's key=value overrides: the quick run's, then a pretrained backbone's, then stage 0's `base=`."""
+    quick = read_step_overrides(cfg.quick_overrides).get(step, []) if cfg.quick else []
+    if cfg.backbone is None:
+        return quick
+    base = [f"base={cfg.backbone}"] if step == "backbone" else []
+    return [*quick, *read_step_overrides(cfg.pretrained_overrides).get(step, []), *base]
+
+
+def read_step_overrides(path: Path) -> dict[str, list[str]]:
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
     if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
         raise ValueError(f"{path}: expected `step: [key=value, ...]` entries")
     return {str(step): [str(o) for o in overrides] for step, overrides in raw.items()}
-
-
-def backbone_overrides(backbone: str | None) -> list[str]:
-    return [] if backbone is None else [f"base={backbone}"]
 
 
 def rerooted(cfg: Any, old: str, new: str) -> Any:

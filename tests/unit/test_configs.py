@@ -13,7 +13,8 @@ from speechgpt.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ROOT / "configs" / "tiny" / "quick.yaml"  # the quick demo's overrides per step, not a command's config
-CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p != QUICK)
+PRETRAINED = ROOT / "configs" / "tiny" / "pretrained.yaml"  # the same, for a demo from a pretrained backbone
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p not in (QUICK, PRETRAINED))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -34,15 +35,28 @@ def test_demo_has_a_config_per_step() -> None:
     assert STEPS.index("frozen_tts") < STEPS.index("frozen_speak") < STEPS.index("frozen_spoken_qa")
 
 
-def test_quick_overrides_apply_to_their_steps() -> None:
-    from speechgpt.app.demo import read_quick_overrides
+@pytest.mark.parametrize("path", [QUICK, PRETRAINED], ids=lambda p: p.name)
+def test_step_overrides_apply_to_their_steps(path: Path) -> None:
+    from speechgpt.app.demo import read_step_overrides
 
-    quick = read_quick_overrides(QUICK)
-    assert set(quick) <= set(STEPS)
-    for step, overrides in quick.items():
+    by_step = read_step_overrides(path)
+    assert set(by_step) <= set(STEPS)
+    for step, overrides in by_step.items():
         path = ROOT / "configs" / "tiny" / f"{step}.yaml"
         module = importlib.import_module(COMMANDS[command_of(path)].module)
         load_config(module.Config, path, overrides)
+
+
+def test_a_pretrained_backbone_brings_its_learning_rates() -> None:
+    from speechgpt.app.demo import Config, step_overrides
+
+    tiny = Config(quick=True)
+    assert step_overrides(tiny, "backbone") == ["train.max_steps=40", "train.eval_every=0", "train.save_every=0"]
+    assert step_overrides(tiny, "stage1") == ["train.max_steps=6", "train.eval_every=6", "train.save_every=0"]
+    pretrained = Config(quick=True, backbone="llm.gguf")
+    assert step_overrides(pretrained, "backbone")[-2:] == ["train.lr=5.0e-5", "base=llm.gguf"]
+    assert step_overrides(pretrained, "stage1") == [*step_overrides(tiny, "stage1"), "train.lr=5.0e-5"]
+    assert step_overrides(Config(backbone="llm.gguf"), "frozen_asr") == []
 
 
 def test_rerooting_moves_every_demo_path() -> None:
