@@ -4,13 +4,13 @@ A corpus keeps its audio beside its dataset (`<build>/audio/...` next to `<build
 points at its corpus' audio. Stored relative to the dataset folder (`../audio/flite_rms/utt1.flac`), those paths
 survive moving or copying the output folder as a whole, and two builds of the same data in different folders write
 the same bytes. `load_corpus` and `load_units_dataset` resolve them, so every reader gets absolute paths; a reader
-of the raw dataset joins them to the dataset folder. Absolute paths (audio outside the output folder, datasets
-written before this convention) are kept as they are.
+of the raw dataset joins them to the dataset folder. A corpus build's journal holds the paths the same way, so a
+moved build resumes in its new place. Absolute paths (audio outside the output folder, datasets and journals written
+before this convention) are kept as they are, and made relative when a dataset is saved.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -48,24 +48,24 @@ def relative_rows(rows: list[dict[str, Any]], folder: Path, features: Any) -> li
 
 def relative_audio_paths(dataset: Any, folder: Path) -> Any:
     """A dataset about to be saved in `folder`, with its audio paths made relative to it."""
-    return _convert_column(dataset, relative_to(folder), "relative")
+    return _convert_column(dataset, relative_to(folder))
 
 
 def absolute_audio_paths(dataset: Any, folder: Path) -> Any:
-    """A dataset loaded from `folder`, with its audio paths resolved. The fingerprint stays independent of where
-    the folder lies, so resume checks keyed on it still match after the folder moved."""
-    return _convert_column(dataset, absolute_from(folder), "absolute")
+    """A dataset loaded from `folder`, with its audio paths resolved. It keeps the stored fingerprint: the paths
+    name the same files, and the resume checks keyed on it (units extract's build.json) match wherever the folder
+    lies and however an older build stored the paths."""
+    return _convert_column(dataset, absolute_from(folder))
 
 
-def _convert_column(dataset: Any, convert: Callable[[str], str], how: str) -> Any:
+def _convert_column(dataset: Any, convert: Callable[[str], str]) -> Any:
     if not has_path_column(dataset.features):
         return dataset
     old = dataset[AUDIO_COLUMN]
     new = [convert(path) for path in old]
     if new == old:
         return dataset
-    order = dataset.column_names
-    fingerprint = hashlib.sha256(f"{dataset._fingerprint}:{how}-audio".encode()).hexdigest()[:16]
+    order, fingerprint = dataset.column_names, dataset._fingerprint
     converted = dataset.remove_columns(AUDIO_COLUMN).add_column(
         AUDIO_COLUMN, new, feature=dataset.features[AUDIO_COLUMN], new_fingerprint=fingerprint
     )

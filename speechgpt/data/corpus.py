@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import re
 import shutil
 from collections import Counter
@@ -104,7 +105,7 @@ def convert_item(item: SourceItem, audio_dir: Path, max_duration_s: float) -> di
     write_audio(path, audio.samples, SAMPLE_RATE)
     row = {
         "id": item.id,
-        "audio": str(path.resolve()),
+        "audio": os.path.relpath(path, audio_dir.parent / DATASET_DIR),  # as the dataset stores it: audio_paths.py
         "text": text,
         "speaker": item.speaker,
         "duration_s": round(audio.duration_s, 4),
@@ -240,13 +241,16 @@ def write_corpus_dataset(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def write_dataset(rows: list[dict[str, Any]], path: Path, features: Any) -> Path:
-    """Save rows as a HF dataset; same rows give the same bytes (content fingerprint). Atomic via rename."""
+    """Save rows as a HF dataset; same rows give the same bytes (content fingerprint). Atomic via rename. The
+    fingerprint hashes the rows as given: a corpus journal's rows hold audio paths relative to the dataset, so the
+    same corpus built in two folders gets the same one, and a journal written with absolute paths keeps the one it
+    had (the resume checks downstream compare it)."""
     import datasets
     import pyarrow as pa
 
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
     rows = relative_rows(rows, path, features)
     table = pa.Table.from_pylist(rows, schema=features.arrow_schema) if rows else features.arrow_schema.empty_table()
-    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
     dataset = datasets.Dataset(table, info=datasets.DatasetInfo(features=features), fingerprint=digest)
     return save_dataset(dataset, path)
 

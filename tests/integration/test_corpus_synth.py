@@ -158,3 +158,12 @@ def test_parallel_and_serial_give_identical_audio(tiny_corpus: Path, tmp_path: P
     for a, b in zip(relative_rows(serial), relative_rows(tiny_corpus), strict=True):
         assert a == b
         assert np.array_equal(sf.read(serial / a["audio"])[0], sf.read(tiny_corpus / b["audio"])[0])
+
+
+def test_a_moved_build_resumes_in_its_new_place(tmp_path: Path, tiny_corpus: Path, sentences_file: Path) -> None:
+    first, moved = tmp_path / "first" / "corpus", tmp_path / "moved" / "corpus"
+    synth_corpus.run(synth_config(first, sentences_file, limit=3, num_workers=1))
+    first.parent.rename(moved.parent)
+    synth_corpus.run(synth_config(moved, sentences_file, num_workers=1))
+    assert all(Path(p).is_relative_to(moved / "audio") and Path(p).is_file() for p in load_corpus(moved)["audio"])
+    assert folder_bytes(moved / "dataset") == folder_bytes(tiny_corpus / "dataset")
