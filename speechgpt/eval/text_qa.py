@@ -170,12 +170,14 @@ def heldout_sentences(cfg: Config) -> list[str]:
 
 
 def asked_model(folder: Path) -> tuple[str, str | Path]:
-    """(variant, the LM asked): `folder` itself, or the backbone a frozen-variant folder names (a folder, or a hub
-    id that `load_lm` resolves); a folder without config.json is an error before anything loads."""
+    """(variant, the LM asked): `folder` itself (or a `.gguf` file), or the backbone a frozen-variant folder names
+    (a folder, or a hub id that `load_lm` resolves); a folder without config.json is an error before anything loads."""
     from speechgpt.infer.frozen_loading import META, model_variant
     from speechgpt.model.frozen_checkpoint import META as META_FILE
     from speechgpt.model.frozen_checkpoint import read_speech_meta
 
+    if folder.suffix == ".gguf" and folder.is_file():
+        return "unified", folder
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such model folder")
     variant = model_variant(folder)

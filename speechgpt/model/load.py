@@ -44,10 +44,9 @@ def load_gguf_lm(path: Path, dtype: DType = "float32") -> tuple[Any, Any]:
     except (OSError, ValueError, KeyError, struct.error) as err:  # struct.error: a file cut short
         raise ValueError(f"cannot load a causal LM from {path}: {err}") from None
     # the weights are dequantized as they load; what stays of the quantization is the bookkeeping that would keep
-    # save_pretrained from writing them
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
+    # save_pretrained from writing them and .float() from casting them
+    if model.hf_quantizer is not None:
+        model.hf_quantizer.remove_quantization_config(model)
     return model, tokenizer
 
 

@@ -124,6 +124,17 @@ def test_a_backbone_answers_its_lines_and_is_scored_per_family(backbone: Path, q
     assert (out / "config.yaml").is_file()
 
 
+def test_a_gguf_file_is_asked_as_the_model_it_holds(backbone: Path, qa: Path, tmp_path: Path) -> None:
+    from tests.gguf_fixtures import write_llama_gguf
+
+    gguf = write_llama_gguf(*load_lm(backbone), tmp_path / "backbone.gguf")
+    for model, out in ((backbone, tmp_path / "folder"), (gguf, tmp_path / "file")):
+        assert cli.main(["eval", "text", f"model={model}", f"qa={qa}", f"out={out}", "batch_size=3"]) == 0
+    answers = [(tmp_path / name / "answers.jsonl").read_text() for name in ("folder", "file")]
+    assert answers[0] == answers[1]
+    assert json.loads((tmp_path / "file" / "report.json").read_text())["text_accuracy"] == 0.75
+
+
 def test_left_padded_batches_answer_as_one_question_at_a_time(backbone: Path) -> None:
     model, tokenizer = load_lm(backbone)
     questions = [qa_text(r)[0] for r in LEARNED]
