@@ -128,15 +128,15 @@ def make_frozen_model(
 def make_speech_decoder(frozen_folder: Path, out: Path, *, stage: str = "frozen-speak") -> Path:
     """A random speech decoder for the frozen folder's backbone (units of the tiny vocoder's codebook), saved as
     `speechgpt train frozen-speak` exports it (its fingerprint that of the backbone as saved)."""
-    import json
 
     import torch
 
+    from speechgpt.model.frozen_checkpoint import read_speech_meta
     from speechgpt.model.frozen_speaker import FrozenSpeaker, save_speech_decoder
     from speechgpt.model.load import load_lm
     from speechgpt.model.speech_decoder import build_speech_decoder
 
-    backbone = json.loads((frozen_folder / "speech_modules.json").read_text())["backbone"]
+    backbone = read_speech_meta(frozen_folder)["backbone"]
     lm, _ = load_lm(backbone)
     torch.manual_seed(0)
     hidden = lm.get_input_embeddings().embedding_dim

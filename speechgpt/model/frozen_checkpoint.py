@@ -17,6 +17,7 @@ from speechgpt.model.frozen_lm import (
     speech_modules_state_dict,
     weights_fingerprint,
 )
+from speechgpt.model.meta_paths import portable_meta, resolved_meta
 from speechgpt.model.speech_encoder import SpeechEncoder, build_speech_encoder
 
 VARIANT = "frozen"
@@ -44,12 +45,13 @@ def save_speech_modules(model: FrozenSpeechLM, out: str | Path, **extra: Any) ->
         "lm_fingerprint": weights_fingerprint(model.lm),
         **extra,
     }
-    (out / META).write_text(json.dumps(meta, indent=2) + "\n")
+    (out / META).write_text(json.dumps(portable_meta(meta, out), indent=2) + "\n")
     return out
 
 
 def read_speech_meta(folder: str | Path) -> dict[str, Any]:
-    return dict(json.loads((Path(folder) / META).read_text()))
+    """The meta of a speech-modules folder, the paths it names absolute (speechgpt/model/meta_paths.py)."""
+    return resolved_meta(dict(json.loads((Path(folder) / META).read_text())), folder)
 
 
 def load_speech_modules(lm: Any, folder: str | Path, check_fingerprint: bool = True) -> FrozenSpeechLM:
@@ -87,7 +89,7 @@ def save_speech_encoder(encoder: SpeechEncoder, out: str | Path, **extra: Any) -
     state = {f"encoder.{k}": v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
     save_file(state, str(out / WEIGHTS))
     meta = {"variant": VARIANT, "encoder": encoder.spec, **extra}
-    (out / META).write_text(json.dumps(meta, indent=2) + "\n")
+    (out / META).write_text(json.dumps(portable_meta(meta, out), indent=2) + "\n")
     return out
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from speechgpt.model.frozen_lm import weights_fingerprint
+from speechgpt.model.meta_paths import portable_meta, resolved_meta
 from speechgpt.model.speech_decoder import SpeechDecoder, build_speech_decoder
 from speechgpt.model.token_spelling import TokenSpelling
 from speechgpt.text.phonemes import TextPhonemes
@@ -111,7 +112,7 @@ def save_speech_decoder(model: FrozenSpeaker, out: str | Path, **extra: Any) -> 
     state = {k: v.detach().cpu().contiguous() for k, v in model.decoder.state_dict().items()}
     save_file(state, str(out / WEIGHTS))
     meta = {"variant": "frozen", "decoder": model.decoder.spec, "lm_fingerprint": weights_fingerprint(model.lm)}
-    (out / META).write_text(json.dumps({**meta, **extra}, indent=2) + "\n")
+    (out / META).write_text(json.dumps(portable_meta({**meta, **extra}, out), indent=2) + "\n")
     return out
 
 
@@ -119,7 +120,7 @@ def read_decoder_meta(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / META
     if not path.is_file():
         raise FileNotFoundError(f"{folder}: no {META} (train one with `speechgpt train frozen-tts` / `frozen-speak`)")
-    return dict(json.loads(path.read_text()))
+    return resolved_meta(dict(json.loads(path.read_text())), folder)
 
 
 def load_speech_decoder(folder: str | Path, hidden_size: int | None = None) -> SpeechDecoder:

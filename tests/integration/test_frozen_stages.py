@@ -181,6 +181,23 @@ def test_ctc_trains_the_encoder_alone_skips_bad_clips_and_resumes(ctc: Path, cor
     check_resume(frozen_ctc, ctc_config(corpus, root / "ctc_resumed"), out)
 
 
+def test_a_copied_output_tree_keeps_the_backbone_its_meta_names(asr: Path, llama: Path, root: Path, tmp_path: Path):
+    import shutil
+
+    stored = json.loads((asr / "speech_modules.json").read_text())
+    assert set(stored["relative_paths"]) == {"backbone", "init"}
+    assert not any(Path(p).is_absolute() for p in stored["relative_paths"].values())
+    copy = tmp_path / "copy"
+    for folder in (llama, asr):
+        shutil.copytree(folder, copy / folder.relative_to(root))
+    meta = read_speech_meta(copy / asr.relative_to(root))
+    assert meta["backbone"] == str(copy / llama.relative_to(root))
+    assert load_speech_modules(load_lm(meta["backbone"])[0], copy / asr.relative_to(root)) is not None
+    alone = tmp_path / "alone"  # copied without its tree: the backbone it trained with
+    shutil.copytree(asr, alone)
+    assert read_speech_meta(alone)["backbone"] == str(llama.resolve())
+
+
 def test_asr_trains_only_the_speech_modules_and_leaves_the_llm_unchanged(
     asr: Path, ctc: Path, llama: Path, corpus: Path, root: Path
 ) -> None:
