@@ -11,24 +11,13 @@ before this convention) are kept as they are, and made relative when a dataset i
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from speechgpt.data.io import absolute_from, relative_to
+
 AUDIO_COLUMN = "audio"
-
-
-def relative_to(folder: str | Path) -> Callable[[str], str]:
-    """Path -> path relative to `folder` (absolute paths only; relative ones are already so)."""
-    base = os.path.abspath(folder)
-    return lambda path: os.path.relpath(path, base) if os.path.isabs(path) else path
-
-
-def absolute_from(folder: str | Path) -> Callable[[str], str]:
-    """Path relative to `folder` -> normalized absolute path (absolute paths unchanged)."""
-    base = os.path.abspath(folder)
-    return lambda path: path if os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
 
 
 def has_path_column(features: Any) -> bool:
@@ -36,14 +25,6 @@ def has_path_column(features: Any) -> bool:
     import datasets
 
     return AUDIO_COLUMN in features and features[AUDIO_COLUMN] == datasets.Value("string")
-
-
-def relative_rows(rows: list[dict[str, Any]], folder: Path, features: Any) -> list[dict[str, Any]]:
-    """Rows about to be saved in `folder`, with their audio paths made relative to it."""
-    if not has_path_column(features):
-        return rows
-    convert = relative_to(folder)
-    return [{**row, AUDIO_COLUMN: convert(row[AUDIO_COLUMN])} for row in rows]
 
 
 def relative_audio_paths(dataset: Any, folder: Path) -> Any:

@@ -25,7 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 from speechgpt.data.audio import SAMPLE_RATE, Audio16k, AudioError, write_audio
-from speechgpt.data.audio_paths import absolute_audio_paths, relative_audio_paths, relative_rows
+from speechgpt.data.audio_paths import absolute_audio_paths, relative_audio_paths
 from speechgpt.data.io import append_jsonl, atomic_write_text, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -244,13 +244,12 @@ def write_dataset(rows: list[dict[str, Any]], path: Path, features: Any) -> Path
     """Save rows as a HF dataset; same rows give the same bytes (content fingerprint). Atomic via rename. The
     fingerprint hashes the rows as given: a corpus journal's rows hold audio paths relative to the dataset, so the
     same corpus built in two folders gets the same one, and a journal written with absolute paths keeps the one it
-    had (the resume checks downstream compare it)."""
+    had (the resume checks downstream compare it); `save_dataset` stores the paths relative either way."""
     import datasets
     import pyarrow as pa
 
-    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
-    rows = relative_rows(rows, path, features)
     table = pa.Table.from_pylist(rows, schema=features.arrow_schema) if rows else features.arrow_schema.empty_table()
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
     dataset = datasets.Dataset(table, info=datasets.DatasetInfo(features=features), fingerprint=digest)
     return save_dataset(dataset, path)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,18 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def relative_to(folder: str | Path) -> Callable[[str], str]:
+    """Path -> path relative to `folder` (absolute paths only; relative ones are already so)."""
+    base = os.path.abspath(folder)
+    return lambda path: os.path.relpath(path, base) if os.path.isabs(path) else path
+
+
+def absolute_from(folder: str | Path) -> Callable[[str], str]:
+    """Path relative to `folder` -> normalized absolute path (absolute paths unchanged)."""
+    base = os.path.abspath(folder)
+    return lambda path: path if os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:

@@ -9,27 +9,27 @@ import os
 from pathlib import Path
 from typing import Any
 
+from speechgpt.data.io import absolute_from, relative_to
+
 PATH_KEYS = ("backbone", "init")
 RELATIVE = "relative_paths"
 
 
 def portable_meta(meta: dict[str, Any], folder: str | Path) -> dict[str, Any]:
     """`meta` about to be written into `folder`, with its absolute PATH_KEYS also relative to the folder."""
-    base = os.path.abspath(folder)
-    relative = {k: os.path.relpath(v, base) for k, v in meta.items() if k in PATH_KEYS and _absolute(v)}
+    relative_path = relative_to(folder)
+    relative = {
+        k: relative_path(v) for k, v in meta.items() if k in PATH_KEYS and isinstance(v, str) and os.path.isabs(v)
+    }
     return {**meta, RELATIVE: relative} if relative else dict(meta)
 
 
 def resolved_meta(meta: dict[str, Any], folder: str | Path) -> dict[str, Any]:
     """`meta` read from `folder`: each PATH_KEY the folder's relative path leads to, else as written."""
-    base = os.path.abspath(folder)
+    absolute_path = absolute_from(folder)
     resolved = {k: v for k, v in meta.items() if k != RELATIVE}
     for key, relative in meta.get(RELATIVE, {}).items():
-        path = os.path.normpath(os.path.join(base, relative))
+        path = absolute_path(relative)
         if os.path.exists(path):
             resolved[key] = path
     return resolved
-
-
-def _absolute(value: Any) -> bool:
-    return isinstance(value, str) and os.path.isabs(value)

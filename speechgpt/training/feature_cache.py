@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from speechgpt.data.audio import SAMPLE_RATE, AudioError, read_audio, resample
-from speechgpt.data.audio_paths import relative_to
+from speechgpt.data.io import relative_to
 from speechgpt.model.speech_features import FBANK_RATE, FeatureExtractor, FeatureKind, build_feature_extractor
 from speechgpt.training.collectives import barrier
 
