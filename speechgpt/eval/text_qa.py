@@ -175,8 +175,9 @@ def asked_model(folder: Path) -> tuple[str, str | Path]:
     from speechgpt.infer.frozen_loading import META, model_variant
     from speechgpt.model.frozen_checkpoint import META as META_FILE
     from speechgpt.model.frozen_checkpoint import read_speech_meta
+    from speechgpt.model.load import is_gguf
 
-    if folder.suffix == ".gguf" and folder.is_file():
+    if is_gguf(folder) and folder.is_file():
         return "unified", folder
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such model folder")

@@ -13,11 +13,16 @@ log = logging.getLogger(__name__)
 DType = Literal["float32", "bfloat16", "float16"]
 
 
+def is_gguf(path: str | Path) -> bool:
+    """Whether `path` names a GGUF file (by its suffix), which `load_lm` reads as one model."""
+    return str(path).endswith(".gguf")
+
+
 def load_lm(path: str | Path, dtype: DType = "float32") -> tuple[Any, Any]:
     """(model, tokenizer) from a folder, a hub id or a `.gguf` file; a path that is not an LM gives a clear error."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if str(path).endswith(".gguf"):
+    if is_gguf(path):
         return load_gguf_lm(Path(path), dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
