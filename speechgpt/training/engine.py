@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ from speechgpt.training.schedule import lr_lambda
 
 log = logging.getLogger(__name__)
 Exporter = Callable[[Any, Path], None]
+LRGroups = Sequence[tuple[Sequence[torch.nn.Parameter], float]]
+"""Parameters that train at a peak learning rate of their own (on the same schedule), each list with its rate."""
 
 
 @dataclass
@@ -69,15 +71,17 @@ def train(
     loss: LossFn | None = None,
     export: Exporter | None = None,
     dist: Dist | None = None,
+    lr_groups: LRGroups = (),
 ) -> RunResult:
     """Train `model` for cfg.max_steps optimizer steps on `batches`; resume from <out>/checkpoints when asked.
-    `loss` defaults to the LM loss of token batches (`token_loss`)."""
+    `loss` defaults to the LM loss of token batches (`token_loss`); parameters in `lr_groups` peak at their own rate,
+    the others at cfg.lr."""
     dist = dist or setup_process(cfg.num_threads)
     seed_everything(cfg.seed + dist.rank)
     loss_of = loss or token_loss(model, cfg.logits_at)
     if cfg.dtype == "bfloat16-autocast":
         loss_of = under_autocast(loss_of)
-    engine, scheduler = build_engine(cfg, model, dist)
+    engine, scheduler = build_engine(cfg, model, dist, lr_groups)
     checkpoints = out / "checkpoints"
     step = load_latest(engine, checkpoints, dist) if cfg.resume else 0
     metrics = MetricsLog(out, enabled=dist.is_main)
@@ -106,7 +110,7 @@ def train(
     return RunResult(out, step, losses)
 
 
-def build_engine(cfg: TrainConfig, model: Any, dist: Dist) -> tuple[Any, Any]:
+def build_engine(cfg: TrainConfig, model: Any, dist: Dist, lr_groups: LRGroups = ()) -> tuple[Any, Any]:
     """AdamW over the trainable parameters (only those: a frozen LLM gets no optimizer state), the LR schedule,
     and the DeepSpeed engine around them."""
     import deepspeed
@@ -115,13 +119,32 @@ def build_engine(cfg: TrainConfig, model: Any, dist: Dist) -> tuple[Any, Any]:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameter")
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    groups = optimizer_groups(params, cfg.lr, lr_groups)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     schedule = lr_lambda(total=cfg.max_steps, warmup=cfg.warmup_steps, shape=cfg.schedule, min_ratio=cfg.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, bf16)
     )
     return engine, scheduler
+
+
+def optimizer_groups(params: list[torch.nn.Parameter], lr: float, lr_groups: LRGroups) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: every trainable parameter at `lr`, except those `lr_groups` names, each at
+    its own rate. Naming a parameter that does not train is an error (it would silently train nothing)."""
+    trainable = {id(p) for p in params}
+    own: dict[int, float] = {}
+    for group, rate in lr_groups:
+        if rate <= 0:
+            raise ValueError(f"a learning rate must be > 0, got {rate}")
+        for p in group:
+            if id(p) not in trainable:
+                raise ValueError(f"a parameter of shape {tuple(p.shape)} has a learning rate but does not train")
+            own[id(p)] = rate
+    groups = [{"params": [p for p in params if id(p) not in own], "lr": lr}]
+    for rate in sorted(set(own.values())):
+        groups.append({"params": [p for p in params if own.get(id(p)) == rate], "lr": rate})
+    return [group for group in groups if group["params"]]
 
 
 def deepspeed_config(cfg: TrainConfig, bf16: bool) -> dict[str, Any]:

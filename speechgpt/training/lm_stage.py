@@ -13,6 +13,7 @@ from typing import Any, Literal
 from speechgpt.config import save_config
 from speechgpt.data.instruct import load_instruct_dataset
 from speechgpt.model.load import load_lm
+from speechgpt.model.row_split import join_rows, speech_token_rows
 from speechgpt.model.vocab import SpeechVocab, add_speech_tokens
 from speechgpt.text.template import SYSTEM_CONFIG_KEY, AssistantTurn, ChatTemplate, UserTurn
 from speechgpt.text.units import UnitFormat
@@ -45,6 +46,17 @@ class LMStageConfig:
     """Engine settings (steps, batch, schedule, DeepSpeed, checkpoints)."""
     replay: TextReplay = field(default_factory=lambda: TextReplay())
     """Rehearsal: the backbone's own text mixed into the stage's training rows, so the LLM keeps what it knew."""
+    speech_token_lr: float | None = None
+    """Peak learning rate of the speech tokens' embedding rows (units and the markers added after them; the output
+    layer's too when untied), on train.lr's schedule; null: train.lr. A pretrained LLM fine-tuned at a rate that
+    keeps its text leaves its new rows nearly where they started; this lets them learn at a rate of their own
+    (docs/pretrained_backbone.md). Not with ZeRO-3."""
+
+    def __post_init__(self) -> None:
+        if self.speech_token_lr is not None and self.speech_token_lr <= 0:
+            raise ValueError("speech_token_lr must be > 0")
+        if self.speech_token_lr is not None and self.train.zero_stage == 3:
+            raise ValueError("speech_token_lr needs train.zero_stage <= 2 (its split rows are not partitioned)")
 
     @property
     def units(self) -> UnitFormat:
@@ -204,16 +216,25 @@ def run_lm_stage(
     prepared = prepare(cfg, dist, expected_tasks)
     if adapt is not None:
         prepared.model = adapt(prepared)
+    lr_groups = []
+    if cfg.speech_token_lr is not None:
+        lr_groups.append((speech_token_rows(prepared.model, min(prepared.vocab.unit_ids)), cfg.speech_token_lr))
     trainable = sum(p.numel() for p in prepared.model.parameters() if p.requires_grad)
     if dist.is_main:
         log.info("trainable parameters: %d of %d", trainable, sum(p.numel() for p in prepared.model.parameters()))
     exporter = export or (lambda engine, prepared, out: export_full(engine, prepared.tokenizer, out))
+
+    def joined_export(engine: Any, out: Path) -> None:
+        join_rows(engine.module)
+        exporter(engine, prepared, out)
+
     batches = TokenBatches.for_config(cfg.train, prepared.train, prepared.tokenizer.pad_token_id, prepared.evals)
     return train(
         cfg.train,
         prepared.model,
         batches,
         cfg.out,
-        export=lambda engine, out: exporter(engine, prepared, out),
+        export=joined_export,
         dist=dist,
+        lr_groups=lr_groups,
     )

@@ -171,6 +171,50 @@ def test_stage3_trains_lora_and_speech_rows_only(work: Path, caplog: pytest.LogC
     assert sum(p.numel() for n, p in adapted.named_parameters() if "lora_" in n) == lora
 
 
+def max_change(before: dict, after: dict, key: str, rows: slice) -> float:
+    return (after[key][rows] - before[key][rows]).abs().max().item()
+
+
+def test_speech_token_rows_train_at_their_own_rate(work: Path) -> None:
+    """Adam's first step moves every element with a gradient by its learning rate: the speech rows by
+    speech_token_lr, everything else by train.lr; a split run resumes, and LoRA's trainable tokens take the rate too."""
+    s1 = stage1_modality_adaptation.run(
+        stage1_modality_adaptation.Config(
+            model=str(work / "base"), data=work / "d1", out=work / "rate_s1", units_k=K, train=train_cfg(max_steps=1)
+        )
+    )
+    slow, fast = 1e-6, 1e-2
+    rates = {"lr": slow, "warmup_steps": 0, "schedule": "constant", "eval_every": 0, "save_every": 1}
+
+    def stage2(steps: int) -> Path:
+        return stage2_cross_modal.Config(
+            model=str(s1), data=work / "d2", out=work / "rate_s2", units_k=K, speech_token_lr=fast,
+            train=train_cfg(max_steps=steps, **rates),
+        )  # fmt: skip
+
+    first_unit = AutoTokenizer.from_pretrained(s1).convert_tokens_to_ids(UNITS.token(0))
+    before = AutoModelForCausalLM.from_pretrained(s1).state_dict()
+    s2 = stage2_cross_modal.run(stage2(1))
+    after = AutoModelForCausalLM.from_pretrained(s2).state_dict()
+    embedding = "model.embed_tokens.weight"
+    assert fast / 2 < max_change(before, after, embedding, slice(first_unit, None)) <= fast * 1.001
+    assert 0 < max_change(before, after, embedding, slice(0, first_unit)) <= slow * 1.001
+    layer = "model.layers.0.mlp.up_proj.weight"
+    assert 0 < max_change(before, after, layer, slice(None)) <= slow * 1.001
+    stage2_cross_modal.run(stage2(2))  # resumes from the split run's step-1 checkpoint
+    assert [r["step"] for r in metrics(work / "rate_s2") if "loss" in r] == [1, 2]
+    s3 = stage3_chain_of_modality.run(
+        stage3_chain_of_modality.Config(
+            model=str(s2), data=work / "d3", out=work / "rate_s3", units_k=K, speech_token_lr=fast,
+            train=train_cfg(max_steps=1, **rates),
+        )
+    )  # fmt: skip
+    merged = AutoModelForCausalLM.from_pretrained(s3).state_dict()
+    after2 = AutoModelForCausalLM.from_pretrained(work / "rate_s2" / "final").state_dict()
+    assert fast / 2 < max_change(after2, merged, embedding, slice(first_unit, None)) <= fast * 1.001
+    assert max_change(after2, merged, embedding, slice(0, first_unit)) == 0
+
+
 def test_exported_model_generates_unit_tokens(work: Path) -> None:
     out = stage2_cross_modal.run(
         stage2_cross_modal.Config(

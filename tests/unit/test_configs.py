@@ -55,7 +55,9 @@ def test_a_pretrained_backbone_brings_its_learning_rates() -> None:
     assert step_overrides(tiny, "stage1") == ["train.max_steps=6", "train.eval_every=6", "train.save_every=0"]
     pretrained = Config(quick=True, backbone="llm.gguf")
     assert step_overrides(pretrained, "backbone")[-2:] == ["train.lr=5.0e-5", "base=llm.gguf"]
-    assert step_overrides(pretrained, "stage1") == [*step_overrides(tiny, "stage1"), "train.lr=5.0e-5"]
+    speech_rows = "speech_token_lr=5.0e-3"
+    assert step_overrides(pretrained, "stage1") == [*step_overrides(tiny, "stage1"), "train.lr=5.0e-5", speech_rows]
+    assert all(speech_rows in step_overrides(pretrained, step) for step in ("stage2", "stage3"))
     assert step_overrides(Config(backbone="llm.gguf"), "frozen_asr") == []
 
 
