@@ -72,3 +72,13 @@ def test_optimizer_groups_give_named_parameters_their_rate() -> None:
         optimizer_groups([a], 1e-4, [([frozen], 1e-2)])
     with pytest.raises(ValueError, match="must be > 0"):
         optimizer_groups([a], 1e-4, [([a], 0.0)])
+
+
+def test_stage_config_names_what_speech_token_lr_cannot_do() -> None:
+    from speechgpt.training.config import TrainConfig
+    from stages.stage2_cross_modal import Config
+
+    with pytest.raises(ValueError, match="zero_stage <= 2"):
+        Config(model="m", data=Path("d"), out=Path("o"), speech_token_lr=1e-2, train=TrainConfig(zero_stage=3))
+    with pytest.raises(ValueError, match="speech_token_lr must be > 0"):
+        Config(model="m", data=Path("d"), out=Path("o"), speech_token_lr=0.0)
