@@ -56,7 +56,7 @@ class LMStageConfig:
         if self.speech_token_lr is not None and self.speech_token_lr <= 0:
             raise ValueError("speech_token_lr must be > 0")
         if self.speech_token_lr is not None and self.train.zero_stage == 3:
-            raise ValueError("speech_token_lr needs train.zero_stage <= 2 (its split rows are not partitioned)")
+            raise ValueError("speech_token_lr needs train.zero_stage <= 2 (its row split is not built for ZeRO-3)")
 
     @property
     def units(self) -> UnitFormat:
