@@ -1,8 +1,9 @@
 """`speechgpt demo`: the whole pipeline on the embedded offline default, one step after another.
 
 Each step is one command with one YAML of configs/tiny/ (the first line of each file is the command that runs it
-alone), so the demo reads top to bottom as the list below and every step can be rerun by hand. Steps resume: a
-second `make demo` reuses what is done.
+alone), so the demo reads top to bottom as the list below and every step can be rerun by hand. A second `make demo`
+reuses every step whose code, config and inputs are unchanged since it finished (speechgpt/app/demo_ledger.py), and
+a step that was killed resumes from its checkpoints.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from speechgpt.app.demo_ledger import StepLedger, code_fingerprint
 from speechgpt.config import load_config
 from speechgpt.data.io import atomic_write_text
 
@@ -101,26 +103,39 @@ def run(cfg: Config) -> Path:
 
     timings: dict[str, float] = {}
     outputs: dict[str, str] = {}
+    reused: list[str] = []
+    ledger = StepLedger(cfg.out, code_fingerprint())
+    upstream = ""
+    started_all = time.perf_counter()
     for step in cfg.steps:
         path = cfg.configs / f"{step}.yaml"
         words = command_of(path)
         module: Any = importlib.import_module(COMMANDS[words].module)
         overrides = step_overrides(cfg, step)
-        started = time.perf_counter()
-        log.info("demo step %s: speechgpt %s --config %s %s", step, " ".join(words), path, " ".join(overrides))
         step_cfg = rerooted(load_config(module.Config, path, overrides), DEFAULT_ROOT, str(cfg.out))
-        outputs[step] = str(module.run(step_cfg))
-        timings[step] = round(time.perf_counter() - started, 1)
+        key = ledger.key(step, words, step_cfg, upstream)
+        record = ledger.reusable(step, key)
+        if record is not None:
+            log.info("demo step %s: reused (code, config and inputs unchanged since it ran)", step)
+            reused.append(step)
+        else:
+            log.info("demo step %s: speechgpt %s --config %s %s", step, " ".join(words), path, " ".join(overrides))
+            started = time.perf_counter()
+            output = str(module.run(step_cfg))
+            record = ledger.finish(step, key, step_cfg, output, round(time.perf_counter() - started, 1))
+        outputs[step], timings[step], upstream = record.output, record.seconds, record.chained
     results = {step: json.loads(Path(path).read_text()) for step, path in outputs.items() if path.endswith(".json")}
     summary = {
         "results": results,
         "outputs": outputs,
         "seconds_per_step": timings,
         "seconds_total": round(sum(timings.values()), 1),
+        "reused": reused,
+        "seconds_this_run": round(time.perf_counter() - started_all, 1),
     }
     atomic_write_text(cfg.out / "summary.json", json.dumps(summary, indent=2) + "\n")
     for step, seconds in timings.items():
-        print(f"{step:<14} {seconds:7.1f} s  {outputs[step]}")
+        print(f"{step:<16} {seconds:7.1f} s{' (reused)' if step in reused else '':<9}  {outputs[step]}")
     print(headline(results))
     return cfg.out / "summary.json"
 

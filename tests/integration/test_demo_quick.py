@@ -106,3 +106,11 @@ def test_the_quick_demo_fills_every_number_of_the_report(tmp_path: Path, monkeyp
         assert f"]({name})" in text and (out / "report" / name).stat().st_size > 1000
     links = [part.split(")")[0] for part in text.split("](examples/")[1:]]
     assert links and all((out / "report" / "examples" / link).is_file() for link in links)
+
+    # a second run reuses every step, with the times they took; a changed folder runs its step and those after it
+    again = json.loads(demo.run(demo.Config(quick=True, out=out)).read_text())
+    assert again["reused"] == demo.STEPS and again["seconds_per_step"] == summary["seconds_per_step"]
+    assert json.loads((out / "report" / "report.json").read_text()) == report
+    (out / "tts_frozen" / "report.json").unlink()
+    third = json.loads(demo.run(demo.Config(quick=True, out=out)).read_text())
+    assert [step for step in demo.STEPS if step not in third["reused"]] == ["tts_frozen", "compare"]
