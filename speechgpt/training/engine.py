@@ -94,7 +94,7 @@ def train(
             data_log.write(step=step, ids=record.ids)
             losses.append(record.parts["loss"])
             if step % cfg.log_every == 0 or step == cfg.max_steps:
-                metrics.write(**step_metrics(engine, batches, record, step, scheduler.get_last_lr()[0]))
+                metrics.write(**step_metrics(engine, batches, record, step, scheduler.get_last_lr()))
             bar.update()
             bar.set_postfix(loss=f"{record.parts['loss']:.4f}")
             if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.max_steps):
@@ -198,10 +198,13 @@ def reaching_every_trained_weight(engine: Any, loss: torch.Tensor) -> torch.Tens
     return loss + sum(p.sum() * 0.0 for p in module.parameters() if p.requires_grad)
 
 
-def step_metrics(engine: Any, batches: BatchSource, record: StepRecord, step: int, lr: float) -> dict[str, Any]:
-    """The metrics.jsonl line of a step: total loss, each named part as `loss/<part>`, throughput, LR, grad norm."""
+def step_metrics(engine: Any, batches: BatchSource, record: StepRecord, step: int, lrs: list[float]) -> dict[str, Any]:
+    """The metrics.jsonl line of a step: total loss, each named part as `loss/<part>`, throughput, the first optimizer
+    group's LR as `lr` (every group's as `lr_groups` where there are several: `optimizer_groups`' order), grad norm."""
     name = batches.count_name
-    fields: dict[str, Any] = {"step": step, "epoch": record.epoch, "loss": record.parts["loss"], "lr": lr}
+    fields: dict[str, Any] = {"step": step, "epoch": record.epoch, "loss": record.parts["loss"], "lr": lrs[0]}
+    if len(lrs) > 1:
+        fields["lr_groups"] = list(lrs)
     fields |= {f"loss/{part}": value for part, value in record.parts.items() if part != "loss"}
     fields |= {name: record.count, "seconds": round(record.seconds, 4)}
     fields[f"{name}_per_s"] = round(record.count / record.seconds, 1)

@@ -183,6 +183,7 @@ def test_speech_token_rows_train_at_their_own_rate(work: Path) -> None:
             model=str(work / "base"), data=work / "d1", out=work / "rate_s1", units_k=K, train=train_cfg(max_steps=1)
         )
     )
+    assert all("lr_groups" not in r for r in metrics(work / "rate_s1"))  # one optimizer group: `lr` alone
     slow, fast = 1e-6, 1e-2
     rates = {"lr": slow, "warmup_steps": 0, "schedule": "constant", "eval_every": 0, "save_every": 1}
 
@@ -202,7 +203,8 @@ def test_speech_token_rows_train_at_their_own_rate(work: Path) -> None:
     layer = "model.layers.0.mlp.up_proj.weight"
     assert 0 < max_change(before, after, layer, slice(None)) <= slow * 1.001
     stage2_cross_modal.run(stage2(2))  # resumes from the split run's step-1 checkpoint
-    assert [r["step"] for r in metrics(work / "rate_s2") if "loss" in r] == [1, 2]
+    steps = [r for r in metrics(work / "rate_s2") if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2] and all(r["lr_groups"] == [slow, fast] for r in steps)
     s3 = stage3_chain_of_modality.run(
         stage3_chain_of_modality.Config(
             model=str(s2), data=work / "d3", out=work / "rate_s3", units_k=K, speech_token_lr=fast,
