@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,9 @@ class Config(ChatSetup):
     (one of those stage 2 trained on)."""
     voice: str | None = "festival:cmu_us_slt_arctic_hts"
     """TTS voice that records each sentence for the reference row (the answer voice); None: no reference row."""
+    reference_from: Path | None = None
+    """Another `eval tts` output folder whose reference row is reused where it read the same sentences in the same
+    voice (the demo's tts_frozen takes tts_unified's); None, or another draw or voice: recorded and judged here."""
     judge_model: str = DEFAULT_MODEL
     """ASR judge: CTranslate2 Whisper folder or `package:<module>`."""
     write_wavs: bool = True
@@ -149,6 +153,12 @@ def reference_row(cfg: Config, sentences: list[str], judge: Any, rows: list[dict
     from data_builders.tts import synthesize
 
     assert cfg.voice is not None
+    reused = reused_reference(cfg, sentences)
+    if reused is not None:
+        reference, heard_by_row = reused
+        for row, text in zip(rows, heard_by_row, strict=True):
+            row["reference_heard"] = text
+        return reference
     waves = [np.asarray(synthesize(cfg.voice, s).samples, dtype=np.float32) for s in tqdm(sentences, desc="reference")]
     heard = judge.transcribe(waves)
     for row, text in zip(rows, heard, strict=True):
@@ -157,3 +167,27 @@ def reference_row(cfg: Config, sentences: list[str], judge: Any, rows: list[dict
         for n, wave in enumerate(waves):
             write_audio(cfg.out / "wavs" / "reference" / f"{n:03d}.wav", wave)
     return {"voice": cfg.voice, "wer": word_error_rate(sentences, heard), "cer": character_error_rate(sentences, heard)}
+
+
+def reused_reference(cfg: Config, sentences: list[str]) -> tuple[dict[str, Any], list[str]] | None:
+    """`cfg.reference_from`'s reference row and what the judge heard of each recording, where that evaluation read
+    the same sentences in the same voice (its recordings are copied when `write_wavs`); None otherwise."""
+    source = cfg.reference_from
+    if source is None:
+        return None
+    report_path, rows_path = source / "report.json", source / "sentences.jsonl"
+    if not report_path.is_file() or not rows_path.is_file():
+        log.info("%s: no finished `eval tts` there; recording the reference row here", source)
+        return None
+    reference = json.loads(report_path.read_text(encoding="utf-8")).get("reference")
+    rows = [json.loads(line) for line in rows_path.read_text(encoding="utf-8").splitlines()]
+    if not reference or reference.get("voice") != cfg.voice or [r["text"] for r in rows] != sentences:
+        log.info("%s read other sentences or in another voice; recording the reference row here", source)
+        return None
+    if cfg.write_wavs:
+        recordings = source / "wavs" / "reference"
+        if not all((recordings / f"{n:03d}.wav").is_file() for n in range(len(rows))):
+            return None
+        shutil.copytree(recordings, cfg.out / "wavs" / "reference", dirs_exist_ok=True)
+    log.info("reference row reused from %s", source)
+    return reference, [r["reference_heard"] for r in rows]

@@ -78,7 +78,9 @@ def test_the_frozen_variant_reads_from_the_hidden_states_of_the_text_alone(parts
     assert NO_SPEECH_OUT.startswith("no speech decoder")
 
 
-def test_eval_tts_judges_the_model_beside_the_answer_voice(parts: dict[str, Path], tmp_path: Path) -> None:
+def test_eval_tts_judges_the_model_beside_the_answer_voice(
+    parts: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = tmp_path / "text.txt"
     source.write_text("\n".join(NEW) + "\n", encoding="utf-8")
     cfg = tts_eval.Config(
@@ -100,3 +102,18 @@ def test_eval_tts_judges_the_model_beside_the_answer_voice(parts: dict[str, Path
     assert all(r["units"] > 0 and "heard" in r and "reference_heard" in r for r in rows)
     assert len(list((cfg.out / "wavs" / "model").glob("*.wav"))) == 3
     assert np.isfinite(report["units_per_s"])
+
+    # the other variant, on the same sentences in the same voice, takes this reference row instead of recording it
+    import data_builders.tts
+
+    unified = tts_eval.Config(**{**cfg.__dict__, "model": parts["unified"], "speech_decoder": None, "kmeans": None})
+    unified.out, unified.reference_from = tmp_path / "unified", cfg.out
+    with monkeypatch.context() as patched:
+        patched.setattr(data_builders.tts, "synthesize", lambda *a: pytest.fail("recorded the reference again"))
+        again = json.loads(tts_eval.run(unified).read_text())
+    assert again["variant"] == "unified" and again["reference"] == report["reference"]
+    heard = [json.loads(line)["reference_heard"] for line in (unified.out / "sentences.jsonl").read_text().splitlines()]
+    assert heard == [r["reference_heard"] for r in rows]
+    assert len(list((unified.out / "wavs" / "reference").glob("*.wav"))) == 3
+    other_voice = tts_eval.Config(**{**unified.__dict__, "voice": "flite:rms", "out": tmp_path / "rms"})
+    assert json.loads(tts_eval.run(other_voice).read_text())["reference"]["voice"] == "flite:rms"
