@@ -135,7 +135,7 @@ def run(cfg: Config) -> Path:
     }
     atomic_write_text(cfg.out / "summary.json", json.dumps(summary, indent=2) + "\n")
     for step, seconds in timings.items():
-        print(f"{step:<16} {seconds:7.1f} s{' (reused)' if step in reused else '':<9}  {outputs[step]}")
+        print(f"{step:<18} {seconds:7.1f} s{' (reused)' if step in reused else '':<9}  {outputs[step]}")
     print(headline(results))
     return cfg.out / "summary.json"
 
