@@ -94,7 +94,7 @@ class FrozenChatSession:
             raise ValueError(f"reply must be 'same', 'speech' or 'text', not {wanted!r}")
         start = time.perf_counter()
         if audio is not None:
-            for decision in self.listener.hear(question_samples(audio)):
+            for decision in self.listener.hear(question_samples(audio, self.config.condition_input)):
                 yield ChatEvent("state", text=STATE_NAMES[decision.state], chunk=decision.chunk)
         else:
             self.listener.read(text or "")

@@ -102,6 +102,9 @@ class SessionConfig:
     """Speaker for a multi-speaker vocoder."""
     sampling: Sampling = field(default_factory=Sampling)
     """Default decoding settings (each call may pass its own)."""
+    condition_input: bool = True
+    """Condition a spoken question like the training clips: its noisy edges cut to 0.15 s around its speech, its
+    speech scaled to -20 dBFS (`speechgpt.infer.speech_input.condition_question`); False: the samples as given."""
 
     def __post_init__(self) -> None:
         if self.speak_from not in ("chain", "text"):
@@ -324,7 +327,7 @@ class ChatSession:
             if self.speech_to_units is None:
                 raise ValueError("a spoken question needs the session's speech_to_units")
             started = time.perf_counter()
-            units = list(self.speech_to_units(question_samples(audio)))
+            units = list(self.speech_to_units(question_samples(audio, self.config.condition_input)))
             timings.units_time_s = time.perf_counter() - started
         merged, _ = merge_repeats(units or [])  # the language model reads merged units
         if not merged:

@@ -70,3 +70,21 @@ def test_page_shows_the_state_decisions(served: ChatServer) -> None:
     assert 'event.type === "state"' in script and "addState(event.state, event.chunk)" in script
     assert 'id="duplex"' in page and '"/api/chat?duplex=1"' in script  # a recording played as a live stream
     assert 'event.type === "interrupt"' in script and "player.stop()" in script
+
+
+def test_a_recordings_quiet_edges_are_cut_before_the_frozen_variant_listens(app: ChatApp) -> None:
+    import numpy as np
+
+    tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(16_000) / 16_000)).astype(np.float32)
+    padded = np.concatenate([np.zeros(16_000, np.float32), tone, np.zeros(16_000, np.float32)])
+
+    def chunks_heard() -> int:
+        events = list(app.session.stream(audio=padded))
+        return sum(e.kind == "state" for e in events)
+
+    conditioned = chunks_heard()  # 1 s + 2 x 0.15 s kept, then 0.48 s of trailing silence
+    app.session.config.condition_input = False
+    try:
+        assert chunks_heard() > conditioned + 8  # 1.7 s more: over ten 160 ms chunks
+    finally:
+        app.session.config.condition_input = True

@@ -84,6 +84,13 @@ def test_spoken_question_goes_through_speech_to_units(lm: Path, tmp_path: Path) 
     wav = tmp_path / "q.wav"
     sf.write(wav, tone, 8000)  # resampled to 16 kHz on reading
     assert session.respond(audio=wav, reply="text", sampling=SPEECH).mode == "s2t" and heard[-1] == 16000
+    # a recording's quiet edges are cut to 0.15 s around its sound (SessionConfig.condition_input)
+    padded = np.concatenate([np.zeros(8000, np.float32), tone, np.zeros(8000, np.float32)])
+    session.respond(audio=padded, reply="text", sampling=SPEECH)
+    assert heard[-1] == 8000 + 2 * 2400
+    session.config.condition_input = False
+    session.respond(audio=padded, reply="text", sampling=SPEECH)
+    assert heard[-1] == padded.size
 
 
 def test_bad_questions_are_refused(lm: Path) -> None:
