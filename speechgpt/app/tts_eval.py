@@ -187,6 +187,7 @@ def reused_reference(cfg: Config, sentences: list[str]) -> tuple[dict[str, Any],
     if cfg.write_wavs:
         recordings = source / "wavs" / "reference"
         if not all((recordings / f"{n:03d}.wav").is_file() for n in range(len(rows))):
+            log.info("%s lacks some reference recordings; recording the reference row here", recordings)
             return None
         shutil.copytree(recordings, cfg.out / "wavs" / "reference", dirs_exist_ok=True)
     log.info("reference row reused from %s", source)
