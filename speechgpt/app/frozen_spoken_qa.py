@@ -28,6 +28,7 @@ def run_frozen(
     (`session.reply` not text) its spoken answer is judged too. The summary is printed."""
     from speechgpt.eval.answers import answer_is_correct
     from speechgpt.infer.frozen_session import FrozenChatSession
+    from speechgpt.infer.speech_input import question_samples
     from speechgpt.training.feature_cache import speech_end  # where the frozen stages' state labels put it
 
     if not isinstance(app.session, FrozenChatSession):
@@ -40,7 +41,8 @@ def run_frozen(
         result = session.respond(audio=samples, reply="speech" if speak else "text")
         turn, q = session.listener.turn, clip.question
         correct = answer_is_correct(q["family"], q["output"], turn.text) if turn.outcome == "answer" else False
-        rows.append(frozen_row(clip, turn, speech_end(samples), correct))
+        listened = question_samples(samples, session.config.condition_input)  # what the listener was given
+        rows.append(frozen_row(clip, turn, speech_end(listened), correct))
         if reads_words:  # the words the LLM was given: its transcript of the question
             rows[-1].update(family=q["family"], transcript=session.listener.heard_text())
         audio = result.audio if result.audio is not None and result.audio.size else None

@@ -28,6 +28,7 @@ from speechgpt.data.audio import SAMPLE_RATE, AudioError, read_audio, resample
 from speechgpt.data.io import relative_to
 from speechgpt.model.speech_features import FBANK_RATE, FeatureExtractor, FeatureKind, build_feature_extractor
 from speechgpt.training.collectives import barrier
+from speechgpt.training.room_perturbation import RoomSettings, id_fraction, room_perturbed
 
 log = logging.getLogger(__name__)
 UnitEncoderKind = Literal["hubert", "fairseq_hubert", "wav2vec2", "whisper", "whisper_ct2", "mfcc", "logmel"]
@@ -68,6 +69,12 @@ class FeatureSettings:
     and `eval` never perturb) is played at a speed drawn from its id, uniform in [1 - x, 1 + x], and resampled to
     16 kHz, so its tempo, pitch and formants all move by that factor (Kaldi's speed perturbation, one factor per
     clip): the encoder hears more kinds of voice than its training voices. 0: off."""
+
+    room: RoomSettings = field(default_factory=RoomSettings)
+    """Every clip a frozen stage reads through the cache (as `trim_leading_silence`: its eval splits' too; listening
+    and `eval` never perturb): a share heard through white noise, a share in a synthetic room, each drawn from the
+    clip's id (speechgpt/training/room_perturbation.py), so the encoder hears recordings and not only clean TTS. Where
+    the clip's speech ends (the state head's label) is found before the noise. Off by default."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.speed_perturb < 1.0:
@@ -140,11 +147,6 @@ def speech_start(samples: np.ndarray, floor: float = 1e-4, range_db: float = 40.
     return 0.0 if loud.size == 0 else int(loud[0]) * _HOP / SAMPLE_RATE
 
 
-def id_fraction(clip_id: str, salt: str = "") -> float:
-    """A number in [0, 1) drawn from a clip's id (and `salt`, for draws independent of each other)."""
-    return int(hashlib.sha256((salt + clip_id).encode()).hexdigest()[:8], 16) / 2**32
-
-
 def random_lead_cut(samples: np.ndarray, clip_id: str) -> int:
     """Samples to cut from the start of a clip: a uniform part of its silence before speech, drawn from its id."""
     return int(id_fraction(clip_id) * speech_start(samples) * SAMPLE_RATE)
@@ -161,7 +163,10 @@ def cache_folder(root: Path, settings: FeatureSettings, clips: Sequence[Clip], p
     """`<root>/<kind>-<digest>`: the digest covers the settings, the padding and every clip's id and audio path. The
     paths count relative to `root`, so a copied output folder (cache and corpora together) still finds its cache."""
     where = relative_to(root)
-    key = {"settings": asdict(settings), "pad_s": pad_s, "clips": sorted([c.id, where(c.audio)] for c in clips)}
+    described = asdict(settings)
+    if not settings.room.active:
+        del described["room"]  # caches made before the setting existed stay valid
+    key = {"settings": described, "pad_s": pad_s, "clips": sorted([c.id, where(c.audio)] for c in clips)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return root / f"{settings.kind}-{digest}"
 
@@ -227,6 +232,8 @@ def _write_shard(
             if settings.speed_perturb > 0:
                 samples = perturbed_speed(samples, clip.id, settings.speed_perturb)
             ends[clip.id] = round(speech_end(samples), 4)
+            if settings.room.active:
+                samples = room_perturbed(samples, clip.id, settings.room)
             padded = np.concatenate([samples, np.zeros(round(pad_s * SAMPLE_RATE), dtype=np.float32)])
             batch.append(clip)
             waves.append(torch.from_numpy(padded))

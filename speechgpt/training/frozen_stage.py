@@ -28,6 +28,7 @@ from speechgpt.training.distributed import Dist
 from speechgpt.training.engine import RunResult, train
 from speechgpt.training.export import FINAL
 from speechgpt.training.feature_cache import Clip, ClipFeatures, FeatureSettings
+from speechgpt.training.room_perturbation import RoomSettings
 from speechgpt.training.speech_batches import IGNORE, SpeechBatches, SpeechExample
 
 log = logging.getLogger(__name__)
@@ -345,4 +346,7 @@ def train_speech_lm(
 def init_feature_settings(init: Path) -> FeatureSettings:
     """The feature settings a previous stage's export was trained on (the encoder only reads those)."""
     stored = read_speech_meta(init)["features"]
-    return FeatureSettings(**{f.name: stored[f.name] for f in fields(FeatureSettings) if f.name in stored})
+    kwargs = {f.name: stored[f.name] for f in fields(FeatureSettings) if f.name in stored}
+    if isinstance(kwargs.get("room"), dict):
+        kwargs["room"] = RoomSettings(**kwargs["room"])
+    return FeatureSettings(**kwargs)

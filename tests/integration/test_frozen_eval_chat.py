@@ -175,3 +175,17 @@ def test_frozen_eval_asr_transcribes_the_examples_clips(
     assert 0 < report["splits"]["dev"]["wer"] <= 1.0  # the first is right, the second cannot be
     assert main([a for a in args if not a.startswith("corpus=")]) != 0
     assert "give corpus=" in caplog.text
+
+
+def test_the_question_end_is_found_in_the_conditioned_clip_the_listener_heard(
+    qa_set: dict[str, Any], tmp_path: Path
+) -> None:
+    """A recording's noisy lead is cut before the listener hears it, so the end of its speech, against which a
+    decision counts as premature, is measured in the clip as cut (0.15 s kept before the speech), not as recorded."""
+    faint = np.random.default_rng(1).standard_normal(8_000).astype(np.float32) * 1e-3  # 0.5 s at -60 dBFS
+    padded = {k: np.concatenate([faint, chirp(1.0), faint]) for k in ("q-a1", "q-a2")}
+    speech = corpus(tmp_path / "padded", {k: ("v-held", "test", v) for k, v in padded.items()})
+    args = [*eval_args(qa_set, qa_set["model"], tmp_path / "out"), f"speech={speech.parent}", "seen_voices_speech=null"]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in (tmp_path / "out" / "answers.jsonl").read_text().splitlines()]
+    assert [r["speech_end_s"] for r in rows] == pytest.approx([1.15, 1.15], abs=0.021)
