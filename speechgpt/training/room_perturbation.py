@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from speechgpt.data.audio import SAMPLE_RATE
 
 
 def id_fraction(clip_id: str, salt: str = "") -> float:
