@@ -50,6 +50,12 @@ def load_config[T](cls: type[T], path: str | Path | None = None, overrides: Sequ
     return _build(cls, raw, source, prefix="")
 
 
+def config_from_dict[T](cls: type[T], raw: Mapping[str, Any], source: str) -> T:
+    """Build `cls` from a mapping (a stored config, say), nested configs and type checks as `load_config` does;
+    `source` names where the mapping came from in errors."""
+    return _build(cls, raw, source, prefix="")
+
+
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """Plain YAML-safe dict of a config dataclass (Paths become strings, tuples lists)."""
     return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}

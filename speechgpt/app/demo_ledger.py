@@ -46,12 +46,9 @@ def code_fingerprint(root: Path | None = None) -> str:
 
 def folder_state(folder: Path, skip: frozenset[str] = frozenset()) -> str:
     """Digest of the entries directly in `folder` (name, kind, size, modification time) but those named in `skip`;
-    "missing" if it is not."""
-    if not folder.exists():
+    "missing" if it is not a folder."""
+    if not folder.is_dir():
         return "missing"
-    if folder.is_file():
-        stat = folder.stat()
-        return _digest(folder.name, str(stat.st_size), str(stat.st_mtime_ns))
     entries = sorted((e for e in os.scandir(folder) if e.name not in skip), key=lambda e: e.name)
     rows = [f"{e.name}|{e.is_dir()}|{e.stat().st_size}|{e.stat().st_mtime_ns}" for e in entries]
     return _digest(*rows)

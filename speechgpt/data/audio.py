@@ -107,6 +107,12 @@ def resample(samples: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     return taf.resample(tensor, int(orig_rate), int(new_rate)).numpy()
 
 
+def frame_power(samples: np.ndarray, frame: int) -> np.ndarray:
+    """Mean square (float64) of each whole `frame`-sample frame of `samples`; a partial last frame is left out."""
+    count = len(samples) // frame
+    return np.mean(samples[: count * frame].reshape(count, frame).astype(np.float64) ** 2, axis=1)
+
+
 def write_audio(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
     """Write 16-bit PCM (format from the suffix: .flac or .wav) via a temporary file, so a killed job leaves none."""
     path = Path(path)

@@ -39,16 +39,18 @@ def condition_question(
     to an RMS of `level_db` dBFS (by at most `max_gain_db`, never past full scale). A speech frame is louder than both
     the clip's noise floor (its 10th-percentile frame) + 12 dB and its loudest frame - 40 dB. A clip with no frame
     above that, or shorter than a frame, comes back as it was."""
+    from speechgpt.data.audio import SAMPLE_RATE, frame_power
+
     samples = np.asarray(samples, dtype=np.float32)
     count = samples.size // FRAME
     if count == 0:
         return samples
-    power = np.mean(samples[: count * FRAME].reshape(count, FRAME).astype(np.float64) ** 2, axis=1) + 1e-12
+    power = frame_power(samples, FRAME) + 1e-12
     energy = 10 * np.log10(power)
     speech = energy > max(float(np.percentile(energy, 10)) + 12.0, float(energy.max()) - 40.0)
     if not speech.any():
         return samples
-    margin = round(margin_s * 16_000)
+    margin = round(margin_s * SAMPLE_RATE)
     first = int(np.argmax(speech)) * FRAME
     last = (count - int(np.argmax(speech[::-1]))) * FRAME
     kept = samples[max(first - margin, 0) : min(last + margin, samples.size)]

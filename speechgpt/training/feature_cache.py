@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from speechgpt.data.audio import SAMPLE_RATE, AudioError, read_audio, resample
+from speechgpt.data.audio import SAMPLE_RATE, AudioError, frame_power, read_audio, resample
 from speechgpt.data.io import relative_to
 from speechgpt.model.speech_features import FBANK_RATE, FeatureExtractor, FeatureKind, build_feature_extractor
 from speechgpt.training.collectives import barrier
@@ -128,10 +128,9 @@ _HOP = SAMPLE_RATE // 100  # 10 ms frames for finding speech
 
 def _loud_frames(samples: np.ndarray, floor: float, range_db: float) -> np.ndarray:
     """Indices of the 10 ms frames whose RMS is within `range_db` of the loudest frame (and above `floor`)."""
-    count = len(samples) // _HOP
-    if count == 0:
+    if len(samples) < _HOP:
         return np.zeros(0, dtype=np.int64)
-    rms = np.sqrt(np.mean(samples[: count * _HOP].reshape(count, _HOP).astype(np.float64) ** 2, axis=1))
+    rms = np.sqrt(frame_power(samples, _HOP))
     return np.nonzero(rms >= max(floor, float(rms.max()) * 10 ** (-range_db / 20)))[0]
 
 

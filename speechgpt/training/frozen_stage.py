@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from speechgpt.config import config_from_dict
 from speechgpt.data.corpus import load_corpus
 from speechgpt.data.io import atomic_write_text
 from speechgpt.model.frozen_checkpoint import read_speech_meta, save_speech_encoder, save_speech_modules
@@ -28,7 +29,6 @@ from speechgpt.training.distributed import Dist
 from speechgpt.training.engine import RunResult, train
 from speechgpt.training.export import FINAL
 from speechgpt.training.feature_cache import Clip, ClipFeatures, FeatureSettings
-from speechgpt.training.room_perturbation import RoomSettings
 from speechgpt.training.speech_batches import IGNORE, SpeechBatches, SpeechExample
 
 log = logging.getLogger(__name__)
@@ -346,7 +346,5 @@ def train_speech_lm(
 def init_feature_settings(init: Path) -> FeatureSettings:
     """The feature settings a previous stage's export was trained on (the encoder only reads those)."""
     stored = read_speech_meta(init)["features"]
-    kwargs = {f.name: stored[f.name] for f in fields(FeatureSettings) if f.name in stored}
-    if isinstance(kwargs.get("room"), dict):
-        kwargs["room"] = RoomSettings(**kwargs["room"])
-    return FeatureSettings(**kwargs)
+    known = {f.name: stored[f.name] for f in fields(FeatureSettings) if f.name in stored}
+    return config_from_dict(FeatureSettings, known, source=f"{init} (its features)")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from speechgpt.data.audio import SAMPLE_RATE
+from speechgpt.data.audio import SAMPLE_RATE, frame_power
 
 
 def id_fraction(clip_id: str, salt: str = "") -> float:
@@ -27,10 +27,9 @@ def _seed(clip_id: str, salt: str) -> int:
 
 def speech_power(samples: np.ndarray, frame: int = 320, range_db: float = 30.0) -> float:
     """Mean power of the 20 ms frames within `range_db` of the loudest (the speech, not the silence around it)."""
-    count = samples.size // frame
-    if count == 0:
+    if samples.size < frame:
         return float(np.mean(samples.astype(np.float64) ** 2)) if samples.size else 0.0
-    power = np.mean(samples[: count * frame].reshape(count, frame).astype(np.float64) ** 2, axis=1)
+    power = frame_power(samples, frame)
     return float(np.mean(power[power >= power.max() * 10 ** (-range_db / 10)]))
 
 

@@ -4,6 +4,7 @@ they are on."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,16 @@ def test_the_cache_keys_on_the_room_only_when_it_is_on(tmp_path: Path) -> None:
     noisy = cached_features(clips, on, tmp_path / "cache")
     assert not np.allclose(clean.features["a"].numpy(), noisy.features["a"].numpy())
     assert noisy.speech_end_s["a"] == clean.speech_end_s["a"]  # found before the noise
+
+
+def test_a_later_stage_reads_the_room_from_the_export_it_starts_from(tmp_path: Path) -> None:
+    """frozen-asr and frozen-qa inherit frozen-ctc's feature settings, nested room included, from its export's
+    meta (whose extra keys, frame rate and width, are not settings)."""
+    from dataclasses import asdict
+
+    from speechgpt.model.frozen_checkpoint import META
+    from speechgpt.training.frozen_stage import init_feature_settings
+
+    trained = FeatureSettings(num_mel_bins=23, room=RoomSettings(noise_fraction=0.5, reverb_fraction=0.3))
+    (tmp_path / META).write_text(json.dumps({"features": {**asdict(trained), "frame_rate": 100, "dim": 23}}))
+    assert init_feature_settings(tmp_path) == trained
