@@ -162,5 +162,5 @@ def run(cfg: Config) -> Path:
         eval_sets=examples,
     )
     extra = speech_lm_meta(STAGE, frozen, model, cfg.init, template)
-    train_speech_lm(cfg.train, model, frozen, batches, cfg.out, extra, dist, "asr", align_weight=cfg.align_weight)
+    train_speech_lm(cfg.train, model, frozen, batches, cfg.out, extra, dist, "asr", cfg, align_weight=cfg.align_weight)
     return cfg.out / FINAL

@@ -153,5 +153,6 @@ def run(cfg: Config) -> Path:
         loss=lambda engine, batch: engine(augmented(engine, with_feature_dtype(engine, batch), cfg.spec_augment)),
         export=lambda engine, out: export_encoder(engine, out, extra, dist),
         dist=dist,
+        settings=cfg,
     )
     return cfg.out / FINAL

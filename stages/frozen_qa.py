@@ -260,6 +260,7 @@ def run(cfg: Config) -> Path:
         extra,
         dist,
         "qa",
+        cfg,
         state_weight=cfg.state_weight,
         distill_weight=cfg.distill_weight,
     )

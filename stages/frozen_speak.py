@@ -189,5 +189,5 @@ def run(cfg: Config) -> Path:
         "init": str(cfg.init.resolve()),
     }
     model = FrozenSpeaker(frozen.lm, decoder, frozen.tokenizer)
-    train_decoder(cfg.train, model, frozen.fingerprint, batches, cfg.out, extra, dist, "speak")
+    train_decoder(cfg.train, model, frozen.fingerprint, batches, cfg.out, extra, dist, "speak", cfg)
     return cfg.out / FINAL

@@ -110,5 +110,5 @@ def run(cfg: Config) -> Path:
         "trainable_parameters": count,
         "init": None,
     }
-    train_decoder(cfg.train, model, frozen.fingerprint, batches, cfg.out, extra, dist, "tts")
+    train_decoder(cfg.train, model, frozen.fingerprint, batches, cfg.out, extra, dist, "tts", cfg)
     return cfg.out / FINAL

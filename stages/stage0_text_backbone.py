@@ -132,5 +132,6 @@ def run(cfg: Config) -> Path:
         cfg.out,
         export=lambda engine, out: export_full(engine, tokenizer, out),
         dist=dist,
+        settings=cfg,
     )
     return cfg.out / FINAL

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from speechgpt.data.audio import read_audio
 from speechgpt.data.corpus import safe_name
 from speechgpt.data.units import load_units_dataset
+from speechgpt.training.run_signature import ContentDigest
 
 # the loader is the library's (the units contract); vocoder.train and the benchmarks import it from here
 __all__ = [
@@ -138,6 +139,14 @@ def load_clips(
             raise ValueError(f"{row['id']}: speaker {row['speaker']!r} is not one of the vocoder's speakers")
         clips.append(make_clip(row["id"], row["units"], row["durations"], index[row["speaker"]], row["audio"]))
     return clips, names
+
+
+def clips_fingerprint(clips: Sequence[Clip]) -> str:
+    """Digest of the clips a vocoder trains on (a resume checks it: speechgpt.training.run_signature)."""
+    digest = ContentDigest()
+    for clip in clips:
+        digest.add(f"{clip.id}|{clip.speaker}", clip.units, clip.durations, clip.audio)
+    return digest.hexdigest()
 
 
 def make_clip(clip_id: str, units: Sequence[int], durations: Sequence[int], speaker: int, audio: Any) -> Clip:

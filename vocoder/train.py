@@ -30,7 +30,8 @@ from speechgpt.training.checkpoint import (
 from speechgpt.training.collectives import all_reduce_mean, barrier
 from speechgpt.training.distributed import Dist, setup_torch_process
 from speechgpt.training.metrics import MetricsLog
-from vocoder.data import SegmentSampler, load_clips, load_units_dataset
+from speechgpt.training.run_signature import RunSignature, prepare_checkpoints
+from vocoder.data import SegmentSampler, clips_fingerprint, load_clips, load_units_dataset
 from vocoder.load import save_vocoder
 from vocoder.mel_vocoder import MelSettings
 from vocoder.step import VocoderStep
@@ -119,7 +120,11 @@ class Config:
     keep_checkpoints: int = 2
     """Checkpoints kept."""
     resume: bool = True
-    """Continue from <out>/checkpoints/latest when there is one."""
+    """Continue from <out>/checkpoints/latest when there is one and it comes from a run of the same settings, clips
+    and starting weights (<out>/checkpoints/signature.json); false: delete any checkpoints there and start over."""
+    changed_run: Literal["error", "restart"] = "error"
+    """What resume does with checkpoints of a run whose settings, clips or starting weights differ: 'error' stops and
+    says what changed; 'restart' deletes them and trains from step 0."""
     seed: int = 0
     """Seeds model init and (plus the rank) the segment sampler."""
     dtype: Literal["float32", "bfloat16", "auto"] = "float32"
@@ -175,6 +180,13 @@ def run(cfg: Config) -> Path:
         n_units=n_units,
     )
     checkpoints = cfg.out / "checkpoints"
+    trained = torch.nn.ModuleList(
+        [m for m in (trainer.model, trainer.duration, trainer.discriminator) if m is not None]
+    )
+    signature = RunSignature.of(cfg, data=clips_fingerprint(clips), model=trained)
+    prepare_checkpoints(
+        checkpoints, signature, resume=cfg.resume, changed_run=cfg.changed_run, max_steps=cfg.steps, is_main=rank == 0
+    )
     step = load_latest(checkpoints, trainer, sampler, dist) if cfg.resume else 0
     if step == 0 and cfg.dtype == "auto":  # a probe batch of its own: the training batches stay the same
         probe = SegmentSampler(clips, cfg.batch_size, cfg.segment_frames, cfg.seed + 7919 + rank, any_index)

@@ -3,7 +3,8 @@
 Each step is one command with one YAML of configs/tiny/ (the first line of each file is the command that runs it
 alone), so the demo reads top to bottom as the list below and every step can be rerun by hand. A second `make demo`
 reuses every step whose code, config and inputs are unchanged since it finished (speechgpt/app/demo_ledger.py), and
-a step that was killed resumes from its checkpoints.
+a step that was killed resumes from its checkpoints. A training step whose checkpoints come from a run with other
+settings, data or starting model trains again from step 0 (`changed_run: restart`).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def run(cfg: Config) -> Path:
         words = command_of(path)
         module: Any = importlib.import_module(COMMANDS[words].module)
         overrides = step_overrides(cfg, step)
-        step_cfg = rerooted(load_config(module.Config, path, overrides), DEFAULT_ROOT, str(cfg.out))
+        step_cfg = restarting(rerooted(load_config(module.Config, path, overrides), DEFAULT_ROOT, str(cfg.out)))
         key = ledger.key(step, words, step_cfg, upstream)
         record = ledger.reusable(step, key)
         if record is not None:
@@ -183,6 +184,21 @@ def rerooted(cfg: Any, old: str, new: str) -> Any:
 
     changes = {f.name: move(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.init}
     return dataclasses.replace(cfg, **changes)
+
+
+def restarting(cfg: Any) -> Any:
+    """`cfg` with changed_run='restart' wherever it has that field (a training step's settings): the demo owns its
+    outputs, so a step whose settings, data or starting model changed trains again rather than stopping."""
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name == "changed_run":
+            changes[f.name] = "restart"
+        elif f.init and dataclasses.is_dataclass(value) and not isinstance(value, type):
+            owned = restarting(value)
+            if owned is not value:
+                changes[f.name] = owned
+    return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
 def headline(results: dict[str, Any]) -> str:

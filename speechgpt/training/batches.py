@@ -16,6 +16,7 @@ import torch
 
 from speechgpt.training.config import TrainConfig
 from speechgpt.training.data import BatchPlan, Tokenized, collate_padded
+from speechgpt.training.run_signature import ContentDigest
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class BatchSource(Protocol):
     """Whether the total eval loss is a per-token cross-entropy (then its perplexity is reported too)."""
 
     def micro_batch(self, index: int) -> MicroBatch: ...
+
+    def fingerprint(self) -> str:
+        """Digest of the training examples (a resume checks it: speechgpt.training.run_signature)."""
+        ...
 
     def eval_batches(self, rank: int, world: int) -> Mapping[str, Iterator[EvalBatch]]:
         """Per split, this rank's share of the evaluation batches."""
@@ -108,6 +113,12 @@ class TokenBatches:
         epoch, rows = self.plan.micro_batch_at(index)
         ids = [self.examples[i].id for row in rows for i in row]
         return MicroBatch(self.plan.collate(rows), epoch, ids, self.plan.real_tokens(rows))
+
+    def fingerprint(self) -> str:
+        digest = ContentDigest()
+        for example in self.examples:
+            digest.add(example.id, example.input_ids, example.labels)
+        return digest.hexdigest()
 
     def eval_batches(self, rank: int, world: int) -> dict[str, Iterator[EvalBatch]]:
         return {split: self._eval_split(examples, rank, world) for split, examples in self.eval_sets.items()}

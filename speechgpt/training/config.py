@@ -67,7 +67,12 @@ class TrainConfig:
     keep_checkpoints: int = 2
     """Resumable checkpoints kept (older ones are deleted)."""
     resume: bool = True
-    """Continue from the latest checkpoint in <out>/checkpoints when there is one."""
+    """Continue from the latest checkpoint in <out>/checkpoints when there is one and it comes from a run of the same
+    settings, training data and starting weights (<out>/checkpoints/signature.json); false: delete any checkpoints
+    there and start from step 0."""
+    changed_run: Literal["error", "restart"] = "error"
+    """What resume does with checkpoints of a run whose settings, data or starting weights differ: 'error' stops and
+    says what changed; 'restart' deletes them and trains from step 0 (the demo, which owns its outputs)."""
     log_every: int = 1
     """Write a metrics.jsonl line every N steps."""
     num_threads: int = 1

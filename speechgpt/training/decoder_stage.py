@@ -96,8 +96,10 @@ def train_decoder(
     extra: dict[str, Any],
     dist: Dist,
     objective: str,
+    settings: Any,
 ) -> RunResult:
-    """The engine on the decoder's `objective` loss; the export checks the LLM unchanged and writes <out>/final."""
+    """The engine on the decoder's `objective` loss (`settings`: the stage's config); the export checks the LLM
+    unchanged and writes <out>/final."""
     return train(
         cfg,
         model,
@@ -106,4 +108,5 @@ def train_decoder(
         loss=lambda engine, batch: engine(batch, objective),
         export=lambda engine, out: export_checked(engine, out, fingerprint, extra, dist, save_speech_decoder),
         dist=dist,
+        settings=settings,
     )

@@ -35,6 +35,7 @@ from speechgpt.training.config import TrainConfig
 from speechgpt.training.distributed import Dist, setup_process
 from speechgpt.training.losses import LossFn, token_loss, under_autocast
 from speechgpt.training.metrics import MetricsLog
+from speechgpt.training.run_signature import RunSignature, prepare_checkpoints
 from speechgpt.training.schedule import lr_lambda
 
 log = logging.getLogger(__name__)
@@ -72,17 +73,28 @@ def train(
     export: Exporter | None = None,
     dist: Dist | None = None,
     lr_groups: LRGroups = (),
+    settings: Any = None,
 ) -> RunResult:
-    """Train `model` for cfg.max_steps optimizer steps on `batches`; resume from <out>/checkpoints when asked.
-    `loss` defaults to the LM loss of token batches (`token_loss`); parameters in `lr_groups` peak at their own rate,
-    the others at cfg.lr."""
+    """Train `model` for cfg.max_steps optimizer steps on `batches`; resume from <out>/checkpoints when asked and
+    they come from a run of the same settings, data and starting weights (speechgpt.training.run_signature).
+    `settings` is the stage's whole config (default: `cfg`). `loss` defaults to the LM loss of token batches
+    (`token_loss`); parameters in `lr_groups` peak at their own rate, the others at cfg.lr."""
     dist = dist or setup_process(cfg.num_threads)
     seed_everything(cfg.seed + dist.rank)
     loss_of = loss or token_loss(model, cfg.logits_at)
     if cfg.dtype == "bfloat16-autocast":
         loss_of = under_autocast(loss_of)
-    engine, scheduler = build_engine(cfg, model, dist, lr_groups)
     checkpoints = out / "checkpoints"
+    signature = RunSignature.of(cfg if settings is None else settings, data=batches.fingerprint(), model=model)
+    prepare_checkpoints(
+        checkpoints,
+        signature,
+        resume=cfg.resume,
+        changed_run=cfg.changed_run,
+        max_steps=cfg.max_steps,
+        is_main=dist.is_main,
+    )
+    engine, scheduler = build_engine(cfg, model, dist, lr_groups)
     step = load_latest(engine, checkpoints, dist) if cfg.resume else 0
     metrics = MetricsLog(out, enabled=dist.is_main)
     data_log = MetricsLog(out, enabled=cfg.log_data_ids, name=f"data_rank{dist.rank}.jsonl")

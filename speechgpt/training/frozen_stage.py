@@ -329,9 +329,11 @@ def train_speech_lm(
     extra: dict[str, Any],
     dist: Dist,
     objective: str,
+    settings: Any,
     **options: Any,
 ) -> RunResult:
-    """The engine on `model`'s `objective` loss; the export checks the LLM unchanged and writes <out>/final."""
+    """The engine on `model`'s `objective` loss (`settings`: the stage's config); the export checks the LLM unchanged
+    and writes <out>/final."""
     return train(
         cfg,
         model,
@@ -340,6 +342,7 @@ def train_speech_lm(
         loss=lambda engine, batch: engine(with_feature_dtype(engine, batch), objective, **options),
         export=lambda engine, out: export_checked(engine, out, frozen.fingerprint, extra, dist, save_speech_modules),
         dist=dist,
+        settings=settings,
     )
 
 

@@ -237,4 +237,5 @@ def run_lm_stage(
         export=joined_export,
         dist=dist,
         lr_groups=lr_groups,
+        settings=cfg,
     )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from speechgpt.training.batches import EvalBatch, MicroBatch
+from speechgpt.training.run_signature import ContentDigest
 
 IGNORE = -100
 LENGTHS = {
@@ -144,6 +145,15 @@ class SpeechBatches:
             epoch += 1
         chosen = [self.examples[i] for i in self.epoch(epoch)[index]]
         return MicroBatch(collate_speech(chosen), epoch, [e.id for e in chosen], sum(e.frames for e in chosen))
+
+    def fingerprint(self) -> str:
+        digest = ContentDigest()
+        for example in self.examples:
+            features = () if example.features is None else (example.features,)
+            digest.add(f"{example.id}|{example.group}|{example.encoded}", *features)
+            for key in sorted(example.targets):
+                digest.add(key, example.targets[key])
+        return digest.hexdigest()
 
     def eval_batches(self, rank: int, world: int) -> dict[str, Iterator[EvalBatch]]:
         return {split: self._eval_split(examples[rank::world]) for split, examples in self.eval_sets.items()}

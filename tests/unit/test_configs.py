@@ -10,6 +10,7 @@ import pytest
 from speechgpt.app.demo import STEPS, command_of
 from speechgpt.cli import COMMANDS
 from speechgpt.config import load_config
+from speechgpt.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ROOT / "configs" / "tiny" / "quick.yaml"  # the quick demo's overrides per step, not a command's config
@@ -77,6 +78,25 @@ def test_rerooting_moves_every_demo_path() -> None:
     assert moved.replay.qa == Path("/tmp/quick/qa")
     assert rerooted(cfg, "out/demo", "out/demo") is cfg
     assert rerooted(cfg, "out/demo", "elsewhere").train == cfg.train
+
+
+def test_demo_steps_restart_changed_training_runs() -> None:
+    """Every demo step that trains (the engine's settings, or the vocoder's own) retrains a changed run rather than
+    stopping; the others are left as they are."""
+    from speechgpt.app.demo import STEPS, command_of, restarting
+    from speechgpt.cli import COMMANDS
+
+    trained = []
+    for step in STEPS:
+        path = ROOT / "configs" / "tiny" / f"{step}.yaml"
+        cfg = load_config(importlib.import_module(COMMANDS[command_of(path)].module).Config, path)
+        owned = restarting(cfg)
+        if owned is not cfg:
+            trained.append(step)
+            settings = owned.train if isinstance(getattr(owned, "train", None), TrainConfig) else owned
+            assert settings.changed_run == "restart" and owned.out == cfg.out
+    assert {"backbone", "stage1", "stage2", "stage3", "vocoder", "frozen_ctc", "frozen_tts"} <= set(trained)
+    assert not {"qa", "corpus", "spoken_qa", "compare"} & set(trained)
 
 
 def test_demo_flags(capsys: pytest.CaptureFixture[str]) -> None:

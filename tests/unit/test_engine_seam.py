@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import pickle
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,9 +29,16 @@ class FrameBatches:
     count_name = "frames"
     perplexity = False
 
+    def __init__(self, shift: float = 0.0) -> None:
+        self.shift = shift
+        """Added to every frame: other training data."""
+
+    def fingerprint(self) -> str:
+        return f"frames+{self.shift}"
+
     def micro_batch(self, index: int) -> MicroBatch:
         gen = torch.Generator().manual_seed(index)
-        frames = torch.randn(3, 5, 4, generator=gen)
+        frames = torch.randn(3, 5, 4, generator=gen) + self.shift
         return MicroBatch(self._tensors(frames), index // 10, [f"clip{index}"], frames.shape[0] * frames.shape[1])
 
     def eval_batches(self, rank: int, world: int) -> dict[str, Iterator[EvalBatch]]:
@@ -122,6 +130,33 @@ def test_resume_continues_exactly(tmp_path: Path, zero: int) -> None:
                 cfg(zero_stage=zero, max_steps=9), TwoHeads(), FrameBatches(), tmp_path / "resumed", loss=two_part_loss
             )
         assert not (tmp_path / "pwned").exists()
+
+
+def test_a_changed_run_does_not_resume_the_old_one(tmp_path: Path) -> None:
+    """Checkpoints of a run with other settings, data or starting weights, or past the last step, are refused with
+    what changed; changed_run=restart trains from step 0 (as a fresh run), and resume=false starts over too."""
+    out = tmp_path / "run"
+
+    def run(model_seed: int = 0, batches: FrameBatches | None = None, **kw):
+        torch.manual_seed(model_seed)
+        return train(cfg(**kw), TwoHeads(), batches or FrameBatches(), out, loss=two_part_loss)
+
+    run(max_steps=4)
+    for changed, what in [
+        (dict(lr=0.1), "lr: 0.2 -> 0.1"),
+        (dict(batches=FrameBatches(shift=1.0)), "the training data"),
+        (dict(model_seed=1), "the starting weights"),
+        (dict(max_steps=2), "past max_steps 2"),
+    ]:
+        with pytest.raises(RuntimeError, match=re.escape(what)):
+            run(**changed)
+    assert run(eval_every=2, save_every=1).losses  # run-control settings and a longer run do resume
+    torch.manual_seed(0)
+    fresh = train(cfg(lr=0.1), TwoHeads(), FrameBatches(), tmp_path / "fresh", loss=two_part_loss)
+    restarted = run(lr=0.1, changed_run="restart")
+    assert restarted.losses == pytest.approx(fresh.losses, abs=1e-6) and len(restarted.losses) == 8
+    again = run(lr=0.1, max_steps=3, resume=False)
+    assert len(again.losses) == 3 and sorted(p.name for p in (out / "checkpoints").glob("step*")) == ["step0000003"]
 
 
 def test_rng_state_round_trips_without_pickle(tmp_path: Path) -> None:
