@@ -3,7 +3,7 @@ its starting weights. Only then is a resume exact; otherwise it would hand back 
 settings under the new run's name (a stage whose config, data or input model changed would return its old model).
 
 `<out>/checkpoints/signature.json` holds the three, the settings in full so that a refusal says what changed:
-- settings: the stage's resolved config, less the fields that only steer the run (`RUN_CONTROL`);
+- settings: the stage's resolved config, less the fields that only steer the run (`RUN_CONTROL`) and folder paths;
 - data: the batch source's digest of its training examples (`ContentDigest`);
 - weights: a digest of the model's starting tensors, so a stage started from a model retrained at the same path
   does not resume the old run.
@@ -98,11 +98,13 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 def settings_dict(settings: Any) -> Any:
-    """A config (dataclass, mapping, list or value) as JSON-ready data without its RUN_CONTROL fields."""
+    """A config (dataclass, mapping, list or value) as JSON-ready data without its RUN_CONTROL fields and folder
+    paths (`Path` values: the data and weight digests stand for what they hold, so a moved folder still resumes)."""
     if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
         settings = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
     if isinstance(settings, dict):
-        return {str(k): settings_dict(v) for k, v in settings.items() if k not in RUN_CONTROL}
+        kept = {k: v for k, v in settings.items() if k not in RUN_CONTROL and not isinstance(v, Path)}
+        return {str(k): settings_dict(v) for k, v in kept.items()}
     if isinstance(settings, list | tuple):
         return [settings_dict(v) for v in settings]
     return settings if isinstance(settings, bool | int | float | str | None) else str(settings)

@@ -32,10 +32,12 @@ class Stage:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def test_settings_leave_out_run_control_at_any_depth() -> None:
-    one = settings_dict(Stage(train=TrainConfig(lr=1e-3, num_threads=2, eval_every=7, max_steps=5)))
+def test_settings_leave_out_run_control_at_any_depth_and_folder_paths() -> None:
+    one = settings_dict(
+        Stage(data=Path("moved/data"), train=TrainConfig(lr=1e-3, num_threads=2, eval_every=7, max_steps=5))
+    )
     two = settings_dict(Stage(out=Path("elsewhere"), train=TrainConfig(lr=1e-3, num_threads=1, save_every=3)))
-    assert one == two and one["data"] == "data" and "out" not in one and "num_threads" not in one["train"]
+    assert one == two and "data" not in one and "out" not in one and "num_threads" not in one["train"]
     other = RunSignature.of(Stage(train=TrainConfig(lr=2e-3)), data="d", model=torch.nn.Linear(2, 2))
     assert other.differences(RunSignature(one, "d", other.weights)) == ["train.lr: 0.001 -> 0.002"]
 
