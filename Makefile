@@ -5,7 +5,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-shared-prefix bench-precision bench-frozen-frames bench-mfu bench-gpu bench-vocoder bench-chat eval-units eval-unit-layers eval-vocoder eval-answer-voices eval-answer-units eval-frozen-probe
+.PHONY: setup demo test test-all lint bench bench-corpus bench-units bench-train bench-shared-prefix bench-precision bench-frozen-frames bench-mfu bench-gpu bench-vocoder bench-chat eval-units eval-unit-layers eval-vocoder eval-answer-voices eval-answer-units eval-frozen-probe eval-duplex
 
 setup:
 	@bash scripts/setup.sh
@@ -64,6 +64,10 @@ eval-vocoder: setup  ## spoken answers in the answer voice: judge WER/CER, DNSMO
 eval-answer-voices: setup  ## which voice says the answers: the judge on each candidate's open sentences and the domain's answers (~15 min; runs the demo if absent)
 	@test -d out/demo/qa || $(MAKE) demo
 	OMP_NUM_THREADS=2 $(PY) -m benchmarks.answer_voices
+
+eval-duplex: setup  ## the frozen variant in duplex mode on streams of held-out questions, clean and as recordings sound (runs the demo if absent)
+	@test -d out/demo/frozen_qa/final -a -d out/demo/qa_speech || $(MAKE) demo
+	OMP_NUM_THREADS=1 $(PY) -m benchmarks.duplex_streams
 
 eval-answer-units: setup  ## the stage-3 model writes each test answer's units, given the right text answer: greedy and beam (runs the demo if absent)
 	@test -d out/demo/stage3/final -a -d out/demo/stage3_data || $(MAKE) demo

@@ -6,19 +6,20 @@
             ...                                # DuplexEvent: speech_start, state, text, units, audio, interrupt, answer
     duplex.finish()                            # the stream ended
 
-The microphone never stops. An energy detector starts an utterance when a chunk is louder than `vad_db` (Freeze-Omni
-puts a VAD there too); from then on the listener hears every chunk and the state head decides when the utterance
-ends: "answer" answers it, "ignore" drops it (noise, speech not addressed to the assistant). An answer plays on
-the input clock: its audio starts when it is made and lasts its length. An "answer" decision while an answer is
-still playing interrupts it: the rest is dropped, an "interrupt" event says how much had played, and the new
-question is answered. An "ignore" decision does not interrupt. The input is assumed echo-free (the assistant does
-not hear itself), as with a headset or an echo canceller.
+The microphone never stops. A speech detector that follows the stream's own noise floor starts an utterance
+(Freeze-Omni puts a VAD there too; speechgpt.infer.stream_input, which also scales the speech to the level the models
+trained at, as a whole spoken question is conditioned); from then on the listener hears every chunk and the state
+head decides when the utterance ends: "answer" answers it, "ignore" drops it (noise, speech not addressed to the
+assistant). An answer plays on the input clock: its audio starts when it is made and lasts its length. An "answer"
+decision while an answer is still playing interrupts it: the rest is dropped, an "interrupt" event says how much had
+played, and the new question is answered. An "ignore" decision does not interrupt. The input is assumed echo-free (the
+assistant does not hear itself), as with a headset or an echo canceller.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -26,6 +27,7 @@ import numpy as np
 from speechgpt.infer.frozen_session import FrozenChatSession
 from speechgpt.infer.listening import SAMPLE_RATE
 from speechgpt.infer.results import ChatResult
+from speechgpt.infer.stream_input import StreamConditioner, StreamSettings
 from speechgpt.model.state_labels import STATE_NAMES
 
 DuplexKind = Literal["speech_start", "state", "text", "units", "audio", "interrupt", "answer", "ignore"]
@@ -34,7 +36,7 @@ DuplexKind = Literal["speech_start", "state", "text", "units", "audio", "interru
 @dataclass
 class DuplexEvent:
     """Something that happened on the stream. `at_s` is the input clock (seconds of audio pushed) when it happened.
-    - speech_start: the energy detector opened an utterance;
+    - speech_start: the speech detector opened an utterance;
     - state: the state head's decision `text` at the end of chunk `chunk` of the utterance;
     - text / units / audio: the answer's next text piece, units, audio chunk (float32 at `sample_rate`);
     - interrupt: the answer playing was cut; `played_s` of it had played;
@@ -54,8 +56,8 @@ class DuplexEvent:
 
 @dataclass(kw_only=True)
 class DuplexConfig:
-    vad_db: float = -45.0
-    """RMS level (dB full scale) of a pushed piece of audio that opens an utterance."""
+    stream: StreamSettings = field(default_factory=StreamSettings)
+    """How speech is found in the stream and scaled (its gain follows the session's `condition_input`)."""
     speech: bool = True
     """Answer in speech (when the session has a speech decoder and a vocoder), else in text."""
 
@@ -74,6 +76,8 @@ class DuplexSession:
         self.played: list[list[float]] = []
         """Per answer, [from_s, until_s]: when it played on the input clock (cut short by an interruption)."""
         self.interruptions = 0
+        gain = self.config.stream.gain and session.config.condition_input
+        self.conditioner = StreamConditioner(replace(self.config.stream, gain=gain))
         self._open = False
 
     @property
@@ -84,15 +88,18 @@ class DuplexSession:
         """Hear the next piece of the stream; the events it caused, in order."""
         wave = np.asarray(samples, dtype=np.float32).reshape(-1)
         events: list[DuplexEvent] = []
-        if not self._open:
-            if _level_db(wave) < self.config.vad_db:
+        if self._open:
+            heard = self.conditioner.follow(wave)
+        else:
+            opening = self.conditioner.start(wave)
+            if opening is None:
                 self.clock_s += wave.size / SAMPLE_RATE
                 return events
-            self._open = True
+            self._open, heard = True, opening
             self.listener.reset()
             events.append(DuplexEvent("speech_start", self.clock_s))
         self.clock_s += wave.size / SAMPLE_RATE
-        decisions = self.listener.push(wave)
+        decisions = self.listener.push(heard)
         events += [DuplexEvent("state", self.clock_s, STATE_NAMES[d.state], chunk=d.chunk) for d in decisions]
         return events + self._after_decisions()
 
@@ -112,6 +119,7 @@ class DuplexSession:
         if outcome is None:
             return []
         self._open = False
+        self.conditioner.end()
         if outcome == "ignore":
             return [DuplexEvent("ignore", self.clock_s)]
         events = []
@@ -160,9 +168,3 @@ class DuplexSession:
             audio = result.audio[: max(0, round(until * rate) - first)]
             track[first : first + audio.size] = audio[: track.size - first]
         return track, rate
-
-
-def _level_db(wave: np.ndarray) -> float:
-    if not wave.size:
-        return float("-inf")
-    return float(10 * np.log10(max(float(np.mean(wave.astype(np.float64) ** 2)), 1e-12)))

@@ -21,6 +21,14 @@ SpeechToUnits = Callable[[np.ndarray], Sequence[int]]
 
 FRAME = 320
 """20 ms at 16 kHz: the frames speech is found in."""
+MARGIN_S = 0.15
+"""Audio kept before the first speech frame and after the last."""
+SPEECH_LEVEL_DB = -20.0
+"""RMS of the speech frames after conditioning, dB full scale: the training clips' level."""
+MAX_GAIN_DB = 30.0
+"""The most a quiet recording is raised."""
+FLOOR_MARGIN_DB = 12.0
+"""A speech frame is at least this much louder than the noise floor."""
 
 
 def question_samples(audio: np.ndarray | str | Path, condition: bool = True) -> np.ndarray:
@@ -33,7 +41,10 @@ def question_samples(audio: np.ndarray | str | Path, condition: bool = True) -> 
 
 
 def condition_question(
-    samples: np.ndarray, margin_s: float = 0.15, level_db: float = -20.0, max_gain_db: float = 30.0
+    samples: np.ndarray,
+    margin_s: float = MARGIN_S,
+    level_db: float = SPEECH_LEVEL_DB,
+    max_gain_db: float = MAX_GAIN_DB,
 ) -> np.ndarray:
     """The clip from `margin_s` before its first speech frame to `margin_s` after its last, its speech frames scaled
     to an RMS of `level_db` dBFS (by at most `max_gain_db`, never past full scale). A speech frame is louder than both
@@ -47,19 +58,22 @@ def condition_question(
         return samples
     power = frame_power(samples, FRAME) + 1e-12
     energy = 10 * np.log10(power)
-    speech = energy > max(float(np.percentile(energy, 10)) + 12.0, float(energy.max()) - 40.0)
+    speech = energy > max(float(np.percentile(energy, 10)) + FLOOR_MARGIN_DB, float(energy.max()) - 40.0)
     if not speech.any():
         return samples
     margin = round(margin_s * SAMPLE_RATE)
     first = int(np.argmax(speech)) * FRAME
     last = (count - int(np.argmax(speech[::-1]))) * FRAME
     kept = samples[max(first - margin, 0) : min(last + margin, samples.size)]
-    speech_db = 10 * np.log10(float(np.mean(power[speech])))
-    gain = min(level_db - speech_db, max_gain_db)
-    peak = float(np.abs(kept).max())
-    if peak > 0:
-        gain = min(gain, 20 * np.log10(0.99 / peak))
+    gain = speech_gain_db(float(np.mean(power[speech])), float(np.abs(kept).max()), level_db, max_gain_db)
     return (kept * 10 ** (gain / 20)).astype(np.float32)
+
+
+def speech_gain_db(speech_power: float, peak: float, level_db: float, max_gain_db: float) -> float:
+    """The gain that brings speech of mean power `speech_power` to `level_db` dBFS: at most `max_gain_db`, and none
+    that would take `peak` past 0.99."""
+    gain = min(level_db - 10 * float(np.log10(max(speech_power, 1e-12))), max_gain_db)
+    return min(gain, 20 * float(np.log10(0.99 / peak))) if peak > 0 else gain
 
 
 def speech_to_units_from_kmeans(kmeans_dir: str | Path, dtype: str = "float32") -> SpeechToUnits:

@@ -1,7 +1,8 @@
 """The frozen-LLM variant speaking: a tiny frozen folder with a speech decoder and a vocoder answers a spoken
 question in text and then speech (units streamed to the vocoder), with the latency of each component; a decoder
 fitted to another LLM is refused with the command that re-aligns it; the page streams the spoken answer; and a
-duplex stream is interrupted by a new question while an answer plays, but not by noise or silence."""
+duplex stream is interrupted by a new question while an answer plays, but not by noise or silence, and hears a quiet
+question in steady noise and not the noise."""
 
 from __future__ import annotations
 
@@ -128,6 +129,23 @@ def test_duplex_speech_not_for_the_assistant_does_not_interrupt(tmp_path: Path) 
     events = [e for piece in pieces(chirp(1.0)) for e in duplex.push(piece)]
     kinds = [e.kind for e in events]
     assert "ignore" in kinds and "answer" not in kinds and "interrupt" not in kinds and not duplex.answers
+
+
+def test_duplex_hears_a_quiet_question_in_steady_noise_and_not_the_noise(tmp_path: Path) -> None:
+    """Steady hiss at -40 dBFS (which a fixed -45 dBFS detector took for speech from the first piece) opens nothing;
+    a question 14 dB above it, at -26 dBFS, opens where it starts (and nothing after it), heard raised toward a whole
+    question's level."""
+    duplex = DuplexSession(session_of(make_parts(tmp_path, ANSWER)))
+    hiss = (np.random.default_rng(0).standard_normal(CHUNK * 30) * 10 ** (-40 / 20)).astype(np.float32)
+    assert not [e for piece in pieces(hiss[: CHUNK * 12]) for e in duplex.push(piece)]
+    question = chirp(1.0)
+    question *= 10 ** (-26 / 20) / np.sqrt(np.mean(question**2))
+    hiss[CHUNK * 14 : CHUNK * 14 + question.size] += question
+    events = [e for piece in pieces(hiss[CHUNK * 12 :]) for e in duplex.push(piece)]
+    kinds = [e.kind for e in events]
+    starts = [e.at_s for e in events if e.kind == "speech_start"]  # this head answers at once: the rest reopens
+    assert kinds[0] == "speech_start" and "answer" in kinds and duplex.conditioner.gain_db > 3
+    assert starts[0] == pytest.approx(14 * CHUNK / 16_000) and max(starts) < (14 * CHUNK + question.size) / 16_000
 
 
 def test_chat_duplex_streams_a_recording_and_writes_the_output_track(tmp_path: Path, capsys) -> None:
