@@ -73,11 +73,14 @@ class EspeakLibrary:
                 if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
                     raise ValueError(f"espeak-ng has no voice {voice!r} (`espeak-ng --voices` lists them)")
                 self.voice = voice
-            rest = ctypes.c_char_p(text.encode())
             clauses = []
-            while rest.value:  # the library moves `rest` past each clause it reads, to NULL at the end
-                clause = self.lib.espeak_TextToPhonemes(ctypes.byref(rest), utf8, ipa_with_separator)
-                clauses.append((clause or b"").decode())
+            # the library moves `rest` past each clause it reads, to NULL at the end; it may still hold the text's
+            # last punctuation ("dream.." keeps a "."), which it would read as "dot" at the start of the next text:
+            # a space read after the text settles it within this call, so each text reads the same in any order
+            for rest in (ctypes.c_char_p(text.encode()), ctypes.c_char_p(b" ")):
+                while rest.value:
+                    clause = self.lib.espeak_TextToPhonemes(ctypes.byref(rest), utf8, ipa_with_separator)
+                    clauses.append((clause or b"").decode())
             return " ".join(clauses)
 
 
