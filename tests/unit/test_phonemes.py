@@ -1,7 +1,8 @@
 """Phonemes for the frozen variant's speech decoder: espeak-ng's symbols of English text are all in the inventory;
 the same sound is one symbol in different spellings; token rows read as whole words, padded; a phoneme-reading
 decoder tells texts apart by their sounds alone, saves, loads and speaks through AnswerSpeaker; espeak-ng's library
-writes what its command writes and reads each text the same whatever it read before; without espeak-ng the error says what to install."""
+writes what its command writes and reads each text the same whatever it read before; without espeak-ng the error
+says what to install."""
 
 from __future__ import annotations
 
