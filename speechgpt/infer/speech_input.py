@@ -66,7 +66,12 @@ def condition_question(
     last = (count - int(np.argmax(speech[::-1]))) * FRAME
     kept = samples[max(first - margin, 0) : min(last + margin, samples.size)]
     gain = speech_gain_db(float(np.mean(power[speech])), float(np.abs(kept).max()), level_db, max_gain_db)
-    return (kept * 10 ** (gain / 20)).astype(np.float32)
+    return with_gain(kept, gain)
+
+
+def with_gain(samples: np.ndarray, gain_db: float) -> np.ndarray:
+    """`samples` scaled by `gain_db`, the product taken in float64 and returned as float32."""
+    return (samples * np.float64(10 ** (gain_db / 20))).astype(np.float32)
 
 
 def speech_gain_db(speech_power: float, peak: float, level_db: float, max_gain_db: float) -> float:

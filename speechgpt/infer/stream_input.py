@@ -30,6 +30,7 @@ from speechgpt.infer.speech_input import (
     MAX_GAIN_DB,
     SPEECH_LEVEL_DB,
     speech_gain_db,
+    with_gain,
 )
 
 
@@ -123,7 +124,7 @@ class StreamConditioner:
             return wave
         mean_power = self._speech_power / self._speech_frames
         self.gain_db = speech_gain_db(mean_power, self._peak, s.level_db, s.max_gain_db)
-        return (wave * 10 ** (self.gain_db / 20)).astype(np.float32)
+        return with_gain(wave, self.gain_db)
 
     def end(self) -> None:
         """The utterance was decided: the next piece may open another."""
