@@ -5,9 +5,10 @@ piece of the stream, and a quiet microphone's speech never crosses it. `StreamCo
 20 ms frames rise `floor_margin_db` above the stream's own noise floor (the 10th-percentile frame of the last
 `floor_window_s` heard between utterances and of the piece itself), come within `below_speech_db` of the stream's
 speech level and are louder than `min_db`; a frame within `sure_below_speech_db` of that level is speech even where the
-floor is not yet known (a stream that starts mid-sentence). The utterance starts `margin_s` before the piece that
-opened it (a soft onset's first frames), and each of its pieces is scaled so that the utterance's speech frames so
-far have an RMS of `level_db` (by at most `max_gain_db`, never past full scale), as a whole question is.
+floor is not yet known (a stream that starts mid-sentence). The utterance starts `margin_s` before its first speech
+frame (a soft onset's first frames, from earlier pieces where need be), and each of its pieces is scaled so that the
+utterance's speech frames so far have an RMS of `level_db` (by at most `max_gain_db`, never past full scale), as a
+whole question is.
 
     conditioner = StreamConditioner()
     heard = conditioner.start(piece)      # closed: None (no speech), or the audio the utterance opens with
@@ -62,9 +63,7 @@ class StreamSettings:
 
 def frame_levels(wave: np.ndarray) -> np.ndarray:
     """dB full scale of each whole 20 ms frame of `wave`."""
-    if wave.size < FRAME:
-        return np.zeros(0)
-    return 10 * np.log10(frame_power(wave[: wave.size // FRAME * FRAME], FRAME) + 1e-12)
+    return 10 * np.log10(frame_power(wave, FRAME) + 1e-12)
 
 
 class StreamConditioner:
