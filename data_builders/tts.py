@@ -1,13 +1,13 @@
-"""Offline TTS engines installed from the OS (flite, festival, espeak-ng; piper when present) behind one call.
+"""Offline TTS engines behind one call: flite, festival and espeak-ng installed from the OS, Piper from packages.
 
 A voice is named `engine:voice`, e.g. `flite:slt`, `festival:kal_diphone`, `espeak-ng:en-us+f3` (an espeak-ng
-language with an optional `+variant`), `piper:<model stem>` (models from $PIPER_VOICES_DIR).
+language with an optional `+variant`), `piper:<model stem>` (e.g. `piper:en_US-joe-medium`, see
+data_builders/piper_voices.py).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import subprocess
 import tempfile
@@ -18,6 +18,7 @@ import numpy as np
 import soundfile as sf
 
 from data_builders.festival import festival_session
+from data_builders.piper_voices import piper_available, piper_models, speak_piper
 from speechgpt.data.audio import Audio16k, AudioError, to_16k_mono
 from speechgpt.data.corpus import SourceItem, safe_name
 
@@ -78,11 +79,13 @@ def synthesize(voice_key: str, text: str) -> Audio16k:
     voice = parse_voice(voice_key)
     if voice.engine == "festival":
         return _festival(voice.name, text)
+    if voice.engine == "piper":
+        return speak_piper(voice.name, text)
     with tempfile.TemporaryDirectory(prefix="speechgpt-tts-") as tmp:
         text_file, wav = Path(tmp) / "text.txt", Path(tmp) / "out.wav"
         text_file.write_text(text + "\n", encoding="utf-8")
         command = _command(voice, text_file, wav)
-        result = _run(command, stdin=text.encode() if voice.engine == "piper" else None)
+        result = _run(command)
         if result.returncode != 0 or not wav.exists():
             detail = result.stderr.decode(errors="replace").strip()[-300:]
             raise AudioError(f"tts failed: {voice.key} exited {result.returncode}: {detail}")
@@ -137,15 +140,12 @@ def tts_item(item_id: str, voice: Voice, text: str, split: str, origin: str) -> 
 def _command(voice: Voice, text_file: Path, wav: Path) -> list[str]:
     if voice.engine == "flite":
         return ["flite", "-voice", voice.name, "-f", str(text_file), "-o", str(wav)]
-    if voice.engine == "espeak-ng":
-        return ["espeak-ng", "-v", voice.name, "-f", str(text_file), "-w", str(wav)]
-    model = _piper_dir() / f"{voice.name}.onnx"
-    return ["piper", "--model", str(model), "--output_file", str(wav)]
+    return ["espeak-ng", "-v", voice.name, "-f", str(text_file), "-w", str(wav)]
 
 
-def _run(command: list[str], stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def _run(command: list[str]) -> subprocess.CompletedProcess[bytes]:
     try:
-        return subprocess.run(command, input=stdin, capture_output=True, timeout=_TIMEOUT_S, check=False)
+        return subprocess.run(command, capture_output=True, timeout=_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         raise AudioError(f"tts failed: {command[0]} timed out after {_TIMEOUT_S}s") from None
     except FileNotFoundError:
@@ -183,11 +183,5 @@ def _espeak_voices() -> list[Voice]:
     return sorted(voices)
 
 
-def _piper_dir() -> Path:
-    return Path(os.environ.get("PIPER_VOICES_DIR", "~/.local/share/piper")).expanduser()
-
-
 def _piper_voices() -> list[Voice]:
-    if not shutil.which("piper") or not _piper_dir().is_dir():
-        return []
-    return [Voice("piper", p.stem) for p in sorted(_piper_dir().glob("*.onnx"))]
+    return [Voice("piper", name) for name in sorted(piper_models())] if piper_available() else []

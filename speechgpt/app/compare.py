@@ -8,16 +8,18 @@ PNG plots and example conversations (question audio, transcript, text answer, an
 
 - `backbone.text_accuracy`, `backbone.heldout_text_loss`: the text backbone before any speech training (the ceiling);
 - `variants.unified` and `variants.frozen`, each with
-  - `s2t_accuracy` and `s2s_accuracy`: `{all, seen_voices, heldout_voices}` (null where the variant has no such
-    output), and `direct_s2t_accuracy` for the unified variant (speech -> answer with no transcript) when measured;
-  - `questions`: `{all, seen_voices, heldout_voices, typed}`, how many questions those rates are over
+  - `s2t_accuracy` and `s2s_accuracy`: `{all, seen_voices, heldout_voices, person_voice}` (null where the variant
+    has no such output or the evaluation no such voice group; `person_voice`: a voice made from a person's
+    recordings, never trained on), and `direct_s2t_accuracy` for the unified variant (speech -> answer with no
+    transcript) when measured;
+  - `questions`: `{all, seen_voices, heldout_voices, person_voice, typed}`, how many questions those rates are over
     (`direct_questions` for direct mode); report.md gives each rate its 95% Wilson interval from them;
   - `t2s_accuracy`: typed questions answered in speech (the speech output alone, listening aside);
   - `text_accuracy_after`, `heldout_text_loss_after`: the same text probe after the variant's training (forgetting);
-  - `asr_wer`: `{seen_voices, heldout_voices}`, WER of the model's transcripts of the test questions (the frozen
-    variant's: the words its adapter gave the LLM, when it reads words; null values when it reads frames), with
-    `asr_exact` and `asr_content_words` beside it (speechgpt.eval.transcript_scores); `asr_wer_sentences`: WER on
-    unseen corpus sentences (`eval asr`);
+  - `asr_wer`: `{seen_voices, heldout_voices, person_voice}`, WER of the model's transcripts of the test questions
+    (the frozen variant's: the words its adapter gave the LLM, when it reads words; null values when it reads
+    frames), with `asr_exact` and `asr_content_words` beside it (speechgpt.eval.transcript_scores);
+    `asr_wer_sentences`: WER on unseen corpus sentences (`eval asr`);
   - `ttfa_s` `{p50, p90}`: end of speech -> first audio, and `latency_s`, the same spread per component;
   - `params_trained` (the most any of its stages trained), `train_seconds` (all its stages), `stages` (run.json each).
 
@@ -76,7 +78,8 @@ class Config:
     """Output folder: report.json, report.md, *.png, examples/."""
 
 
-VOICE_GROUPS = {"training": "seen_voices", "held_out": "heldout_voices"}
+VOICE_GROUPS = {"training": "seen_voices", "held_out": "heldout_voices", "person": "person_voice"}
+"""`eval chat`'s voice groups -> report.json's keys."""
 
 
 def run(cfg: Config) -> Path:
@@ -120,12 +123,12 @@ def read_answers(folder: Path) -> list[dict[str, Any]]:
 
 
 def questions(qa: dict[str, Any]) -> dict[str, Any]:
-    """`{all, seen_voices, heldout_voices, typed}`: how many questions each accuracy of an eval chat report is over."""
+    """`{all, <voice groups>, typed}`: how many questions each accuracy of an eval chat report is over."""
     return {**by_group(qa, "questions", qa["questions"]), "typed": (qa.get("typed") or {}).get("questions")}
 
 
 def by_group(qa: dict[str, Any], key: str, overall: Any) -> dict[str, Any]:
-    """`{all, seen_voices, heldout_voices}` of one column of an eval chat report (an accuracy, or `questions`)."""
+    """`{all, <voice groups>}` of one column of an eval chat report (an accuracy, or `questions`)."""
     groups = qa.get("by_voices", {})
     out: dict[str, Any] = {"all": overall}
     for group, name in VOICE_GROUPS.items():

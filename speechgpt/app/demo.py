@@ -48,6 +48,7 @@ STEPS = [
     "vocoder",  # units of any speaker -> speech in the answer voice
     "eval_asr",  # the stage-2 model's WER on training voices and on held-out voices
     "qa_speech_seen",  # the test questions again, by training voices in new renditions
+    "qa_speech_person",  # and by a voice made from a person's recordings (Piper), which no corpus speaks
     "spoken_qa",  # held-out spoken questions answered in speech, judged by Whisper
     "spoken_qa_direct",  # the same questions answered directly in text, no transcript first (the ablation)
     "frozen_ctc",  # frozen-LLM variant: a streaming speech encoder trained as a CTC recognizer
@@ -219,8 +220,10 @@ def headline(results: dict[str, Any]) -> str:
         lines.append(f"frozen variant ASR WER, unseen sentences: {wers}")
     frozen_qa = results.get("frozen_spoken_qa")
     if frozen_qa:
+        from speechgpt.app.spoken_qa import VOICE_GROUPS
+
         groups = ", ".join(
-            f"{group} voices {100 * row['s2t_correct']:.0f}% of {row['questions']}"
+            f"{VOICE_GROUPS[group]} {100 * row['s2t_correct']:.0f}% of {row['questions']}"
             for group, row in frozen_qa["by_voices"].items()
         )
         lines.append(
@@ -237,7 +240,7 @@ def headline(results: dict[str, Any]) -> str:
     if qa:
         example = qa["example"]
         lines += [
-            f"held-out spoken questions: text answer correct {100 * qa['text_accuracy']:.0f}%, "
+            f"unified variant, spoken test questions: text answer correct {100 * qa['text_accuracy']:.0f}%, "
             f"spoken answer correct (judge) {100 * qa['spoken_accuracy']:.0f}% of {qa['questions']}",
             f"asked {example['question']!r} -> heard {example['transcript']!r}, answered {example['text']!r}, "
             f"the judge hears {example['heard']!r}",

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from speechgpt.app.chat import ChatApp
-from speechgpt.app.spoken_qa import QuestionClip, by_voices, save_example, score_transcripts, spread
+from speechgpt.app.spoken_qa import VOICE_GROUPS, QuestionClip, by_voices, save_example, score_transcripts, spread
 from speechgpt.data.audio import read_audio
 from speechgpt.infer.listening import Turn
 
@@ -122,7 +122,7 @@ def frozen_table(report: dict[str, Any], split: str) -> str:
     answered = "in text and speech" if spoken else "in text"
     lines = [f"frozen-LLM variant: {report['questions']} spoken {split} questions, answered {answered}"]
     groups = report["by_voices"]
-    names = {"training": "training voices", "held_out": "held-out voices"}
+    names = VOICE_GROUPS
     for key, label in (("s2t_accuracy", "S2T"), ("spoken_accuracy", "S2S")):
         if report.get(key) is None:
             continue

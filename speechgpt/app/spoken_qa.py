@@ -14,7 +14,8 @@ units -> vocoder), and the Whisper judge transcribes the spoken answer:
 
 Both variants report accuracy by voice group (`by_voices`): "held_out" voices never trained, "training" voices are
 the speakers of the `speech` corpus' train split, heard in new renditions (the held-out questions) when
-`seen_voices_speech` gives them. The frozen-LLM variant (a frozen model folder, or `variant=frozen`) listens to each
+`seen_voices_speech` gives them, and "person" a voice made from a person's recordings (a Piper voice, never trained
+on) when `person_speech` gives it. The frozen-LLM variant (a frozen model folder, or `variant=frozen`) listens to each
 question as a stream and answers in text, then (given `speech_decoder` and a vocoder) in speech, which the judge
 hears: `s2t_accuracy` and `spoken_accuracy` overall and by voices, the state head's decisions (`state`: answered
 at the end of the question, not inside it; premature, ignored or undecided otherwise) and the latencies from the
@@ -63,6 +64,10 @@ class Config(ChatSetup):
     seen_voices_speech: Path | None = None
     """Question audio of the same split spoken by training voices (e.g. `speechgpt corpus synth qa=...` with training
     voices as its `heldout_voices`): asked too, so accuracy is reported on training voices beside held-out ones."""
+    person_speech: Path | None = None
+    """Question audio of the same split spoken by a voice made from a person's recordings (a Piper voice that no
+    training corpus speaks, e.g. `speechgpt corpus synth qa=...` with `piper:en_US-joe-medium` as its held-out
+    voice): asked too, as the voice group `person`, the nearest these tests come to a person asking."""
     typed: bool = True
     """Also ask each question typed and judge its spoken answer (T2S: the speech output alone); speech replies only."""
     audio_examples: int = 4
@@ -82,7 +87,11 @@ class QuestionClip:
     audio: str
     speaker: str
     voices: str
-    """'training' (a speaker of the `speech` corpus' train split) or 'held_out'."""
+    """'training' (a speaker of the `speech` corpus' train split), 'held_out' or 'person' (from `person_speech`)."""
+
+
+VOICE_GROUPS = {"training": "training voices", "held_out": "held-out voices", "person": "a person's voice"}
+"""Voice groups in report order, with the words the tables print."""
 
 
 def run(cfg: Config) -> Path:
@@ -180,7 +189,7 @@ def spread(values: list[float | None]) -> dict[str, Any] | None:
 
 def unified_table(report: dict[str, Any], split: str) -> str:
     """The unified variant's scores in a few lines, as the frozen variant's table gives its own."""
-    names = {"training": "training voices", "held_out": "held-out voices"}
+    names = VOICE_GROUPS
     lines = [f"unified variant: {report['questions']} spoken {split} questions, chain of modality"]
     for key, label, column in (("text_accuracy", "S2T", "text_correct"), ("spoken_accuracy", "S2S", "spoken_correct")):
         if report.get(key) is None:
@@ -260,21 +269,22 @@ def pick_questions(questions: list[dict[str, str]], count: int) -> list[dict[str
 
 
 def question_clips(cfg: Config, questions: list[dict[str, str]]) -> list[QuestionClip]:
-    """Each question's clip in `speech` (an error when one is missing) and in `seen_voices_speech` (when given),
-    with its voice group."""
+    """Each question's clip in `speech` (an error when one is missing), in `seen_voices_speech` and in
+    `person_speech` (when given), with its voice group."""
     from speechgpt.data.corpus import load_corpus
 
     corpus = load_corpus(cfg.speech)
     training = {spk for spk, split in zip(corpus["speaker"], corpus["split"], strict=True) if split == "train"}
+    sources = [(cfg.speech, None), (cfg.seen_voices_speech, None), (cfg.person_speech, "person")]
     clips = []
-    for path in [cfg.speech] if cfg.seen_voices_speech is None else [cfg.speech, cfg.seen_voices_speech]:
+    for path, group in [(path, group) for path, group in sources if path is not None]:
         rows = corpus if path == cfg.speech else load_corpus(path)
         spoken = {i: (a, s) for i, a, s in zip(rows["id"], rows["audio"], rows["speaker"], strict=True)}
         for question in questions:
             found = spoken.get(f"q-{question['id']}")
             if found is None:
                 raise ValueError(f"{path}: no audio for question {question['id']} (was it built with this qa?)")
-            voices = "training" if found[1] in training else "held_out"
+            voices = group or ("training" if found[1] in training else "held_out")
             clips.append(QuestionClip(question, found[0], found[1], voices))
     return clips
 
@@ -282,7 +292,7 @@ def question_clips(cfg: Config, questions: list[dict[str, str]]) -> list[Questio
 def by_voices(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """Per voice group present: its question count and the mean of each boolean `keys` column."""
     groups: dict[str, dict[str, Any]] = {}
-    for group in ("training", "held_out"):
+    for group in VOICE_GROUPS:
         mine = [r for r in rows if r["voices"] == group]
         if mine:
             groups[group] = {

