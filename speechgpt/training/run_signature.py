@@ -59,16 +59,18 @@ SAMPLED_VALUES = 4096
 
 
 class ContentDigest:
-    """A running digest of named arrays: shape, dtype and values (a strided sample of large ones)."""
+    """A running digest of named arrays: shape, dtype and values (a strided sample of large ones, unless whole)."""
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
 
-    def add(self, name: str, *arrays: Any) -> None:
+    def add(self, name: str, *arrays: Any, whole: bool = False) -> None:
+        """Hash `arrays` under `name`; `whole`: every value, not a sample (host arrays: ~0.2 s a 200 MB)."""
         self._hash.update(name.encode() + b"\0")
         for array in arrays:
-            shape, values = _sampled(array)
-            self._hash.update(f"{shape}|{values.dtype}".encode() + np.ascontiguousarray(values).tobytes())
+            shape, values = (np.shape(array), np.asarray(array)) if whole else _sampled(array)
+            self._hash.update(f"{shape}|{values.dtype}".encode())
+            self._hash.update(memoryview(np.ascontiguousarray(values)).cast("B"))
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()[:24]

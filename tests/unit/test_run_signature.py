@@ -53,6 +53,13 @@ def test_digests_follow_content_and_sample_large_arrays() -> None:
     changed[-1] = 1.0  # the last value is always sampled
     assert digest(big) != digest(changed) and digest(big) == digest(big.copy())
     assert digest([1, 2, 3]) != digest([1, 2, 4]) and digest([1, 2]) != digest([[1, 2]])
+    between = big.copy()
+    between[1] = 1.0  # between two sampled values: only a whole digest sees it (a vocoder's clips' audio)
+    assert digest(big) == digest(between)
+    whole = ContentDigest(), ContentDigest()
+    for d, array in zip(whole, (big, between), strict=True):
+        d.add("x", array, whole=True)
+    assert whole[0].hexdigest() != whole[1].hexdigest()
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 3)
     before = weights_digest(model)
