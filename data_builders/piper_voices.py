@@ -31,12 +31,19 @@ def piper_dir() -> Path:
     return Path(os.environ.get("PIPER_VOICES_DIR", "~/.local/share/piper")).expanduser()
 
 
-def piper_models() -> dict[str, Path]:
-    """Voice name (model stem) -> its .onnx file, from voice packages, then $PIPER_VOICES_DIR (which wins)."""
-    candidates: list[Path] = []
+@functools.cache
+def _packaged_files() -> tuple[Path, ...]:
+    """The files of the installed voice packages (read once a process: scanning every package takes ~30 ms)."""
+    files: list[Path] = []
     for dist in importlib.metadata.distributions():
         if (dist.metadata["Name"] or "").lower().endswith(VOICE_PACKAGE_SUFFIX):
-            candidates += [Path(str(dist.locate_file(file))) for file in dist.files or ()]
+            files += [Path(str(dist.locate_file(file))) for file in dist.files or ()]
+    return tuple(files)
+
+
+def piper_models() -> dict[str, Path]:
+    """Voice name (model stem) -> its .onnx file, from voice packages, then $PIPER_VOICES_DIR (which wins)."""
+    candidates = list(_packaged_files())
     if piper_dir().is_dir():
         candidates += sorted(piper_dir().glob("*.onnx"))
     return {
