@@ -65,9 +65,11 @@ eval-answer-voices: setup  ## which voice says the answers: the judge on each ca
 	@test -d out/demo/qa || $(MAKE) demo
 	OMP_NUM_THREADS=2 $(PY) -m benchmarks.answer_voices
 
-eval-duplex: setup  ## the frozen variant in duplex mode on streams of held-out questions, clean and as recordings sound (runs the demo if absent)
+eval-duplex: setup  ## the frozen variant in duplex mode on streams of held-out questions (held-out voices, then the Piper voice), clean and as recordings sound (runs the demo if absent)
 	@test -d out/demo/frozen_qa/final -a -d out/demo/qa_speech || $(MAKE) demo
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.duplex_streams
+	if [ -d out/demo/qa_speech_person ]; then \
+	  OMP_NUM_THREADS=1 $(PY) -m benchmarks.duplex_streams --questions out/demo/qa_speech_person; fi
 
 eval-answer-units: setup  ## the stage-3 model writes each test answer's units, given the right text answer: greedy and beam (runs the demo if absent)
 	@test -d out/demo/stage3/final -a -d out/demo/stage3_data || $(MAKE) demo

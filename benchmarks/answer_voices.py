@@ -28,7 +28,7 @@ from speechgpt.data.io import read_jsonl
 from speechgpt.eval.answers import answer_is_correct
 from speechgpt.eval.judge import Judge, load_judge
 
-CANDIDATES = ["festival:cmu_us_slt_arctic_hts", "flite:rms", "flite:slt", "flite:awb"]
+CANDIDATES = ["festival:cmu_us_slt_arctic_hts", "flite:rms", "flite:slt", "flite:awb", "piper:en_US-joe-medium"]
 
 
 def question_answers(qa_dir: Path, splits: list[str]) -> dict[tuple[str, str], Counter[str]]:

@@ -3,7 +3,8 @@
     .venv/bin/python -m benchmarks.duplex_streams                          # the demo's frozen chat, every kind
     .venv/bin/python -m benchmarks.duplex_streams --kinds clean noisy --set gain=false
 
-The demo's test questions (`qa_speech`, held-out voices), six to a stream, 1.2 s apart after 1 s of lead, are pushed
+The demo's test questions (`qa_speech`, held-out voices; `--questions out/demo/qa_speech_person`: the Piper voice,
+which `make eval-duplex` streams next), six to a stream, 1.2 s apart after 1 s of lead, are pushed
 through `DuplexSession` in 160 ms pieces (text answers only), each stream rewritten as a kind of recording: quiet
 (-20 dB), loud (+10 dB, clipped), white noise at -40 dBFS throughout, low-frequency room noise at -48 dBFS, both
 quiet and in room noise, a fan (low-passed noise at -38 dBFS). A question is answered when an answer event falls
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(0)
     rewrite = kinds(rng)
     results = {}
+    print(f"questions: {args.questions} ({len(questions)} test questions)", flush=True)
     for kind in args.kinds or list(rewrite):
         totals = {"questions": len(questions), "answered": 0, "right": 0, "extra_answers": 0, "ignored": 0}
         for samples, starts in streams(questions):
