@@ -11,7 +11,14 @@ import numpy as np
 from tqdm import tqdm
 
 from speechgpt.app.chat import ChatApp
-from speechgpt.app.spoken_qa import VOICE_GROUPS, QuestionClip, by_voices, save_example, score_transcripts, spread
+from speechgpt.app.spoken_qa import (
+    QuestionClip,
+    by_voices,
+    group_rates,
+    save_example,
+    score_transcripts,
+    spread,
+)
 from speechgpt.data.audio import read_audio
 from speechgpt.infer.listening import Turn
 
@@ -122,13 +129,11 @@ def frozen_table(report: dict[str, Any], split: str) -> str:
     answered = "in text and speech" if spoken else "in text"
     lines = [f"frozen-LLM variant: {report['questions']} spoken {split} questions, answered {answered}"]
     groups = report["by_voices"]
-    names = VOICE_GROUPS
     for key, label in (("s2t_accuracy", "S2T"), ("spoken_accuracy", "S2S")):
         if report.get(key) is None:
             continue
         row_key = "s2t_correct" if key == "s2t_accuracy" else "spoken_correct"
-        accuracy = ", ".join(f"{names[g]} {100 * row[row_key]:.1f}% of {row['questions']}" for g, row in groups.items())
-        lines.append(f"  {label} accuracy: {100 * report[key]:.1f}% ({accuracy})")
+        lines.append(f"  {label} accuracy: {100 * report[key]:.1f}% ({group_rates(groups, row_key)})")
     if report.get("transcript_wer") is not None:
         wer = 100 * report["transcript_wer"]
         lines.append(f"  transcript WER of the questions (the words the LLM read): {wer:.1f}%")
